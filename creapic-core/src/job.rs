@@ -1,0 +1,530 @@
+//! Jobs: bulk image jobs (1–100 prompts) and scene renders, their items, states and leases.
+//!
+//! A job moves `queued → running → completed | failed | partial | canceled`. Workers claim a job
+//! with a lease and must hold it to report progress; a job whose lease expired is claimable again
+//! (another worker picks it up where the first left off, because finished items stay finished).
+//! Credits for a job are reserved as one hold when it is enqueued; each item that succeeds
+//! captures its unit cost exactly once (the item's own state is the guard), each item that fails
+//! releases its unit cost, and completing or canceling the job releases what is left.
+//!
+//! Item inputs and outputs are opaque text to core: a prompt, a serialized scene description, a
+//! media reference. Their meaning belongs to the server kit.
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::id::{EntryId, JobId, KeyId, OrgId};
+use crate::key::KeyMode;
+use crate::ledger::{Credits, Hold, IdempotencyKey};
+
+/// Most items in one job (the bulk endpoint's prompt limit).
+pub const JOB_ITEMS_MAX: usize = 100;
+/// Largest item input, in bytes.
+pub const ITEM_INPUT_MAX_BYTES: usize = 64 * 1024;
+/// Largest item output reference, in bytes.
+pub const ITEM_OUTPUT_MAX_BYTES: usize = 2048;
+/// Longest item error message, in bytes (longer messages are cut at a character boundary).
+pub const ITEM_ERROR_MAX_BYTES: usize = 1024;
+/// Longest worker id, in bytes.
+pub const WORKER_ID_MAX_LEN: usize = 128;
+
+/// What a job produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// One image per prompt (`POST /api/playground/images`).
+    Bulk,
+    /// One composed scene (`POST /api/public/scenes/render`).
+    Scene,
+}
+
+impl JobKind {
+    /// `bulk` or `scene`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Bulk => "bulk",
+            JobKind::Scene => "scene",
+        }
+    }
+
+    /// Parses [`JobKind::as_str`].
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "bulk" => Ok(JobKind::Bulk),
+            "scene" => Ok(JobKind::Scene),
+            _ => Err(Error::invalid("job kind", "unknown")),
+        }
+    }
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker holds its lease.
+    Running,
+    /// Every item succeeded.
+    Completed,
+    /// No item succeeded.
+    Failed,
+    /// Some items succeeded, some failed.
+    Partial,
+    /// Canceled before it finished; unfinished items were refunded.
+    Canceled,
+}
+
+impl JobStatus {
+    /// The wire name: `queued`, `running`, `completed`, `failed`, `partial`, `canceled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Partial => "partial",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Parses [`JobStatus::as_str`].
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "partial" => JobStatus::Partial,
+            "canceled" => JobStatus::Canceled,
+            _ => return Err(Error::invalid("job status", "unknown")),
+        })
+    }
+
+    /// Whether the job will never change again.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Partial | JobStatus::Canceled
+        )
+    }
+}
+
+/// An item's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemStatus {
+    /// Not finished yet.
+    Pending,
+    /// Produced its output; its cost was captured.
+    Succeeded,
+    /// Failed; its cost was released.
+    Failed,
+    /// The job was canceled before the item finished; its cost was released.
+    Canceled,
+}
+
+impl ItemStatus {
+    /// `pending`, `succeeded`, `failed` or `canceled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::Succeeded => "succeeded",
+            ItemStatus::Failed => "failed",
+            ItemStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Parses [`ItemStatus::as_str`].
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "pending" => ItemStatus::Pending,
+            "succeeded" => ItemStatus::Succeeded,
+            "failed" => ItemStatus::Failed,
+            "canceled" => ItemStatus::Canceled,
+            _ => return Err(Error::invalid("item status", "unknown")),
+        })
+    }
+}
+
+/// Why an item failed: a stable code and a bounded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// Stable snake_case code, e.g. `provider_timeout`.
+    pub code: String,
+    /// For people; at most [`ITEM_ERROR_MAX_BYTES`].
+    pub message: String,
+}
+
+impl ItemError {
+    /// Builds an error, cutting the code to 64 bytes and the message to
+    /// [`ITEM_ERROR_MAX_BYTES`] at character boundaries.
+    pub fn new(code: &str, message: &str) -> Self {
+        ItemError {
+            code: cut(code, 64).to_owned(),
+            message: cut(message, ITEM_ERROR_MAX_BYTES).to_owned(),
+        }
+    }
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One unit of work in a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobItem {
+    /// Position in the job, from 0.
+    pub index: u32,
+    /// The input (a prompt, a scene description).
+    pub input: String,
+    /// Its state.
+    pub status: ItemStatus,
+    /// A reference to what it produced (e.g. a media object name), when it succeeded.
+    pub output: Option<String>,
+    /// Why it failed, when it failed.
+    pub error: Option<ItemError>,
+    /// When it reached its final state.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The identity of a worker process (e.g. `host-1:4242:0`): 1–128 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// Validates `text`.
+    pub fn new(text: &str) -> Result<Self> {
+        if text.is_empty() || text.len() > WORKER_ID_MAX_LEN {
+            return Err(Error::invalid("worker id", "must be 1 to 128 characters"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid("worker id", "only visible ASCII characters"));
+        }
+        Ok(WorkerId(text.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A worker's claim on a running job, valid until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it.
+    pub worker: WorkerId,
+    /// When it lapses unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// A job and its items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// The organization that pays for it and may see it.
+    pub org: OrgId,
+    /// The key that submitted it, if any.
+    pub key: Option<KeyId>,
+    /// Bulk images or a scene.
+    pub kind: JobKind,
+    /// Live jobs use the configured provider; test jobs always the offline renderer.
+    pub mode: KeyMode,
+    /// Its state.
+    pub status: JobStatus,
+    /// Credits per succeeded item (0 for free work).
+    pub unit_cost: Credits,
+    /// The hold that pays for it (none when `unit_cost` is 0).
+    pub hold: Option<crate::id::HoldId>,
+    /// The idempotency key it was submitted under.
+    pub idempotency_key: IdempotencyKey,
+    /// The items, in order.
+    pub items: Vec<JobItem>,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Timestamp>,
+    /// The current lease, while running.
+    pub lease: Option<Lease>,
+    /// How many times it has been claimed.
+    pub attempts: u32,
+}
+
+impl Job {
+    /// Items that succeeded.
+    pub fn succeeded(&self) -> usize {
+        self.count(ItemStatus::Succeeded)
+    }
+
+    /// Items that failed or were canceled.
+    pub fn failed(&self) -> usize {
+        self.count(ItemStatus::Failed) + self.count(ItemStatus::Canceled)
+    }
+
+    /// Items not finished yet.
+    pub fn pending(&self) -> usize {
+        self.count(ItemStatus::Pending)
+    }
+
+    fn count(&self, status: ItemStatus) -> usize {
+        self.items.iter().filter(|i| i.status == status).count()
+    }
+
+    /// The terminal state the job reaches once no item is pending: completed when every item
+    /// succeeded, failed when none did, partial otherwise.
+    pub fn outcome(&self) -> JobStatus {
+        let ok = self.succeeded();
+        if ok == self.items.len() {
+            JobStatus::Completed
+        } else if ok == 0 {
+            JobStatus::Failed
+        } else {
+            JobStatus::Partial
+        }
+    }
+
+    /// Whether `worker` holds the job's lease (expired or not: nobody else has claimed it).
+    pub fn is_leased_by(&self, worker: &WorkerId) -> bool {
+        self.status == JobStatus::Running
+            && self.lease.as_ref().is_some_and(|l| &l.worker == worker)
+    }
+
+    /// Whether a worker may claim the job at `now`.
+    pub fn is_claimable(&self, now: Timestamp) -> bool {
+        match self.status {
+            JobStatus::Queued => true,
+            JobStatus::Running => self.lease.as_ref().is_none_or(|l| l.expires_at <= now),
+            _ => false,
+        }
+    }
+}
+
+/// A job to enqueue, validated.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The id the caller chose.
+    pub id: JobId,
+    /// The organization.
+    pub org: OrgId,
+    /// The submitting key.
+    pub key: Option<KeyId>,
+    /// The kind.
+    pub kind: JobKind,
+    /// Live or test.
+    pub mode: KeyMode,
+    /// One input per item.
+    pub inputs: Vec<String>,
+    /// Credits per item.
+    pub unit_cost: Credits,
+    /// Retrying with this key returns the same job without a second reservation.
+    pub idempotency_key: IdempotencyKey,
+    /// The id of the hold entry (and hold) reserving `unit_cost × items`.
+    pub hold_entry: EntryId,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl NewJob {
+    /// Checks the limits: 1..=[`JOB_ITEMS_MAX`] items, each non-empty and at most
+    /// [`ITEM_INPUT_MAX_BYTES`].
+    pub fn validate(&self) -> Result<()> {
+        if self.inputs.is_empty() {
+            return Err(Error::invalid("prompts", "at least one is required"));
+        }
+        if self.inputs.len() > JOB_ITEMS_MAX {
+            return Err(Error::LimitExceeded {
+                what: "prompts per job",
+                max: JOB_ITEMS_MAX as u64,
+            });
+        }
+        for input in &self.inputs {
+            if input.trim().is_empty() {
+                return Err(Error::invalid("prompts", "must not be empty"));
+            }
+            if input.len() > ITEM_INPUT_MAX_BYTES {
+                return Err(Error::LimitExceeded {
+                    what: "prompt length in bytes",
+                    max: ITEM_INPUT_MAX_BYTES as u64,
+                });
+            }
+        }
+        self.total_cost().map(|_| ())
+    }
+
+    /// Credits to reserve: `unit_cost × items`.
+    pub fn total_cost(&self) -> Result<Credits> {
+        self.unit_cost.times(self.inputs.len() as u64)
+    }
+
+    /// Whether `job` is what this request would have created (same kind, inputs and price), so
+    /// that a retry under the same idempotency key can return it.
+    pub fn matches(&self, job: &Job) -> bool {
+        job.kind == self.kind
+            && job.unit_cost == self.unit_cost
+            && job.items.len() == self.inputs.len()
+            && job.items.iter().zip(&self.inputs).all(|(i, p)| &i.input == p)
+    }
+
+    /// The job as it is stored right after enqueueing.
+    pub fn to_job(&self, hold: Option<crate::id::HoldId>) -> Job {
+        Job {
+            id: self.id,
+            org: self.org,
+            key: self.key,
+            kind: self.kind,
+            mode: self.mode,
+            status: JobStatus::Queued,
+            unit_cost: self.unit_cost,
+            hold,
+            idempotency_key: self.idempotency_key.clone(),
+            items: self
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, input)| JobItem {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    input: input.clone(),
+                    status: ItemStatus::Pending,
+                    output: None,
+                    error: None,
+                    finished_at: None,
+                })
+                .collect(),
+            created_at: self.at,
+            updated_at: self.at,
+            finished_at: None,
+            lease: None,
+            attempts: 0,
+        }
+    }
+}
+
+/// What enqueueing returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job.
+    pub job: Job,
+    /// Its hold, if it costs anything.
+    pub hold: Option<Hold>,
+    /// The organization's balance right after the reservation (on a replay: as it was then).
+    pub balance: Credits,
+    /// Whether this was a replay of an earlier submission with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// How one item ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// It produced `output` (a media reference, at most [`ITEM_OUTPUT_MAX_BYTES`]).
+    Succeeded {
+        /// The reference.
+        output: String,
+    },
+    /// It failed.
+    Failed(ItemError),
+}
+
+/// A worker's report that one item finished.
+#[derive(Debug, Clone)]
+pub struct FinishItem {
+    /// The job.
+    pub job: JobId,
+    /// The reporting worker (must hold the lease).
+    pub worker: WorkerId,
+    /// Which item.
+    pub index: u32,
+    /// How it ended.
+    pub outcome: ItemOutcome,
+    /// The id of the capture or release entry this writes.
+    pub entry_id: EntryId,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl FinishItem {
+    /// Checks the output's size.
+    pub fn validate(&self) -> Result<()> {
+        if let ItemOutcome::Succeeded { output } = &self.outcome
+            && (output.is_empty() || output.len() > ITEM_OUTPUT_MAX_BYTES)
+        {
+            return Err(Error::LimitExceeded {
+                what: "item output reference length",
+                max: ITEM_OUTPUT_MAX_BYTES as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// The idempotency key of the ledger entry for this item: one per (job, item), so an item
+    /// is never charged twice whoever reports it.
+    pub fn ledger_key(job: JobId, index: u32) -> IdempotencyKey {
+        // A UUID and a number: visible ASCII well under 255 bytes.
+        IdempotencyKey::trusted(format!("job:{job}:item:{index}"))
+    }
+
+    /// The idempotency key of the entry that releases what is left of a job's hold.
+    pub fn close_key(job: JobId) -> IdempotencyKey {
+        IdempotencyKey::trusted(format!("job:{job}:close"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    fn new_job(inputs: Vec<String>, unit: u64) -> NewJob {
+        let rng = SeededRandom::new(1);
+        let at = Timestamp::from_unix_ms(1);
+        NewJob {
+            id: JobId::generate(at, &rng),
+            org: OrgId::generate(at, &rng),
+            key: None,
+            kind: JobKind::Bulk,
+            mode: KeyMode::Live,
+            inputs,
+            unit_cost: Credits::new(unit).unwrap_or_default(),
+            idempotency_key: IdempotencyKey::trusted("k".into()),
+            hold_entry: EntryId::generate(at, &rng),
+            at,
+        }
+    }
+
+    #[test]
+    fn job_limits() {
+        assert!(new_job(vec![], 1).validate().is_err());
+        assert!(new_job(vec!["a".into(); 100], 1).validate().is_ok());
+        assert!(new_job(vec!["a".into(); 101], 1).validate().is_err());
+        assert!(new_job(vec!["  ".into()], 1).validate().is_err());
+        assert!(new_job(vec!["x".repeat(ITEM_INPUT_MAX_BYTES + 1)], 1).validate().is_err());
+        assert_eq!(new_job(vec!["a".into(); 3], 2).total_cost().ok(), Credits::new(6).ok());
+    }
+
+    #[test]
+    fn outcome_follows_items() {
+        let mut job = new_job(vec!["a".into(), "b".into()], 1).to_job(None);
+        assert_eq!(job.pending(), 2);
+        job.items[0].status = ItemStatus::Succeeded;
+        job.items[1].status = ItemStatus::Failed;
+        assert_eq!(job.outcome(), JobStatus::Partial);
+        job.items[1].status = ItemStatus::Succeeded;
+        assert_eq!(job.outcome(), JobStatus::Completed);
+        job.items[0].status = ItemStatus::Failed;
+        job.items[1].status = ItemStatus::Canceled;
+        assert_eq!(job.outcome(), JobStatus::Failed);
+    }
+
+    #[test]
+    fn item_errors_are_cut_at_char_boundaries() {
+        let e = ItemError::new("x", &"é".repeat(1000));
+        assert!(e.message.len() <= ITEM_ERROR_MAX_BYTES);
+        assert!(e.message.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,726 @@
+//! [`Creapic`]: the service logic over a [`Store`], a [`Clock`] and a [`RandomSource`].
+//!
+//! This is what hosts call. It validates input, enforces roles, scopes and tenancy, mints ids
+//! and timestamps, builds audit events, and hands each change to the store as one atomic call.
+//! It never touches HTTP or SQL; the server kit maps its errors to responses, and the stores
+//! turn its calls into transactions.
+//!
+//! Two kinds of callers act on organizations: people ([`Actor::User`], whose role is checked)
+//! and the operator of the installation ([`Actor::Operator`]: the admin CLI or the host's own
+//! code, trusted). API keys ([`Principal`]) call the public endpoints and may not manage keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, RequestContext};
+use crate::auth::{AuthConfig, Authenticator, Principal};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::error::{Error, Result};
+use crate::id::{AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, NewJob, WorkerId};
+use crate::key::{ApiKey, ApiKeySecret, KeyMode, KeyName, NewKey, generate_key};
+use crate::ledger::{Credits, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest};
+use crate::org::{Email, Membership, Organization, OrgName, Role, User};
+use crate::page::{Page, PageLimit};
+use crate::random::{OsRandom, RandomSource};
+use crate::scope::{Scope, ScopeSet};
+use crate::store::{KeyQuery, Store};
+
+/// Settings of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Verification cache and last-used flushing.
+    pub auth: AuthConfig,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
+    /// How long HTTP idempotency records are kept (at least 24 h).
+    pub idempotency_retention: Duration,
+    /// Most keys an organization may have that are not deleted.
+    pub keys_per_org_max: u64,
+    /// Longest lease a worker may ask for.
+    pub lease_max: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            auth: AuthConfig::default(),
+            audit_retention: crate::audit::DEFAULT_RETENTION,
+            idempotency_retention: crate::idempotency::RETENTION,
+            keys_per_org_max: 1000,
+            lease_max: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What to create a key with.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Its name (trimmed, 1–64 characters).
+    pub name: String,
+    /// Its scopes.
+    pub scopes: ScopeSet,
+    /// Live or test.
+    pub mode: KeyMode,
+    /// When it stops working, if ever (must be in the future).
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A key just created: the only moment its secret exists outside the caller's hands.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The plaintext, to show once. Redacted in `Debug`.
+    pub secret: ApiKeySecret,
+    /// The record.
+    pub key: ApiKey,
+}
+
+/// A job to submit through an API key.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Bulk images or a scene.
+    pub kind: JobKind,
+    /// One input per item.
+    pub inputs: Vec<String>,
+    /// Credits per succeeded item.
+    pub unit_cost: Credits,
+}
+
+/// Builds a [`Creapic`] with a chosen clock, randomness and configuration.
+pub struct CreapicBuilder<S: ?Sized> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+    config: CoreConfig,
+}
+
+impl<S: Store + ?Sized> CreapicBuilder<S> {
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The randomness (default: the OS CSPRNG).
+    pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(mut self, config: CoreConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Creapic<S> {
+        let auth = Authenticator::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.rng),
+            self.config.auth,
+        );
+        Creapic {
+            store: self.store,
+            clock: self.clock,
+            rng: self.rng,
+            config: self.config,
+            auth,
+        }
+    }
+}
+
+/// The creapic service logic.
+pub struct Creapic<S: ?Sized> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+    config: CoreConfig,
+    auth: Authenticator<S>,
+}
+
+impl<S: ?Sized> std::fmt::Debug for Creapic<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Creapic")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + ?Sized> Creapic<S> {
+    /// A service over `store` with the system clock, OS randomness and default settings.
+    pub fn new(store: Arc<S>) -> Self {
+        Creapic::builder(store).build()
+    }
+
+    /// A builder over `store`.
+    pub fn builder(store: Arc<S>) -> CreapicBuilder<S> {
+        CreapicBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            rng: Arc::new(OsRandom),
+            config: CoreConfig::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The randomness.
+    pub fn random(&self) -> &Arc<dyn RandomSource> {
+        &self.rng
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The authenticator (for hosts running the usage flush or pushing revocations).
+    pub fn authenticator(&self) -> &Authenticator<S> {
+        &self.auth
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn audit_event(
+        &self,
+        org: OrgId,
+        at: Timestamp,
+        action: AuditAction,
+        actor: Actor,
+        ctx: &RequestContext,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            AuditId::generate(at, self.rng.as_ref()),
+            org,
+            at,
+            action,
+            actor,
+            ctx,
+        )
+    }
+
+    async fn require_org(&self, org: OrgId) -> Result<Organization> {
+        self.store
+            .org(org)
+            .await?
+            .ok_or(Error::NotFound {
+                resource: "organization",
+            })
+    }
+
+    /// Checks that `by` may manage the keys of `org`. People need owner or admin; a person
+    /// outside the organization is told the organization does not exist.
+    async fn require_manager(&self, by: Actor, org: OrgId, action: &'static str) -> Result<()> {
+        match by {
+            Actor::Operator | Actor::System => Ok(()),
+            Actor::Key(_) => Err(Error::Forbidden { action }),
+            Actor::User(user) => match self.store.role(org, user).await? {
+                Some(role) if role.may_manage_keys() => Ok(()),
+                Some(_) => Err(Error::Forbidden { action }),
+                None => Err(Error::NotFound {
+                    resource: "organization",
+                }),
+            },
+        }
+    }
+
+    // ----- users and organizations -----
+
+    /// The user with this e-mail, created if new.
+    pub async fn ensure_user(&self, email: &str) -> Result<User> {
+        let email = Email::new(email)?;
+        let now = self.now();
+        let user = User {
+            id: UserId::generate(now, self.rng.as_ref()),
+            email,
+            created_at: now,
+        };
+        self.store.upsert_user(&user).await
+    }
+
+    /// Creates an organization owned by `owner`.
+    pub async fn create_org(
+        &self,
+        name: &str,
+        owner: UserId,
+        by: Actor,
+        ctx: &RequestContext,
+    ) -> Result<Organization> {
+        let name = OrgName::new(name)?;
+        if let Actor::User(user) = by
+            && user != owner
+        {
+            return Err(Error::Forbidden {
+                action: "create an organization for someone else",
+            });
+        }
+        let now = self.now();
+        let org = Organization {
+            id: OrgId::generate(now, self.rng.as_ref()),
+            name,
+            created_at: now,
+        };
+        let audit = self
+            .audit_event(org.id, now, AuditAction::OrgCreated, by, ctx)
+            .with_detail(&format!("owner={owner}"));
+        self.store.create_org(&org, owner, &audit).await?;
+        Ok(org)
+    }
+
+    /// Creates an organization through an API key with the `ORGANIZATION_WRITE` scope; the
+    /// user who created the key becomes its owner.
+    pub async fn create_org_with_key(
+        &self,
+        principal: &Principal,
+        name: &str,
+        ctx: &RequestContext,
+    ) -> Result<Organization> {
+        principal.require(Scope::OrganizationWrite)?;
+        let org = self
+            .create_org(name, principal.created_by, Actor::Key(principal.key), ctx)
+            .await?;
+        Ok(org)
+    }
+
+    /// Sets `user`'s role in `org`. Owners may set any role; admins may add members; the
+    /// operator may do anything.
+    pub async fn set_role(
+        &self,
+        by: Actor,
+        org: OrgId,
+        user: UserId,
+        role: Role,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        self.require_org(org).await?;
+        if let Actor::User(actor) = by {
+            let mine = self.store.role(org, actor).await?;
+            let allowed = match mine {
+                Some(Role::Owner) => true,
+                Some(Role::Admin) => role == Role::Member,
+                Some(Role::Member) => false,
+                None => {
+                    return Err(Error::NotFound {
+                        resource: "organization",
+                    });
+                }
+            };
+            if !allowed {
+                return Err(Error::Forbidden {
+                    action: "change this member's role",
+                });
+            }
+        } else if matches!(by, Actor::Key(_)) {
+            return Err(Error::Forbidden {
+                action: "change roles",
+            });
+        }
+        let now = self.now();
+        let audit = self
+            .audit_event(org, now, AuditAction::MemberChanged, by, ctx)
+            .with_detail(&format!("user={user} role={role}"));
+        self.store
+            .set_role(&Membership { org, user, role }, &audit)
+            .await
+    }
+
+    // ----- keys -----
+
+    /// Creates a key for `org`. People must be owners or admins; keys created by the operator
+    /// are attributed to the organization's first owner.
+    pub async fn create_key(
+        &self,
+        by: Actor,
+        org: OrgId,
+        spec: KeySpec,
+        ctx: &RequestContext,
+    ) -> Result<CreatedKey> {
+        let name = KeyName::new(&spec.name)?;
+        self.require_org(org).await?;
+        self.require_manager(by, org, "create keys").await?;
+        let created_by = match by {
+            Actor::User(user) => user,
+            _ => self
+                .store
+                .first_owner(org)
+                .await?
+                .ok_or(Error::InvalidState("the organization has no owner"))?,
+        };
+        let now = self.now();
+        if let Some(expires) = spec.expires_at
+            && expires <= now
+        {
+            return Err(Error::invalid("expiresAt", "must be in the future"));
+        }
+        let max = self.config.keys_per_org_max;
+        if self.store.count_active_keys(org).await? >= max {
+            return Err(Error::LimitExceeded {
+                what: "active keys per organization",
+                max,
+            });
+        }
+        let secret = generate_key(spec.mode, self.rng.as_ref());
+        let key = ApiKey {
+            id: KeyId::generate(now, self.rng.as_ref()),
+            org,
+            name,
+            prefix: secret.prefix(),
+            scopes: spec.scopes,
+            mode: spec.mode,
+            created_at: now,
+            created_by,
+            last_used_at: None,
+            deleted_at: None,
+            expires_at: spec.expires_at,
+        };
+        let audit = self
+            .audit_event(org, now, AuditAction::KeyCreated, by, ctx)
+            .with_key(key.id, key.prefix)
+            .with_detail(&format!("scopes={} mode={}", key.scopes, key.mode.as_str()));
+        let new = NewKey {
+            key,
+            digest: secret.digest(),
+        };
+        self.store.insert_key(&new, &audit).await?;
+        Ok(CreatedKey {
+            secret,
+            key: new.key,
+        })
+    }
+
+    /// Soft-deletes a key of `org`: immediate (this process refuses it before this returns),
+    /// idempotent and unrecoverable. The record stays for audit.
+    pub async fn delete_key(
+        &self,
+        by: Actor,
+        org: OrgId,
+        id: KeyId,
+        ctx: &RequestContext,
+    ) -> Result<ApiKey> {
+        self.require_manager(by, org, "delete keys").await?;
+        let now = self.now();
+        let existing = self
+            .store
+            .key(org, id)
+            .await?
+            .ok_or(Error::NotFound { resource: "key" })?;
+        let audit = self
+            .audit_event(org, now, AuditAction::KeyDeleted, by, ctx)
+            .with_key(existing.id, existing.prefix);
+        let deleted = self
+            .store
+            .delete_key(org, id, now, &audit)
+            .await?
+            .ok_or(Error::NotFound { resource: "key" })?;
+        self.auth.forget_key(id);
+        Ok(deleted)
+    }
+
+    /// A key of `org` (never its secret or digest).
+    pub async fn key(&self, by: Actor, org: OrgId, id: KeyId) -> Result<ApiKey> {
+        self.require_manager(by, org, "view keys").await?;
+        self.store
+            .key(org, id)
+            .await?
+            .ok_or(Error::NotFound { resource: "key" })
+    }
+
+    /// Keys of `org`, oldest first.
+    pub async fn list_keys(
+        &self,
+        by: Actor,
+        org: OrgId,
+        query: &KeyQuery,
+    ) -> Result<Page<ApiKey, KeyId>> {
+        self.require_manager(by, org, "list keys").await?;
+        self.store.list_keys(org, query).await
+    }
+
+    // ----- authentication -----
+
+    /// Verifies the request's credential (see [`Authenticator::authenticate`]).
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+    ) -> Result<Principal> {
+        self.auth.authenticate(authorization, x_api_key).await
+    }
+
+    /// Writes coalesced last-used times (see [`Authenticator::flush_usage`]).
+    pub async fn flush_usage(&self, force: bool) -> Result<usize> {
+        self.auth.flush_usage(force).await
+    }
+
+    // ----- credits -----
+
+    async fn ledger(
+        &self,
+        org: OrgId,
+        op: LedgerOp,
+        idempotency_key: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<LedgerReceipt> {
+        let at = self.now();
+        let request = LedgerRequest {
+            entry_id: EntryId::generate(at, self.rng.as_ref()),
+            org,
+            op,
+            idempotency_key: IdempotencyKey::new(idempotency_key)?,
+            at,
+        };
+        self.store.apply(&request, audit).await
+    }
+
+    /// Adds `amount` credits to `org` (the operator, or an owner).
+    pub async fn grant(
+        &self,
+        by: Actor,
+        org: OrgId,
+        amount: u64,
+        idempotency_key: &str,
+        ctx: &RequestContext,
+    ) -> Result<LedgerReceipt> {
+        let amount = Credits::amount(amount)?;
+        self.require_org(org).await?;
+        if let Actor::User(user) = by
+            && self.store.role(org, user).await? != Some(Role::Owner)
+        {
+            return Err(Error::Forbidden {
+                action: "grant credits",
+            });
+        }
+        if let Actor::Key(_) = by {
+            return Err(Error::Forbidden {
+                action: "grant credits",
+            });
+        }
+        let audit = self
+            .audit_event(org, self.now(), AuditAction::CreditsGranted, by, ctx)
+            .with_detail(&format!("amount={amount}"));
+        self.ledger(org, LedgerOp::Grant { amount }, idempotency_key, Some(&audit))
+            .await
+    }
+
+    /// Removes `amount` credits from `org`, all or nothing.
+    pub async fn debit(&self, org: OrgId, amount: u64, idempotency_key: &str) -> Result<LedgerReceipt> {
+        let amount = Credits::amount(amount)?;
+        self.ledger(org, LedgerOp::Debit { amount }, idempotency_key, None)
+            .await
+    }
+
+    /// Moves `amount` credits of `org` into a new hold.
+    pub async fn reserve(
+        &self,
+        org: OrgId,
+        amount: u64,
+        job: Option<JobId>,
+        idempotency_key: &str,
+    ) -> Result<LedgerReceipt> {
+        let amount = Credits::amount(amount)?;
+        self.ledger(org, LedgerOp::Reserve { amount, job }, idempotency_key, None)
+            .await
+    }
+
+    /// Makes `amount` credits of a hold final.
+    pub async fn capture(
+        &self,
+        org: OrgId,
+        hold: HoldId,
+        amount: u64,
+        idempotency_key: &str,
+    ) -> Result<LedgerReceipt> {
+        let amount = Credits::amount(amount)?;
+        self.ledger(org, LedgerOp::Capture { hold, amount }, idempotency_key, None)
+            .await
+    }
+
+    /// Returns `amount` credits of a hold, or everything left (closing it) when `None`.
+    pub async fn release(
+        &self,
+        org: OrgId,
+        hold: HoldId,
+        amount: Option<u64>,
+        idempotency_key: &str,
+    ) -> Result<LedgerReceipt> {
+        let amount = amount.map(Credits::amount).transpose()?;
+        self.ledger(org, LedgerOp::Release { hold, amount }, idempotency_key, None)
+            .await
+    }
+
+    /// The balance of `org`.
+    pub async fn balance(&self, org: OrgId) -> Result<Credits> {
+        self.store.balance(org).await
+    }
+
+    /// Ledger entries of `org`, oldest first.
+    pub async fn entries(
+        &self,
+        org: OrgId,
+        after: Option<u64>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerEntry, u64>> {
+        self.store.entries(org, after, limit).await
+    }
+
+    // ----- jobs -----
+
+    /// Submits a job for the key's organization, reserving its cost. Bulk jobs need
+    /// `IMAGE_GENERATION`, scenes `SCENE_RENDER`.
+    pub async fn submit_job(
+        &self,
+        principal: &Principal,
+        spec: JobSpec,
+        idempotency_key: &str,
+    ) -> Result<Enqueued> {
+        let scope = match spec.kind {
+            JobKind::Bulk => Scope::ImageGeneration,
+            JobKind::Scene => Scope::SceneRender,
+        };
+        principal.require(scope)?;
+        let at = self.now();
+        let new = NewJob {
+            id: JobId::generate(at, self.rng.as_ref()),
+            org: principal.org,
+            key: Some(principal.key),
+            kind: spec.kind,
+            mode: principal.mode,
+            inputs: spec.inputs,
+            unit_cost: spec.unit_cost,
+            idempotency_key: IdempotencyKey::new(idempotency_key)?,
+            hold_entry: EntryId::generate(at, self.rng.as_ref()),
+            at,
+        };
+        new.validate()?;
+        self.store.enqueue(&new).await
+    }
+
+    /// A job of the key's organization; another organization's job is "not found".
+    pub async fn job(&self, principal: &Principal, id: JobId) -> Result<Job> {
+        self.store
+            .job(principal.org, id)
+            .await?
+            .ok_or(Error::NotFound { resource: "job" })
+    }
+
+    /// Cancels a job of the key's organization, refunding unfinished items.
+    pub async fn cancel_job(&self, principal: &Principal, id: JobId) -> Result<Job> {
+        let at = self.now();
+        let entry = EntryId::generate(at, self.rng.as_ref());
+        self.store.cancel_job(principal.org, id, entry, at).await
+    }
+
+    fn lease_until(&self, now: Timestamp, lease: Duration) -> Result<Timestamp> {
+        if lease.is_zero() || lease > self.config.lease_max {
+            return Err(Error::invalid("lease", "must be between 1 ms and the configured maximum"));
+        }
+        Ok(now.add(lease))
+    }
+
+    /// Claims the next job for `worker` with a lease of `lease`.
+    pub async fn claim_job(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Job>> {
+        let now = self.now();
+        let until = self.lease_until(now, lease)?;
+        self.store.claim_job(worker, now, until).await
+    }
+
+    /// Extends `worker`'s lease on `job` to `lease` from now.
+    pub async fn renew_lease(&self, job: JobId, worker: &WorkerId, lease: Duration) -> Result<Job> {
+        let until = self.lease_until(self.now(), lease)?;
+        self.store.renew_lease(job, worker, until).await
+    }
+
+    /// Reports how an item ended; captures or releases its cost exactly once.
+    pub async fn finish_item(
+        &self,
+        job: JobId,
+        worker: &WorkerId,
+        index: u32,
+        outcome: ItemOutcome,
+    ) -> Result<Job> {
+        let at = self.now();
+        let report = FinishItem {
+            job,
+            worker: worker.clone(),
+            index,
+            outcome,
+            entry_id: EntryId::generate(at, self.rng.as_ref()),
+            at,
+        };
+        report.validate()?;
+        self.store.finish_item(&report).await
+    }
+
+    /// Ends a job whose items have all finished, releasing what is left of its hold.
+    pub async fn complete_job(&self, job: JobId, worker: &WorkerId) -> Result<Job> {
+        let at = self.now();
+        let entry = EntryId::generate(at, self.rng.as_ref());
+        self.store.complete_job(job, worker, entry, at).await
+    }
+
+    // ----- audit -----
+
+    /// A page of `org`'s audit log. People must be owners or admins.
+    pub async fn audit(&self, by: Actor, query: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
+        self.require_manager(by, query.org, "read the audit log").await?;
+        self.store.audit(query).await
+    }
+
+    /// Deletes audit events older than the retention period; returns how many.
+    pub async fn purge_audit(&self) -> Result<u64> {
+        let cutoff = self.now().sub(self.config.audit_retention);
+        self.store.purge_audit_before(cutoff).await
+    }
+
+    // ----- HTTP idempotency -----
+
+    /// Starts a request under an `Idempotency-Key`, locking it for `lock`.
+    pub async fn begin_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        fingerprint: RequestFingerprint,
+        lock: Duration,
+    ) -> Result<IdempotencyBegin> {
+        let now = self.now();
+        self.store
+            .begin_request(org, key, fingerprint, now, now.add(lock))
+            .await
+    }
+
+    /// Stores the response of a started request.
+    pub async fn complete_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<()> {
+        self.store
+            .complete_request(org, key, response, self.now())
+            .await
+    }
+
+    /// Unlocks a started request so it may be retried.
+    pub async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()> {
+        self.store.abandon_request(org, key).await
+    }
+
+    /// Deletes idempotency records past their retention.
+    pub async fn purge_requests(&self) -> Result<u64> {
+        let cutoff = self.now().sub(self.config.idempotency_retention);
+        self.store.purge_requests_before(cutoff).await
+    }
+}

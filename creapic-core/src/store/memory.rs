@@ -1,0 +1,812 @@
+//! The in-memory store: a complete backend for tests, examples and single-process embedding.
+//!
+//! Not a mock: it implements every store trait with the same atomicity a database gives, by
+//! applying each call under one mutex. The mutex is never held across an `.await` (every method
+//! body is synchronous), so it cannot deadlock the async runtime, and each call is one critical
+//! section, which is exactly the transaction boundary the SQL backends use. Nothing survives the
+//! process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, RequestContext};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result, StoreErrorKind};
+use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::job::{
+    Enqueued, FinishItem, ItemOutcome, ItemStatus, Job, JobStatus, NewJob, WorkerId,
+};
+use crate::key::{ApiKey, KeyDigest, NewKey};
+use crate::ledger::{
+    BALANCE_MAX, Credits, EntryKind, Hold, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
+    LedgerRequest,
+};
+use crate::org::{Email, Membership, Organization, Role, User};
+use crate::page::{Page, PageLimit};
+use crate::store::{
+    AuditStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore,
+};
+
+/// A store that keeps everything in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation below validates before it writes, so a panic cannot leave a half-applied
+        // change behind; the state under a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, User>,
+    user_by_email: HashMap<Email, UserId>,
+    orgs: HashMap<OrgId, Organization>,
+    /// (org, user) → (role, order of joining), the order answering `first_owner`.
+    members: BTreeMap<(OrgId, UserId), (Role, u64)>,
+    member_seq: u64,
+    keys: BTreeMap<KeyId, ApiKey>,
+    key_digests: HashMap<KeyDigest, KeyId>,
+    balances: HashMap<OrgId, u64>,
+    /// The whole ledger; an entry's `seq` is its index + 1.
+    entries: Vec<LedgerEntry>,
+    entry_ids: HashSet<EntryId>,
+    /// (org, idempotency key) → (fingerprint, index in `entries`).
+    ledger_keys: HashMap<(OrgId, IdempotencyKey), (String, usize)>,
+    holds: HashMap<HoldId, Hold>,
+    jobs: BTreeMap<JobId, Job>,
+    /// Jobs not yet terminal, in claim order.
+    open_jobs: BTreeSet<JobId>,
+    job_keys: HashMap<(OrgId, IdempotencyKey), JobId>,
+    audit: Vec<AuditRecord>,
+    audit_seq: u64,
+    requests: HashMap<(OrgId, IdempotencyKey), RequestSlot>,
+}
+
+#[derive(Debug)]
+struct RequestSlot {
+    fingerprint: RequestFingerprint,
+    created_at: Timestamp,
+    locked_until: Option<Timestamp>,
+    response: Option<StoredResponse>,
+}
+
+fn conflict(what: &str) -> Error {
+    Error::store(StoreErrorKind::Conflict, format!("{what} already exists"))
+}
+
+impl State {
+    fn append_audit(&mut self, event: &AuditEvent) {
+        self.audit_seq += 1;
+        self.audit.push(AuditRecord {
+            seq: self.audit_seq,
+            event: event.clone(),
+        });
+    }
+
+    fn replay(&self, index: usize) -> LedgerReceipt {
+        let entry = self.entries[index].clone();
+        let hold = entry.hold.and_then(|h| self.holds.get(&h).cloned());
+        LedgerReceipt {
+            entry,
+            hold,
+            replayed: true,
+        }
+    }
+
+    /// Applies one ledger request: every check first, then every write.
+    fn apply(&mut self, req: &LedgerRequest) -> Result<LedgerReceipt> {
+        let fingerprint = req.op.fingerprint();
+        let idem = (req.org, req.idempotency_key.clone());
+        if let Some((seen, index)) = self.ledger_keys.get(&idem) {
+            if *seen != fingerprint {
+                return Err(Error::IdempotencyConflict);
+            }
+            return Ok(self.replay(*index));
+        }
+        if self.entry_ids.contains(&req.entry_id) {
+            return Err(conflict("ledger entry"));
+        }
+        let balance = self.balances.get(&req.org).copied().unwrap_or(0);
+        let mut hold_after: Option<Hold> = None;
+        let (delta, amount, job): (i64, u64, Option<JobId>) = match req.op {
+            LedgerOp::Grant { amount } => {
+                if balance + amount.get() > BALANCE_MAX {
+                    return Err(Error::LimitExceeded {
+                        what: "balance",
+                        max: BALANCE_MAX,
+                    });
+                }
+                (amount.signed(), amount.get(), None)
+            }
+            LedgerOp::Debit { amount } => {
+                if amount.get() > balance {
+                    return Err(Error::InsufficientCredits {
+                        needed: amount.get(),
+                        available: balance,
+                    });
+                }
+                (-amount.signed(), amount.get(), None)
+            }
+            LedgerOp::Reserve { amount, job } => {
+                if amount.get() > balance {
+                    return Err(Error::InsufficientCredits {
+                        needed: amount.get(),
+                        available: balance,
+                    });
+                }
+                let id = HoldId::from_uuid(req.entry_id.as_uuid());
+                if self.holds.contains_key(&id) {
+                    return Err(conflict("hold"));
+                }
+                hold_after = Some(Hold {
+                    id,
+                    org: req.org,
+                    job,
+                    amount,
+                    captured: Credits::ZERO,
+                    released: Credits::ZERO,
+                    created_at: req.at,
+                    closed_at: None,
+                });
+                (-amount.signed(), amount.get(), job)
+            }
+            LedgerOp::Capture { hold, amount } => {
+                let mut h = self.org_hold(req.org, hold)?;
+                h.check_take(amount.get())?;
+                h.captured = Credits::new(h.captured.get() + amount.get())?;
+                let job = h.job;
+                hold_after = Some(h);
+                (0, amount.get(), job)
+            }
+            LedgerOp::Release { hold, amount } => {
+                let mut h = self.org_hold(req.org, hold)?;
+                let take = amount.map_or(h.remaining(), Credits::get);
+                h.check_take(take)?;
+                h.released = Credits::new(h.released.get() + take)?;
+                if amount.is_none() {
+                    h.closed_at = Some(req.at);
+                }
+                let job = h.job;
+                hold_after = Some(h);
+                (i64::try_from(take).unwrap_or(i64::MAX), take, job)
+            }
+        };
+        let new_balance = u64::try_from(i64::try_from(balance).unwrap_or(i64::MAX) + delta)
+            .map_err(|_| Error::InvalidState("the balance would become negative"))?;
+        let entry = LedgerEntry {
+            seq: self.entries.len() as u64 + 1,
+            id: req.entry_id,
+            org: req.org,
+            kind: req.op.kind(),
+            delta,
+            amount: Credits::new(amount)?,
+            balance_after: Credits::new(new_balance)?,
+            hold: hold_after.as_ref().map(|h| h.id),
+            job,
+            idempotency_key: req.idempotency_key.clone(),
+            created_at: req.at,
+        };
+        // All checks passed: write.
+        self.balances.insert(req.org, new_balance);
+        self.entry_ids.insert(req.entry_id);
+        self.ledger_keys
+            .insert(idem, (fingerprint, self.entries.len()));
+        self.entries.push(entry.clone());
+        if let Some(h) = &hold_after {
+            self.holds.insert(h.id, h.clone());
+        }
+        Ok(LedgerReceipt {
+            entry,
+            hold: hold_after,
+            replayed: false,
+        })
+    }
+
+    fn org_hold(&self, org: OrgId, id: HoldId) -> Result<Hold> {
+        self.holds
+            .get(&id)
+            .filter(|h| h.org == org)
+            .cloned()
+            .ok_or(Error::NotFound { resource: "hold" })
+    }
+
+    fn leased_job(&self, id: JobId, worker: &WorkerId) -> Result<Job> {
+        let job = self.jobs.get(&id).ok_or(Error::NotFound { resource: "job" })?;
+        if !job.is_leased_by(worker) {
+            return Err(Error::LeaseLost);
+        }
+        Ok(job.clone())
+    }
+
+    /// Releases what is left of a job's hold and closes it (no-op for free jobs).
+    fn close_hold(&mut self, job: &Job, entry_id: EntryId, at: Timestamp) -> Result<()> {
+        if let Some(hold) = job.hold {
+            let open = self.holds.get(&hold).is_some_and(|h| h.closed_at.is_none());
+            if open {
+                self.apply(&LedgerRequest {
+                    entry_id,
+                    org: job.org,
+                    op: LedgerOp::Release { hold, amount: None },
+                    idempotency_key: FinishItem::close_key(job.id),
+                    at,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn store_job(&mut self, job: Job) {
+        if job.status.is_terminal() {
+            self.open_jobs.remove(&job.id);
+        }
+        self.jobs.insert(job.id, job);
+    }
+}
+
+#[async_trait]
+impl OrgStore for MemoryStore {
+    async fn upsert_user(&self, user: &User) -> Result<User> {
+        let mut s = self.lock();
+        if let Some(id) = s.user_by_email.get(&user.email)
+            && let Some(existing) = s.users.get(id)
+        {
+            return Ok(existing.clone());
+        }
+        if s.users.contains_key(&user.id) {
+            return Err(conflict("user"));
+        }
+        s.user_by_email.insert(user.email.clone(), user.id);
+        s.users.insert(user.id, user.clone());
+        Ok(user.clone())
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        let s = self.lock();
+        Ok(s.user_by_email.get(email).and_then(|id| s.users.get(id)).cloned())
+    }
+
+    async fn create_org(
+        &self,
+        org: &Organization,
+        owner: UserId,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        if s.orgs.contains_key(&org.id) {
+            return Err(conflict("organization"));
+        }
+        if !s.users.contains_key(&owner) {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        s.orgs.insert(org.id, org.clone());
+        s.member_seq += 1;
+        let seq = s.member_seq;
+        s.members.insert((org.id, owner), (Role::Owner, seq));
+        s.append_audit(audit);
+        Ok(())
+    }
+
+    async fn org(&self, id: OrgId) -> Result<Option<Organization>> {
+        Ok(self.lock().orgs.get(&id).cloned())
+    }
+
+    async fn set_role(&self, m: &Membership, audit: &AuditEvent) -> Result<()> {
+        let mut s = self.lock();
+        if !s.orgs.contains_key(&m.org) {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        if !s.users.contains_key(&m.user) {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        s.member_seq += 1;
+        let seq = s.member_seq;
+        let slot = s.members.entry((m.org, m.user)).or_insert((m.role, seq));
+        slot.0 = m.role;
+        s.append_audit(audit);
+        Ok(())
+    }
+
+    async fn role(&self, org: OrgId, user: UserId) -> Result<Option<Role>> {
+        Ok(self.lock().members.get(&(org, user)).map(|(r, _)| *r))
+    }
+
+    async fn first_owner(&self, org: OrgId) -> Result<Option<UserId>> {
+        let s = self.lock();
+        Ok(s.members
+            .range((org, UserId::from_uuid(uuid::Uuid::nil()))..)
+            .take_while(|((o, _), _)| *o == org)
+            .filter(|(_, (role, _))| *role == Role::Owner)
+            .min_by_key(|(_, (_, seq))| *seq)
+            .map(|((_, u), _)| *u))
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn insert_key(&self, new: &NewKey, audit: &AuditEvent) -> Result<()> {
+        let mut s = self.lock();
+        if s.keys.contains_key(&new.key.id) || s.key_digests.contains_key(&new.digest) {
+            return Err(conflict("key"));
+        }
+        if !s.orgs.contains_key(&new.key.org) {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        s.key_digests.insert(new.digest, new.key.id);
+        s.keys.insert(new.key.id, new.key.clone());
+        s.append_audit(audit);
+        Ok(())
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>> {
+        let s = self.lock();
+        Ok(s.key_digests.get(digest).and_then(|id| s.keys.get(id)).cloned())
+    }
+
+    async fn key(&self, org: OrgId, id: KeyId) -> Result<Option<ApiKey>> {
+        Ok(self.lock().keys.get(&id).filter(|k| k.org == org).cloned())
+    }
+
+    async fn list_keys(&self, org: OrgId, q: &KeyQuery) -> Result<Page<ApiKey, KeyId>> {
+        let s = self.lock();
+        let start = q.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let items: Vec<ApiKey> = s
+            .keys
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, k)| k)
+            .filter(|k| k.org == org && (q.include_deleted || k.deleted_at.is_none()))
+            .take(q.limit.as_usize() + 1)
+            .cloned()
+            .collect();
+        Ok(Page::from_overfetch(items, q.limit, |k| k.id))
+    }
+
+    async fn count_active_keys(&self, org: OrgId) -> Result<u64> {
+        let s = self.lock();
+        Ok(s.keys
+            .values()
+            .filter(|k| k.org == org && k.deleted_at.is_none())
+            .count() as u64)
+    }
+
+    async fn delete_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        at: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiKey>> {
+        let mut s = self.lock();
+        let Some(key) = s.keys.get_mut(&id).filter(|k| k.org == org) else {
+            return Ok(None);
+        };
+        if key.deleted_at.is_some() {
+            return Ok(Some(key.clone()));
+        }
+        key.deleted_at = Some(at);
+        let key = key.clone();
+        s.append_audit(audit);
+        Ok(Some(key))
+    }
+
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+        let mut s = self.lock();
+        for u in usage {
+            let Some(key) = s.keys.get_mut(&u.key).filter(|k| k.org == u.org) else {
+                continue;
+            };
+            key.last_used_at = Some(key.last_used_at.map_or(u.last_used_at, |t| t.max(u.last_used_at)));
+            let event = AuditEvent::new(
+                u.audit_id,
+                u.org,
+                u.last_used_at,
+                AuditAction::KeyUsed,
+                Actor::Key(u.key),
+                &RequestContext::default(),
+            )
+            .with_key(u.key, u.prefix);
+            s.append_audit(&event);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryStore {
+    async fn apply(
+        &self,
+        request: &LedgerRequest,
+        audit: Option<&AuditEvent>,
+    ) -> Result<LedgerReceipt> {
+        let mut s = self.lock();
+        let receipt = s.apply(request)?;
+        if let Some(event) = audit
+            && !receipt.replayed
+        {
+            s.append_audit(event);
+        }
+        Ok(receipt)
+    }
+
+    async fn balance(&self, org: OrgId) -> Result<Credits> {
+        Credits::new(self.lock().balances.get(&org).copied().unwrap_or(0))
+    }
+
+    async fn hold(&self, org: OrgId, id: HoldId) -> Result<Option<Hold>> {
+        Ok(self.lock().holds.get(&id).filter(|h| h.org == org).cloned())
+    }
+
+    async fn entries(
+        &self,
+        org: OrgId,
+        after: Option<u64>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerEntry, u64>> {
+        let s = self.lock();
+        let skip = usize::try_from(after.unwrap_or(0)).unwrap_or(usize::MAX);
+        let items: Vec<LedgerEntry> = s
+            .entries
+            .iter()
+            .skip(skip)
+            .filter(|e| e.org == org)
+            .take(limit.as_usize() + 1)
+            .cloned()
+            .collect();
+        Ok(Page::from_overfetch(items, limit, |e| e.seq))
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn enqueue(&self, new: &NewJob) -> Result<Enqueued> {
+        let mut s = self.lock();
+        let idem = (new.org, new.idempotency_key.clone());
+        if let Some(id) = s.job_keys.get(&idem) {
+            let job = s.jobs.get(id).cloned().ok_or(Error::NotFound { resource: "job" })?;
+            if !new.matches(&job) {
+                return Err(Error::IdempotencyConflict);
+            }
+            let hold = job.hold.and_then(|h| s.holds.get(&h).cloned());
+            let balance = match job.hold {
+                Some(h) => s
+                    .entries
+                    .iter()
+                    .find(|e| e.kind == EntryKind::Hold && e.hold == Some(h))
+                    .map(|e| e.balance_after),
+                None => None,
+            };
+            let balance = match balance {
+                Some(b) => b,
+                None => Credits::new(s.balances.get(&new.org).copied().unwrap_or(0))?,
+            };
+            return Ok(Enqueued {
+                job,
+                hold,
+                balance,
+                replayed: true,
+            });
+        }
+        new.validate()?;
+        if s.jobs.contains_key(&new.id) {
+            return Err(conflict("job"));
+        }
+        if !s.orgs.contains_key(&new.org) {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        let total = new.total_cost()?;
+        let (hold, balance) = if total.get() > 0 {
+            let receipt = s.apply(&LedgerRequest {
+                entry_id: new.hold_entry,
+                org: new.org,
+                op: LedgerOp::Reserve {
+                    amount: total,
+                    job: Some(new.id),
+                },
+                idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
+                at: new.at,
+            })?;
+            (receipt.hold, receipt.entry.balance_after)
+        } else {
+            (None, Credits::new(s.balances.get(&new.org).copied().unwrap_or(0))?)
+        };
+        let job = new.to_job(hold.as_ref().map(|h| h.id));
+        s.job_keys.insert(idem, job.id);
+        s.open_jobs.insert(job.id);
+        s.jobs.insert(job.id, job.clone());
+        Ok(Enqueued {
+            job,
+            hold,
+            balance,
+            replayed: false,
+        })
+    }
+
+    async fn job(&self, org: OrgId, id: JobId) -> Result<Option<Job>> {
+        Ok(self.lock().jobs.get(&id).filter(|j| j.org == org).cloned())
+    }
+
+    async fn list_jobs(
+        &self,
+        org: OrgId,
+        after: Option<JobId>,
+        limit: PageLimit,
+    ) -> Result<Page<Job, JobId>> {
+        let s = self.lock();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let items: Vec<Job> = s
+            .jobs
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, j)| j)
+            .filter(|j| j.org == org)
+            .take(limit.as_usize() + 1)
+            .cloned()
+            .collect();
+        Ok(Page::from_overfetch(items, limit, |j| j.id))
+    }
+
+    async fn claim_job(
+        &self,
+        worker: &WorkerId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Job>> {
+        let mut s = self.lock();
+        let found = s
+            .open_jobs
+            .iter()
+            .find(|id| s.jobs.get(id).is_some_and(|j| j.is_claimable(now)))
+            .copied();
+        let Some(id) = found else { return Ok(None) };
+        let Some(job) = s.jobs.get_mut(&id) else {
+            return Ok(None);
+        };
+        job.status = JobStatus::Running;
+        job.lease = Some(crate::job::Lease {
+            worker: worker.clone(),
+            expires_at: lease_until,
+        });
+        job.attempts = job.attempts.saturating_add(1);
+        job.updated_at = now;
+        Ok(Some(job.clone()))
+    }
+
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        worker: &WorkerId,
+        lease_until: Timestamp,
+    ) -> Result<Job> {
+        let mut s = self.lock();
+        let mut job = s.leased_job(id, worker)?;
+        if let Some(lease) = job.lease.as_mut() {
+            lease.expires_at = lease_until;
+        }
+        s.store_job(job.clone());
+        Ok(job)
+    }
+
+    async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
+        let mut s = self.lock();
+        let mut job = s.leased_job(report.job, &report.worker)?;
+        let index = usize::try_from(report.index).unwrap_or(usize::MAX);
+        let Some(item) = job.items.get(index) else {
+            return Err(Error::invalid("item", "no such item in the job"));
+        };
+        if item.status != ItemStatus::Pending {
+            return Ok(job);
+        }
+        report.validate()?;
+        if let Some(hold) = job.hold {
+            let op = match report.outcome {
+                ItemOutcome::Succeeded { .. } => LedgerOp::Capture {
+                    hold,
+                    amount: job.unit_cost,
+                },
+                ItemOutcome::Failed(_) => LedgerOp::Release {
+                    hold,
+                    amount: Some(job.unit_cost),
+                },
+            };
+            s.apply(&LedgerRequest {
+                entry_id: report.entry_id,
+                org: job.org,
+                op,
+                idempotency_key: FinishItem::ledger_key(job.id, report.index),
+                at: report.at,
+            })?;
+        }
+        let item = &mut job.items[index];
+        match &report.outcome {
+            ItemOutcome::Succeeded { output } => {
+                item.status = ItemStatus::Succeeded;
+                item.output = Some(output.clone());
+            }
+            ItemOutcome::Failed(error) => {
+                item.status = ItemStatus::Failed;
+                item.error = Some(error.clone());
+            }
+        }
+        item.finished_at = Some(report.at);
+        job.updated_at = report.at;
+        s.store_job(job.clone());
+        Ok(job)
+    }
+
+    async fn complete_job(
+        &self,
+        id: JobId,
+        worker: &WorkerId,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Job> {
+        let mut s = self.lock();
+        let mut job = s.leased_job(id, worker)?;
+        if job.pending() > 0 {
+            return Err(Error::InvalidState("the job still has pending items"));
+        }
+        s.close_hold(&job, entry_id, at)?;
+        job.status = job.outcome();
+        job.lease = None;
+        job.finished_at = Some(at);
+        job.updated_at = at;
+        s.store_job(job.clone());
+        Ok(job)
+    }
+
+    async fn cancel_job(
+        &self,
+        org: OrgId,
+        id: JobId,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Job> {
+        let mut s = self.lock();
+        let mut job = s
+            .jobs
+            .get(&id)
+            .filter(|j| j.org == org)
+            .cloned()
+            .ok_or(Error::NotFound { resource: "job" })?;
+        if job.status == JobStatus::Canceled {
+            return Ok(job);
+        }
+        if job.status.is_terminal() {
+            return Err(Error::InvalidState("the job has already finished"));
+        }
+        s.close_hold(&job, entry_id, at)?;
+        for item in job.items.iter_mut().filter(|i| i.status == ItemStatus::Pending) {
+            item.status = ItemStatus::Canceled;
+            item.finished_at = Some(at);
+        }
+        job.status = JobStatus::Canceled;
+        job.lease = None;
+        job.finished_at = Some(at);
+        job.updated_at = at;
+        s.store_job(job.clone());
+        Ok(job)
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut s = self.lock();
+        for e in events {
+            s.append_audit(e);
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
+        let s = self.lock();
+        let items: Vec<AuditRecord> = s
+            .audit
+            .iter()
+            .filter(|r| q.matches(r.seq, &r.event))
+            .take(q.limit.as_usize() + 1)
+            .cloned()
+            .collect();
+        Ok(Page::from_overfetch(items, q.limit, |r| r.seq))
+    }
+
+    async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.audit.len();
+        s.audit.retain(|r| r.event.at >= cutoff);
+        Ok((before - s.audit.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn begin_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        fingerprint: RequestFingerprint,
+        now: Timestamp,
+        lock_until: Timestamp,
+    ) -> Result<IdempotencyBegin> {
+        let mut s = self.lock();
+        let slot = s.requests.entry((org, key.clone())).or_insert(RequestSlot {
+            fingerprint,
+            created_at: now,
+            locked_until: None,
+            response: None,
+        });
+        if slot.fingerprint != fingerprint {
+            return Ok(IdempotencyBegin::Mismatch);
+        }
+        if let Some(response) = &slot.response {
+            return Ok(IdempotencyBegin::Replay(response.clone()));
+        }
+        if slot.locked_until.is_some_and(|until| until > now) {
+            return Ok(IdempotencyBegin::InProgress);
+        }
+        slot.locked_until = Some(lock_until);
+        Ok(IdempotencyBegin::Started)
+    }
+
+    async fn complete_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+        _at: Timestamp,
+    ) -> Result<()> {
+        if response.body.len() > crate::idempotency::RESPONSE_MAX_BYTES {
+            return Err(Error::LimitExceeded {
+                what: "stored response size",
+                max: crate::idempotency::RESPONSE_MAX_BYTES as u64,
+            });
+        }
+        let mut s = self.lock();
+        let slot = s
+            .requests
+            .get_mut(&(org, key.clone()))
+            .ok_or(Error::NotFound {
+                resource: "idempotency record",
+            })?;
+        slot.locked_until = None;
+        slot.response = Some(response.clone());
+        Ok(())
+    }
+
+    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()> {
+        let mut s = self.lock();
+        let idem = (org, key.clone());
+        if s.requests.get(&idem).is_some_and(|r| r.response.is_none()) {
+            s.requests.remove(&idem);
+        }
+        Ok(())
+    }
+
+    async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.requests.len();
+        s.requests.retain(|_, r| r.created_at >= cutoff);
+        Ok((before - s.requests.len()) as u64)
+    }
+}

@@ -1,0 +1,241 @@
+//! The store traits: everything creapic persists, grouped by what each trait owns.
+//!
+//! Backends implement all of them ([`Store`] is the union): the in-memory store here, SQLite and
+//! PostgreSQL in their own modules. The contract every backend must honour is written down once,
+//! as the conformance suite in `testing::conformance`, and each backend's tests run it unchanged.
+//!
+//! Design decisions shared by every method:
+//! - **Callers choose ids and timestamps.** A store never reads a clock or invents an id, so the
+//!   core stays deterministic and a retried call carries the same ids.
+//! - **Money moves atomically.** Every credit change is one conditional write plus its ledger entry
+//!   in one transaction; a refused change writes nothing. No method reads a balance and then writes.
+//! - **Tenancy is in the signature.** Methods that read or change an organization's resource take
+//!   the organization and answer "not found" for another organization's resource.
+//! - **Audit rides along.** A change that must be audited takes its [`AuditEvent`] and commits it in
+//!   the same transaction.
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::id::{AuditId, EntryId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::job::{Enqueued, FinishItem, Job, WorkerId};
+use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
+use crate::ledger::{Credits, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest};
+use crate::org::{Email, Membership, Organization, Role, User};
+use crate::page::{Page, PageLimit};
+
+pub mod memory;
+
+/// Users, organizations and memberships.
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    /// Inserts `user`, or returns the existing user with the same e-mail unchanged.
+    async fn upsert_user(&self, user: &User) -> Result<User>;
+    /// A user by id.
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// A user by e-mail.
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>>;
+    /// Creates `org` with `owner` as its owner, and appends `audit`, atomically.
+    async fn create_org(&self, org: &Organization, owner: UserId, audit: &AuditEvent)
+    -> Result<()>;
+    /// An organization by id.
+    async fn org(&self, id: OrgId) -> Result<Option<Organization>>;
+    /// Sets a member's role (adding the member if needed) and appends `audit`, atomically.
+    async fn set_role(&self, membership: &Membership, audit: &AuditEvent) -> Result<()>;
+    /// A user's role in an organization, if they are a member.
+    async fn role(&self, org: OrgId, user: UserId) -> Result<Option<Role>>;
+    /// The earliest owner of an organization (keys created by the operator are attributed to it).
+    async fn first_owner(&self, org: OrgId) -> Result<Option<UserId>>;
+}
+
+/// One key's usage, for the coalesced last-used flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// The key.
+    pub key: KeyId,
+    /// Its organization.
+    pub org: OrgId,
+    /// Its display prefix (for the audit event).
+    pub prefix: KeyPrefix,
+    /// The latest use seen.
+    pub last_used_at: Timestamp,
+    /// The id of the `key.used` audit event this usage records.
+    pub audit_id: AuditId,
+}
+
+/// Which keys a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyQuery {
+    /// Include soft-deleted keys.
+    pub include_deleted: bool,
+    /// Keys after this id (ids sort by creation time).
+    pub after: Option<KeyId>,
+    /// Page size.
+    pub limit: PageLimit,
+}
+
+/// API key records. Stores see digests, never secrets.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Inserts a key and appends `audit`, atomically. A duplicate id or digest is a
+    /// `Store { kind: Conflict }` error.
+    async fn insert_key(&self, key: &NewKey, audit: &AuditEvent) -> Result<()>;
+    /// The key with this digest, deleted or not (the caller decides what a deleted key means).
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>>;
+    /// A key of `org` by id.
+    async fn key(&self, org: OrgId, id: KeyId) -> Result<Option<ApiKey>>;
+    /// Keys of `org`, oldest first.
+    async fn list_keys(&self, org: OrgId, query: &KeyQuery) -> Result<Page<ApiKey, KeyId>>;
+    /// How many keys of `org` are not deleted.
+    async fn count_active_keys(&self, org: OrgId) -> Result<u64>;
+    /// Soft-deletes a key of `org` at `at` and appends `audit`, atomically. Idempotent: deleting
+    /// a deleted key changes nothing, appends nothing and returns the record. `None` when the key
+    /// does not exist in `org`.
+    async fn delete_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        at: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiKey>>;
+    /// Records many keys' last use in one call (one statement in SQL backends): `last_used_at`
+    /// becomes the later of the stored and the given time, and one `key.used` audit event is
+    /// appended per usage.
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()>;
+}
+
+/// The credit ledger.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Applies one ledger request atomically (see [`crate::ledger::LedgerOp`]), with `audit` in
+    /// the same transaction when given. A repeat under the same (organization, idempotency key)
+    /// returns the first receipt with `replayed: true`; different parameters are an
+    /// `IdempotencyConflict`. A refused request writes nothing.
+    async fn apply(&self, request: &LedgerRequest, audit: Option<&AuditEvent>)
+    -> Result<LedgerReceipt>;
+    /// The balance of `org` (zero for an organization without entries).
+    async fn balance(&self, org: OrgId) -> Result<Credits>;
+    /// A hold of `org`.
+    async fn hold(&self, org: OrgId, id: crate::id::HoldId) -> Result<Option<Hold>>;
+    /// Entries of `org` in ledger order, after the cursor `after` (an entry's `seq`).
+    async fn entries(
+        &self,
+        org: OrgId,
+        after: Option<u64>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerEntry, u64>>;
+}
+
+/// Jobs and their items, with the holds that pay for them.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new queued job and reserves `unit_cost × items` as one hold, atomically. Refused
+    /// with `InsufficientCredits` (storing nothing) when the balance is short. A repeat under the
+    /// same (organization, idempotency key) returns the first job with `replayed: true`; a
+    /// different job under the same key is an `IdempotencyConflict`.
+    async fn enqueue(&self, job: &crate::job::NewJob) -> Result<Enqueued>;
+    /// A job of `org`.
+    async fn job(&self, org: OrgId, id: JobId) -> Result<Option<Job>>;
+    /// Jobs of `org`, oldest first, after the cursor.
+    async fn list_jobs(
+        &self,
+        org: OrgId,
+        after: Option<JobId>,
+        limit: PageLimit,
+    ) -> Result<Page<Job, JobId>>;
+    /// Claims the oldest claimable job (queued, or running with an expired lease) for `worker`
+    /// until `lease_until`, marking it running and counting the attempt. Two concurrent claims
+    /// never get the same job.
+    async fn claim_job(
+        &self,
+        worker: &WorkerId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Job>>;
+    /// Extends the lease of a job `worker` holds; `LeaseLost` when it does not.
+    async fn renew_lease(
+        &self,
+        job: JobId,
+        worker: &WorkerId,
+        lease_until: Timestamp,
+    ) -> Result<Job>;
+    /// Records how one item ended and, in the same transaction, captures (succeeded) or releases
+    /// (failed) its unit cost. An item that already finished is left as it is and the job is
+    /// returned unchanged: it is never charged twice. `LeaseLost` unless `worker` holds the lease.
+    async fn finish_item(&self, report: &FinishItem) -> Result<Job>;
+    /// Ends a job `worker` holds whose items have all finished: sets its terminal state, clears
+    /// the lease and releases what is left of its hold (closing it), atomically.
+    async fn complete_job(
+        &self,
+        job: JobId,
+        worker: &WorkerId,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Job>;
+    /// Cancels a job of `org` that has not reached a terminal state: pending items become
+    /// canceled and what is left of the hold is released, atomically. Canceling a canceled job
+    /// returns it unchanged; canceling another terminal job is `InvalidState`.
+    async fn cancel_job(
+        &self,
+        org: OrgId,
+        job: JobId,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Job>;
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends events.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// One page of an organization's events, oldest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord, u64>>;
+    /// Deletes every event older than `cutoff`; returns how many.
+    async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64>;
+}
+
+/// HTTP idempotency records (see [`crate::idempotency`]).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Starts a request under `(org, key)`: takes the lock until `lock_until` when there is no
+    /// record or the previous lock expired by `now`.
+    async fn begin_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        fingerprint: RequestFingerprint,
+        now: Timestamp,
+        lock_until: Timestamp,
+    ) -> Result<IdempotencyBegin>;
+    /// Stores the response of a started request for replay.
+    async fn complete_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+        at: Timestamp,
+    ) -> Result<()>;
+    /// Drops the lock of a started request so a retry can run it again.
+    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()>;
+    /// Deletes records created before `cutoff`; returns how many.
+    async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64>;
+}
+
+/// Every store trait: what a backend implements.
+pub trait Store:
+    OrgStore + KeyStore + LedgerStore + JobStore + AuditStore + IdempotencyStore + 'static
+{
+}
+
+impl<T> Store for T where
+    T: OrgStore + KeyStore + LedgerStore + JobStore + AuditStore + IdempotencyStore + 'static
+{
+}
+
+/// Compile-time proof that the store traits stay object-safe: hosts hold `Arc<dyn Store>`.
+#[allow(dead_code)]
+fn _object_safe(_: &dyn Store) {}
