@@ -144,7 +144,11 @@ impl<S: ?Sized> std::fmt::Debug for Authenticator<S> {
             .field("config", &self.config)
             .field(
                 "cached_keys",
-                &self.cache.read().unwrap_or_else(PoisonError::into_inner).len(),
+                &self
+                    .cache
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len(),
             )
             .finish_non_exhaustive()
     }
@@ -232,7 +236,9 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
         if !entry.usable_at(now) {
             return Some(Err(Error::InvalidKey));
         }
-        entry.last_used_ms.fetch_max(now.unix_ms(), Ordering::Relaxed);
+        entry
+            .last_used_ms
+            .fetch_max(now.unix_ms(), Ordering::Relaxed);
         Some(Ok(entry.principal))
     }
 
@@ -330,7 +336,10 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
 
     /// How many keys are cached.
     pub fn cached_len(&self) -> usize {
-        self.cache.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Writes last-used times of keys used since their last flush, skipping keys flushed less
@@ -338,21 +347,23 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
     /// [`FLUSH_BATCH_MAX`] keys. Returns how many keys were written.
     pub async fn flush_usage(&self, force: bool) -> Result<usize> {
         let now = self.clock.now();
-        let interval = i64::try_from(self.config.usage_flush_interval.as_millis()).unwrap_or(i64::MAX);
+        let interval =
+            i64::try_from(self.config.usage_flush_interval.as_millis()).unwrap_or(i64::MAX);
         let mut due: Vec<(Arc<Cached>, i64)> = Vec::new();
         {
             let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
             for entry in cache.values() {
-                let Some(used) = entry.pending_usage() else { continue };
+                let Some(used) = entry.pending_usage() else {
+                    continue;
+                };
                 let last = entry.flush_time_ms.load(Ordering::Relaxed);
                 if force || last == NEVER || now.unix_ms().saturating_sub(last) >= interval {
                     due.push((Arc::clone(entry), used));
                 }
             }
         }
-        let orphans: Vec<(Principal, i64)> = std::mem::take(
-            &mut *self.orphans.lock().unwrap_or_else(PoisonError::into_inner),
-        );
+        let orphans: Vec<(Principal, i64)> =
+            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(PoisonError::into_inner));
         let mut usage: Vec<KeyUsage> = Vec::with_capacity(due.len() + orphans.len());
         let mut seen: HashMap<KeyId, usize> = HashMap::new();
         let all = due

@@ -31,13 +31,13 @@ impl Timestamp {
     }
 
     /// This instant plus `d`, saturating at the end of representable time.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(ms))
     }
 
     /// This instant minus `d`, saturating at the start of representable time.
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(ms))
     }
@@ -178,11 +178,11 @@ mod tests {
     #[test]
     fn arithmetic_saturates_instead_of_overflowing() {
         let t = Timestamp::from_unix_ms(i64::MAX - 1);
-        assert_eq!(t.add(Duration::from_secs(10)).unix_ms(), i64::MAX);
+        assert_eq!(t.plus(Duration::from_secs(10)).unix_ms(), i64::MAX);
         assert_eq!(Timestamp::EPOCH.since(t), Duration::ZERO);
         assert_eq!(
             Timestamp::from_unix_ms(i64::MIN + 1)
-                .sub(Duration::from_secs(1))
+                .minus(Duration::from_secs(1))
                 .unix_ms(),
             i64::MIN
         );

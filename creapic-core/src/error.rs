@@ -169,7 +169,10 @@ mod tests {
             Error::MissingAuthorization.to_string(),
             "Missing or invalid Authorization header"
         );
-        assert_eq!(Error::InvalidKeyFormat.to_string(), "Invalid API key format");
+        assert_eq!(
+            Error::InvalidKeyFormat.to_string(),
+            "Invalid API key format"
+        );
         assert_eq!(Error::InvalidKey.to_string(), "Invalid API key");
         let short = Error::InsufficientCredits {
             needed: 2,

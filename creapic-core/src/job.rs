@@ -369,7 +369,11 @@ impl NewJob {
         job.kind == self.kind
             && job.unit_cost == self.unit_cost
             && job.items.len() == self.inputs.len()
-            && job.items.iter().zip(&self.inputs).all(|(i, p)| &i.input == p)
+            && job
+                .items
+                .iter()
+                .zip(&self.inputs)
+                .all(|(i, p)| &i.input == p)
     }
 
     /// The job as it is stored right after enqueueing.
@@ -503,8 +507,15 @@ mod tests {
         assert!(new_job(vec!["a".into(); 100], 1).validate().is_ok());
         assert!(new_job(vec!["a".into(); 101], 1).validate().is_err());
         assert!(new_job(vec!["  ".into()], 1).validate().is_err());
-        assert!(new_job(vec!["x".repeat(ITEM_INPUT_MAX_BYTES + 1)], 1).validate().is_err());
-        assert_eq!(new_job(vec!["a".into(); 3], 2).total_cost().ok(), Credits::new(6).ok());
+        assert!(
+            new_job(vec!["x".repeat(ITEM_INPUT_MAX_BYTES + 1)], 1)
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            new_job(vec!["a".into(); 3], 2).total_cost().ok(),
+            Credits::new(6).ok()
+        );
     }
 
     #[test]

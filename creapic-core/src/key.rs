@@ -463,25 +463,73 @@ mod tests {
     #[test]
     fn header_classification_follows_the_error_table() {
         let bearer = format!("Bearer {GOOD}");
-        let cases: &[(Option<&str>, Option<&str>, std::result::Result<KeyMode, &str>)] = &[
+        let cases: &[(
+            Option<&str>,
+            Option<&str>,
+            std::result::Result<KeyMode, &str>,
+        )] = &[
             (None, None, Err("missing_authorization")),
             (Some(""), None, Err("missing_authorization")),
             (Some("Bearer"), None, Err("missing_authorization")),
             (Some("Bearer    "), None, Err("missing_authorization")),
-            (Some("Basic dXNlcjpwYXNz"), None, Err("missing_authorization")),
+            (
+                Some("Basic dXNlcjpwYXNz"),
+                None,
+                Err("missing_authorization"),
+            ),
             (Some(GOOD), None, Err("missing_authorization")),
             (Some(&bearer), None, Ok(KeyMode::Live)),
-            (Some("bearer  wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef "), None, Ok(KeyMode::Live)),
+            (
+                Some(
+                    "bearer  wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef ",
+                ),
+                None,
+                Ok(KeyMode::Live),
+            ),
             (None, Some(GOOD), Ok(KeyMode::Live)),
             (Some("Basic x"), Some(GOOD), Ok(KeyMode::Live)),
             (None, Some(""), Err("missing_authorization")),
             (Some("Bearer sk_XXXX"), None, Err("invalid_api_key_format")),
-            (Some("Bearer wi_live_0123"), None, Err("invalid_api_key_format")),
-            (Some("Bearer WI_LIVE_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), None, Err("invalid_api_key_format")),
-            (Some("Bearer wi_live_0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"), None, Err("invalid_api_key_format")),
-            (Some("Bearer wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg"), None, Err("invalid_api_key_format")),
-            (Some("Bearer wi_test_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), None, Ok(KeyMode::Test)),
-            (Some("Bearer wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdéf"), None, Err("invalid_api_key_format")),
+            (
+                Some("Bearer wi_live_0123"),
+                None,
+                Err("invalid_api_key_format"),
+            ),
+            (
+                Some(
+                    "Bearer WI_LIVE_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                ),
+                None,
+                Err("invalid_api_key_format"),
+            ),
+            (
+                Some(
+                    "Bearer wi_live_0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+                ),
+                None,
+                Err("invalid_api_key_format"),
+            ),
+            (
+                Some(
+                    "Bearer wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg",
+                ),
+                None,
+                Err("invalid_api_key_format"),
+            ),
+            (
+                Some(
+                    "Bearer wi_test_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                ),
+                None,
+                Ok(KeyMode::Test),
+            ),
+            (
+                Some(
+                    "Bearer wi_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdéf",
+                ),
+                None,
+                Err("invalid_api_key_format"),
+            ),
         ];
         for (auth, x, want) in cases {
             assert_eq!(classify(*auth, *x), *want, "auth={auth:?} x={x:?}");
@@ -497,7 +545,10 @@ mod tests {
             extract_key(Some(bytes), None).map_err(|e| e.code()).err(),
             Some("invalid_api_key_format")
         );
-        assert_eq!(classify(Some("Bearer 🦀"), None), Err("invalid_api_key_format"));
+        assert_eq!(
+            classify(Some("Bearer 🦀"), None),
+            Err("invalid_api_key_format")
+        );
     }
 
     #[test]
@@ -510,7 +561,10 @@ mod tests {
         assert!(parse_key(text).is_ok());
         assert_eq!(key.prefix().as_str(), &text[..12]);
         assert_eq!(key.digest(), KeyDigest::of(text));
-        assert_eq!(KeyDigest::from_hex(&key.digest().to_hex()).ok(), Some(key.digest()));
+        assert_eq!(
+            KeyDigest::from_hex(&key.digest().to_hex()).ok(),
+            Some(key.digest())
+        );
         let test = generate_key(KeyMode::Test, &rng);
         assert_eq!(test.mode(), KeyMode::Test);
         assert_ne!(test.expose()[8..], text[8..]);
@@ -520,7 +574,11 @@ mod tests {
     fn secrets_never_print() {
         let key = generate_key(KeyMode::Live, &SeededRandom::new(9));
         let body = &key.expose()[8..];
-        for shown in [format!("{key:?}"), format!("{key}"), format!("{:?}", parse_key(key.expose()))] {
+        for shown in [
+            format!("{key:?}"),
+            format!("{key}"),
+            format!("{:?}", parse_key(key.expose())),
+        ] {
             assert!(!shown.contains(body), "{shown}");
         }
         assert!(ApiKeySecret::new("nope".into()).is_err());
@@ -537,7 +595,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_bounded_unicode() {
-        assert_eq!(KeyName::new("  Production ").map(|n| n.0).ok(), Some("Production".into()));
+        assert_eq!(
+            KeyName::new("  Production ").map(|n| n.0).ok(),
+            Some("Production".into())
+        );
         assert!(KeyName::new("   ").is_err());
         assert!(KeyName::new(&"é".repeat(64)).is_ok());
         assert!(KeyName::new(&"é".repeat(65)).is_err());

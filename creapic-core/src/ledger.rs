@@ -373,7 +373,10 @@ mod tests {
         assert!(Credits::amount(AMOUNT_MAX + 1).is_err());
         assert!(Credits::new(BALANCE_MAX + 1).is_err());
         assert!(Credits::amount(1).and_then(|c| c.times(u64::MAX)).is_err());
-        assert_eq!(Credits::amount(3).and_then(|c| c.times(4)).ok(), Some(Credits(12)));
+        assert_eq!(
+            Credits::amount(3).and_then(|c| c.times(4)).ok(),
+            Some(Credits(12))
+        );
     }
 
     #[test]
@@ -391,7 +394,10 @@ mod tests {
             LedgerOp::Grant { amount: a },
             LedgerOp::Debit { amount: a },
             LedgerOp::Debit { amount: Credits(6) },
-            LedgerOp::Reserve { amount: a, job: None },
+            LedgerOp::Reserve {
+                amount: a,
+                job: None,
+            },
         ];
         let mut prints: Vec<_> = ops.iter().map(LedgerOp::fingerprint).collect();
         prints.sort();

@@ -21,7 +21,7 @@ use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, NewJob, WorkerId};
 use crate::key::{ApiKey, ApiKeySecret, KeyMode, KeyName, NewKey, generate_key};
 use crate::ledger::{Credits, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest};
-use crate::org::{Email, Membership, Organization, OrgName, Role, User};
+use crate::org::{Email, Membership, OrgName, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 use crate::random::{OsRandom, RandomSource};
 use crate::scope::{Scope, ScopeSet};
@@ -213,12 +213,9 @@ impl<S: Store + ?Sized> Creapic<S> {
     }
 
     async fn require_org(&self, org: OrgId) -> Result<Organization> {
-        self.store
-            .org(org)
-            .await?
-            .ok_or(Error::NotFound {
-                resource: "organization",
-            })
+        self.store.org(org).await?.ok_or(Error::NotFound {
+            resource: "organization",
+        })
     }
 
     /// Checks that `by` may manage the keys of `org`. People need owner or admin; a person
@@ -511,12 +508,22 @@ impl<S: Store + ?Sized> Creapic<S> {
         let audit = self
             .audit_event(org, self.now(), AuditAction::CreditsGranted, by, ctx)
             .with_detail(&format!("amount={amount}"));
-        self.ledger(org, LedgerOp::Grant { amount }, idempotency_key, Some(&audit))
-            .await
+        self.ledger(
+            org,
+            LedgerOp::Grant { amount },
+            idempotency_key,
+            Some(&audit),
+        )
+        .await
     }
 
     /// Removes `amount` credits from `org`, all or nothing.
-    pub async fn debit(&self, org: OrgId, amount: u64, idempotency_key: &str) -> Result<LedgerReceipt> {
+    pub async fn debit(
+        &self,
+        org: OrgId,
+        amount: u64,
+        idempotency_key: &str,
+    ) -> Result<LedgerReceipt> {
         let amount = Credits::amount(amount)?;
         self.ledger(org, LedgerOp::Debit { amount }, idempotency_key, None)
             .await
@@ -531,8 +538,13 @@ impl<S: Store + ?Sized> Creapic<S> {
         idempotency_key: &str,
     ) -> Result<LedgerReceipt> {
         let amount = Credits::amount(amount)?;
-        self.ledger(org, LedgerOp::Reserve { amount, job }, idempotency_key, None)
-            .await
+        self.ledger(
+            org,
+            LedgerOp::Reserve { amount, job },
+            idempotency_key,
+            None,
+        )
+        .await
     }
 
     /// Makes `amount` credits of a hold final.
@@ -544,8 +556,13 @@ impl<S: Store + ?Sized> Creapic<S> {
         idempotency_key: &str,
     ) -> Result<LedgerReceipt> {
         let amount = Credits::amount(amount)?;
-        self.ledger(org, LedgerOp::Capture { hold, amount }, idempotency_key, None)
-            .await
+        self.ledger(
+            org,
+            LedgerOp::Capture { hold, amount },
+            idempotency_key,
+            None,
+        )
+        .await
     }
 
     /// Returns `amount` credits of a hold, or everything left (closing it) when `None`.
@@ -557,8 +574,13 @@ impl<S: Store + ?Sized> Creapic<S> {
         idempotency_key: &str,
     ) -> Result<LedgerReceipt> {
         let amount = amount.map(Credits::amount).transpose()?;
-        self.ledger(org, LedgerOp::Release { hold, amount }, idempotency_key, None)
-            .await
+        self.ledger(
+            org,
+            LedgerOp::Release { hold, amount },
+            idempotency_key,
+            None,
+        )
+        .await
     }
 
     /// The balance of `org`.
@@ -625,9 +647,12 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     fn lease_until(&self, now: Timestamp, lease: Duration) -> Result<Timestamp> {
         if lease.is_zero() || lease > self.config.lease_max {
-            return Err(Error::invalid("lease", "must be between 1 ms and the configured maximum"));
+            return Err(Error::invalid(
+                "lease",
+                "must be between 1 ms and the configured maximum",
+            ));
         }
-        Ok(now.add(lease))
+        Ok(now.plus(lease))
     }
 
     /// Claims the next job for `worker` with a lease of `lease`.
@@ -675,13 +700,14 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// A page of `org`'s audit log. People must be owners or admins.
     pub async fn audit(&self, by: Actor, query: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
-        self.require_manager(by, query.org, "read the audit log").await?;
+        self.require_manager(by, query.org, "read the audit log")
+            .await?;
         self.store.audit(query).await
     }
 
     /// Deletes audit events older than the retention period; returns how many.
     pub async fn purge_audit(&self) -> Result<u64> {
-        let cutoff = self.now().sub(self.config.audit_retention);
+        let cutoff = self.now().minus(self.config.audit_retention);
         self.store.purge_audit_before(cutoff).await
     }
 
@@ -697,7 +723,7 @@ impl<S: Store + ?Sized> Creapic<S> {
     ) -> Result<IdempotencyBegin> {
         let now = self.now();
         self.store
-            .begin_request(org, key, fingerprint, now, now.add(lock))
+            .begin_request(org, key, fingerprint, now, now.plus(lock))
             .await
     }
 
@@ -720,7 +746,7 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// Deletes idempotency records past their retention.
     pub async fn purge_requests(&self) -> Result<u64> {
-        let cutoff = self.now().sub(self.config.idempotency_retention);
+        let cutoff = self.now().minus(self.config.idempotency_retention);
         self.store.purge_requests_before(cutoff).await
     }
 }

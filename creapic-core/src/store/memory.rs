@@ -16,9 +16,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{
-    Enqueued, FinishItem, ItemOutcome, ItemStatus, Job, JobStatus, NewJob, WorkerId,
-};
+use crate::job::{Enqueued, FinishItem, ItemOutcome, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
     BALANCE_MAX, Credits, EntryKind, Hold, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
@@ -224,7 +222,10 @@ impl State {
     }
 
     fn leased_job(&self, id: JobId, worker: &WorkerId) -> Result<Job> {
-        let job = self.jobs.get(&id).ok_or(Error::NotFound { resource: "job" })?;
+        let job = self
+            .jobs
+            .get(&id)
+            .ok_or(Error::NotFound { resource: "job" })?;
         if !job.is_leased_by(worker) {
             return Err(Error::LeaseLost);
         }
@@ -279,7 +280,10 @@ impl OrgStore for MemoryStore {
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>> {
         let s = self.lock();
-        Ok(s.user_by_email.get(email).and_then(|id| s.users.get(id)).cloned())
+        Ok(s.user_by_email
+            .get(email)
+            .and_then(|id| s.users.get(id))
+            .cloned())
     }
 
     async fn create_org(
@@ -360,7 +364,10 @@ impl KeyStore for MemoryStore {
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>> {
         let s = self.lock();
-        Ok(s.key_digests.get(digest).and_then(|id| s.keys.get(id)).cloned())
+        Ok(s.key_digests
+            .get(digest)
+            .and_then(|id| s.keys.get(id))
+            .cloned())
     }
 
     async fn key(&self, org: OrgId, id: KeyId) -> Result<Option<ApiKey>> {
@@ -369,7 +376,9 @@ impl KeyStore for MemoryStore {
 
     async fn list_keys(&self, org: OrgId, q: &KeyQuery) -> Result<Page<ApiKey, KeyId>> {
         let s = self.lock();
-        let start = q.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let start = q
+            .after
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let items: Vec<ApiKey> = s
             .keys
             .range((start, std::ops::Bound::Unbounded))
@@ -415,7 +424,10 @@ impl KeyStore for MemoryStore {
             let Some(key) = s.keys.get_mut(&u.key).filter(|k| k.org == u.org) else {
                 continue;
             };
-            key.last_used_at = Some(key.last_used_at.map_or(u.last_used_at, |t| t.max(u.last_used_at)));
+            key.last_used_at = Some(
+                key.last_used_at
+                    .map_or(u.last_used_at, |t| t.max(u.last_used_at)),
+            );
             let event = AuditEvent::new(
                 u.audit_id,
                 u.org,
@@ -482,7 +494,11 @@ impl JobStore for MemoryStore {
         let mut s = self.lock();
         let idem = (new.org, new.idempotency_key.clone());
         if let Some(id) = s.job_keys.get(&idem) {
-            let job = s.jobs.get(id).cloned().ok_or(Error::NotFound { resource: "job" })?;
+            let job = s
+                .jobs
+                .get(id)
+                .cloned()
+                .ok_or(Error::NotFound { resource: "job" })?;
             if !new.matches(&job) {
                 return Err(Error::IdempotencyConflict);
             }
@@ -529,7 +545,10 @@ impl JobStore for MemoryStore {
             })?;
             (receipt.hold, receipt.entry.balance_after)
         } else {
-            (None, Credits::new(s.balances.get(&new.org).copied().unwrap_or(0))?)
+            (
+                None,
+                Credits::new(s.balances.get(&new.org).copied().unwrap_or(0))?,
+            )
         };
         let job = new.to_job(hold.as_ref().map(|h| h.id));
         s.job_keys.insert(idem, job.id);
@@ -696,7 +715,11 @@ impl JobStore for MemoryStore {
             return Err(Error::InvalidState("the job has already finished"));
         }
         s.close_hold(&job, entry_id, at)?;
-        for item in job.items.iter_mut().filter(|i| i.status == ItemStatus::Pending) {
+        for item in job
+            .items
+            .iter_mut()
+            .filter(|i| i.status == ItemStatus::Pending)
+        {
             item.status = ItemStatus::Canceled;
             item.finished_at = Some(at);
         }

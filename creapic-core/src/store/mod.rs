@@ -114,8 +114,11 @@ pub trait LedgerStore: Send + Sync {
     /// the same transaction when given. A repeat under the same (organization, idempotency key)
     /// returns the first receipt with `replayed: true`; different parameters are an
     /// `IdempotencyConflict`. A refused request writes nothing.
-    async fn apply(&self, request: &LedgerRequest, audit: Option<&AuditEvent>)
-    -> Result<LedgerReceipt>;
+    async fn apply(
+        &self,
+        request: &LedgerRequest,
+        audit: Option<&AuditEvent>,
+    ) -> Result<LedgerReceipt>;
     /// The balance of `org` (zero for an organization without entries).
     async fn balance(&self, org: OrgId) -> Result<Credits>;
     /// A hold of `org`.

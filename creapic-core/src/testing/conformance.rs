@@ -1,0 +1,1426 @@
+//! The conformance suite: one public async function per behaviour every store must show.
+//!
+//! Each function takes a fresh store and panics with a message naming the broken promise. The
+//! [`conformance_suite!`](crate::conformance_suite) macro turns the list below into tests; a new
+//! behaviour is added in both places. Concurrency tests use many tasks on a multi-threaded
+//! runtime against one organization, because that is where atomicity bugs show.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{AuditAction, AuditQuery};
+use crate::clock::Timestamp;
+use crate::error::{Error, StoreErrorKind};
+use crate::id::{HoldId, JobId, OrgId};
+use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::job::{
+    FinishItem, ItemError, ItemOutcome, ItemStatus, JobKind, JobStatus, NewJob, WorkerId,
+};
+use crate::key::{KeyMode, generate_key};
+use crate::ledger::{Credits, EntryKind, IdempotencyKey, LedgerOp};
+use crate::org::{Email, Membership, Role, User};
+use crate::page::PageLimit;
+use crate::store::{KeyQuery, KeyUsage, Store};
+use crate::testing::Fixture;
+
+/// Expands to one `#[tokio::test]` per conformance behaviour. `$factory` is a path to an
+/// `async fn() -> Arc<dyn Store>` returning a fresh, empty store (or one whose other tenants the
+/// tests never see). The caller needs `tokio` (with `macros` and `rt-multi-thread`) as a
+/// dev-dependency.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@each $factory;
+            users_upsert_by_email,
+            orgs_have_their_creator_as_owner,
+            roles_can_be_changed_and_audited,
+            keys_insert_find_list_and_hide_nothing_else,
+            key_digests_and_ids_are_unique,
+            key_delete_is_soft_idempotent_and_audited,
+            keys_of_one_org_are_invisible_to_another,
+            key_usage_is_recorded_in_one_batch_and_never_regresses,
+            ledger_grant_and_debit_keep_balance_equal_to_entries,
+            ledger_debit_is_all_or_nothing,
+            ledger_replays_return_the_first_result,
+            ledger_reused_key_with_other_parameters_conflicts,
+            ledger_idempotency_is_scoped_per_org,
+            ledger_holds_capture_and_release,
+            ledger_holds_belong_to_their_org,
+            ledger_grant_respects_the_balance_limit,
+            ledger_entries_page_in_order,
+            concurrent_debits_and_holds_never_overdraw,
+            concurrent_replays_charge_once,
+            jobs_enqueue_reserves_in_one_step,
+            jobs_enqueue_replays_and_conflicts,
+            jobs_enqueue_is_refused_without_credits,
+            jobs_free_jobs_need_no_hold,
+            jobs_claim_lease_and_reclaim,
+            jobs_items_are_charged_exactly_once,
+            jobs_complete_releases_the_rest,
+            jobs_cancel_refunds_unfinished_items,
+            jobs_are_invisible_to_other_orgs,
+            concurrent_claims_never_share_a_job,
+            audit_queries_filter_page_and_purge,
+            idempotency_records_lock_replay_and_expire,
+        );
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $factory().await;
+                $crate::testing::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn ok<T>(r: crate::Result<T>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e} ({})", e.code()),
+    }
+}
+
+fn amount(n: u64) -> Credits {
+    ok(Credits::amount(n), "amount")
+}
+
+fn idem(k: &str) -> IdempotencyKey {
+    ok(IdempotencyKey::new(k), "idempotency key")
+}
+
+fn worker(name: &str) -> WorkerId {
+    ok(WorkerId::new(name), "worker id")
+}
+
+fn new_job(f: &Fixture, org: OrgId, prompts: usize, unit: u64, key: &str) -> NewJob {
+    NewJob {
+        id: JobId::generate(f.now, f.rng.as_ref()),
+        org,
+        key: None,
+        kind: JobKind::Bulk,
+        mode: KeyMode::Live,
+        inputs: (0..prompts).map(|i| format!("prompt {i}")).collect(),
+        unit_cost: ok(Credits::new(unit), "unit"),
+        idempotency_key: idem(key),
+        hold_entry: f.entry_id(),
+        at: f.now,
+    }
+}
+
+fn finish(f: &Fixture, job: JobId, w: &WorkerId, index: u32, success: bool) -> FinishItem {
+    FinishItem {
+        job,
+        worker: w.clone(),
+        index,
+        outcome: if success {
+            ItemOutcome::Succeeded {
+                output: format!("media/{job}/{index}.png"),
+            }
+        } else {
+            ItemOutcome::Failed(ItemError::new("provider_error", "the provider failed"))
+        },
+        entry_id: f.entry_id(),
+        at: f.now,
+    }
+}
+
+/// Upserting a user twice by e-mail returns the first user.
+pub async fn users_upsert_by_email(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let first = ok(f.user().await, "user");
+    let again = User {
+        id: crate::id::UserId::generate(f.now, f.rng.as_ref()),
+        email: first.email.clone(),
+        created_at: f.now,
+    };
+    let got = ok(f.store.upsert_user(&again).await, "upsert");
+    assert_eq!(
+        got.id, first.id,
+        "same e-mail must return the existing user"
+    );
+    assert_eq!(
+        ok(f.store.user(first.id).await, "user"),
+        Some(first.clone())
+    );
+    let by_mail = ok(f.store.user_by_email(&first.email).await, "by email");
+    assert_eq!(by_mail.map(|u| u.id), Some(first.id));
+    let nobody = ok(Email::new("nobody-here@example.com"), "email");
+    assert_eq!(ok(f.store.user_by_email(&nobody).await, "by email"), None);
+}
+
+/// Creating an organization makes its creator the owner and audits it.
+pub async fn orgs_have_their_creator_as_owner(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    assert_eq!(ok(f.store.org(org.id).await, "org"), Some(org.clone()));
+    assert_eq!(
+        ok(f.store.role(org.id, owner.id).await, "role"),
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        ok(f.store.first_owner(org.id).await, "owner"),
+        Some(owner.id)
+    );
+    let stranger = ok(f.user().await, "user");
+    assert_eq!(ok(f.store.role(org.id, stranger.id).await, "role"), None);
+    let events = ok(f.all_audit(org.id).await, "audit");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == AuditAction::OrgCreated)
+            .count(),
+        1
+    );
+    let dup = f
+        .store
+        .create_org(&org, owner.id, &f.event(org.id, AuditAction::OrgCreated))
+        .await;
+    assert!(
+        matches!(
+            dup,
+            Err(Error::Store {
+                kind: StoreErrorKind::Conflict,
+                ..
+            })
+        ),
+        "a duplicate organization id must be a conflict, got {dup:?}"
+    );
+    let unknown = OrgId::generate(f.now, f.rng.as_ref());
+    assert_eq!(ok(f.store.org(unknown).await, "org"), None);
+}
+
+/// Roles are set, changed and audited; the first owner stays the first owner.
+pub async fn roles_can_be_changed_and_audited(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    let admin = ok(f.user().await, "user");
+    let set = |role| Membership {
+        org: org.id,
+        user: admin.id,
+        role,
+    };
+    let audit = f.event(org.id, AuditAction::MemberChanged);
+    ok(
+        f.store.set_role(&set(Role::Member), &audit).await,
+        "set member",
+    );
+    assert_eq!(
+        ok(f.store.role(org.id, admin.id).await, "role"),
+        Some(Role::Member)
+    );
+    let audit = f.event(org.id, AuditAction::MemberChanged);
+    ok(
+        f.store.set_role(&set(Role::Owner), &audit).await,
+        "set owner",
+    );
+    assert_eq!(
+        ok(f.store.role(org.id, admin.id).await, "role"),
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        ok(f.store.first_owner(org.id).await, "first"),
+        Some(owner.id)
+    );
+    let events = ok(f.all_audit(org.id).await, "audit");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == AuditAction::MemberChanged)
+            .count(),
+        2
+    );
+}
+
+/// Keys are found by digest and id, listed per organization oldest first, and paged.
+pub async fn keys_insert_find_list_and_hide_nothing_else(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(ok(f.key(org.id, owner.id).await, "key"));
+    }
+    let first = &ids[0];
+    let found = ok(f.store.key_by_digest(&first.digest).await, "by digest");
+    assert_eq!(
+        found.as_ref(),
+        Some(&first.key),
+        "the record must round-trip exactly"
+    );
+    assert_eq!(
+        ok(f.store.key(org.id, first.key.id).await, "key"),
+        Some(first.key.clone())
+    );
+    let unknown = generate_key(KeyMode::Live, f.rng.as_ref()).digest();
+    assert_eq!(ok(f.store.key_by_digest(&unknown).await, "unknown"), None);
+    let query = KeyQuery {
+        include_deleted: false,
+        after: None,
+        limit: ok(PageLimit::new(2), "limit"),
+    };
+    let mut seen = Vec::new();
+    let mut q = query;
+    loop {
+        let page = ok(f.store.list_keys(org.id, &q).await, "list");
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|k| k.id));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    let mut want: Vec<_> = ids.iter().map(|k| k.key.id).collect();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "listing must return every key once, oldest first"
+    );
+    assert_eq!(ok(f.store.count_active_keys(org.id).await, "count"), 5);
+}
+
+/// A second key with the same digest or id is a conflict, and nothing is written.
+pub async fn key_digests_and_ids_are_unique(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    let key = ok(f.key(org.id, owner.id).await, "key");
+    let mut same_digest = key.clone();
+    same_digest.key.id = crate::id::KeyId::generate(f.now, f.rng.as_ref());
+    let audit = f.event(org.id, AuditAction::KeyCreated);
+    let r = f.store.insert_key(&same_digest, &audit).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Store {
+                kind: StoreErrorKind::Conflict,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let mut same_id = key.clone();
+    same_id.digest = generate_key(KeyMode::Live, f.rng.as_ref()).digest();
+    let r = f.store.insert_key(&same_id, &audit).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Store {
+                kind: StoreErrorKind::Conflict,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(ok(f.store.count_active_keys(org.id).await, "count"), 1);
+    let created = ok(f.all_audit(org.id).await, "audit")
+        .into_iter()
+        .filter(|e| e.action == AuditAction::KeyCreated)
+        .count();
+    assert_eq!(created, 1, "a refused insert must not leave an audit event");
+}
+
+/// Delete is soft, immediate, idempotent, audited once, and keeps the record.
+pub async fn key_delete_is_soft_idempotent_and_audited(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    let key = ok(f.key(org.id, owner.id).await, "key");
+    let at = f.now.plus(Duration::from_secs(5));
+    let audit = f.event(org.id, AuditAction::KeyDeleted);
+    let deleted = ok(
+        f.store.delete_key(org.id, key.key.id, at, &audit).await,
+        "delete",
+    );
+    assert_eq!(deleted.and_then(|k| k.deleted_at), Some(at));
+    let later = at.plus(Duration::from_secs(5));
+    let audit2 = f.event(org.id, AuditAction::KeyDeleted);
+    let again = ok(
+        f.store.delete_key(org.id, key.key.id, later, &audit2).await,
+        "again",
+    );
+    assert_eq!(
+        again.and_then(|k| k.deleted_at),
+        Some(at),
+        "a second delete must not move deleted_at"
+    );
+    let by_digest = ok(f.store.key_by_digest(&key.digest).await, "digest");
+    assert_eq!(
+        by_digest.and_then(|k| k.deleted_at),
+        Some(at),
+        "a deleted key stays in the store, marked deleted"
+    );
+    let active = KeyQuery::default();
+    assert!(
+        ok(f.store.list_keys(org.id, &active).await, "list")
+            .items
+            .is_empty()
+    );
+    let all = KeyQuery {
+        include_deleted: true,
+        ..KeyQuery::default()
+    };
+    assert_eq!(
+        ok(f.store.list_keys(org.id, &all).await, "list")
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(ok(f.store.count_active_keys(org.id).await, "count"), 0);
+    let deletions = ok(f.all_audit(org.id).await, "audit")
+        .into_iter()
+        .filter(|e| e.action == AuditAction::KeyDeleted)
+        .count();
+    assert_eq!(deletions, 1, "an idempotent repeat must not audit twice");
+    let missing = crate::id::KeyId::generate(f.now, f.rng.as_ref());
+    let audit3 = f.event(org.id, AuditAction::KeyDeleted);
+    assert_eq!(
+        ok(
+            f.store.delete_key(org.id, missing, at, &audit3).await,
+            "missing"
+        ),
+        None
+    );
+}
+
+/// Another organization can neither read, list nor delete a key.
+pub async fn keys_of_one_org_are_invisible_to_another(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (a, owner) = ok(f.org().await, "org a");
+    let (b, _) = ok(f.org().await, "org b");
+    let key = ok(f.key(a.id, owner.id).await, "key");
+    assert_eq!(ok(f.store.key(b.id, key.key.id).await, "key"), None);
+    assert!(
+        ok(f.store.list_keys(b.id, &KeyQuery::default()).await, "list")
+            .items
+            .is_empty()
+    );
+    let audit = f.event(b.id, AuditAction::KeyDeleted);
+    let r = ok(
+        f.store.delete_key(b.id, key.key.id, f.now, &audit).await,
+        "delete",
+    );
+    assert_eq!(r, None, "org B must not delete org A's key");
+    let still = ok(f.store.key(a.id, key.key.id).await, "key");
+    assert_eq!(still.and_then(|k| k.deleted_at), None);
+    assert!(
+        ok(f.all_audit(b.id).await, "audit")
+            .iter()
+            .all(|e| e.action != AuditAction::KeyDeleted)
+    );
+}
+
+/// Last-used times are written in one batch, move only forward, and are audited.
+pub async fn key_usage_is_recorded_in_one_batch_and_never_regresses(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, owner) = ok(f.org().await, "org");
+    let k1 = ok(f.key(org.id, owner.id).await, "key");
+    let k2 = ok(f.key(org.id, owner.id).await, "key");
+    let t1 = f.now.plus(Duration::from_secs(60));
+    let t2 = f.now.plus(Duration::from_secs(120));
+    let usage = |k: &crate::key::NewKey, at: Timestamp| KeyUsage {
+        key: k.key.id,
+        org: org.id,
+        prefix: k.key.prefix,
+        last_used_at: at,
+        audit_id: crate::id::AuditId::generate(at, f.rng.as_ref()),
+    };
+    ok(
+        f.store
+            .record_key_usage(&[usage(&k1, t2), usage(&k2, t1)])
+            .await,
+        "usage",
+    );
+    ok(
+        f.store.record_key_usage(&[usage(&k1, t1)]).await,
+        "older usage",
+    );
+    let got1 = ok(f.store.key(org.id, k1.key.id).await, "k1").and_then(|k| k.last_used_at);
+    let got2 = ok(f.store.key(org.id, k2.key.id).await, "k2").and_then(|k| k.last_used_at);
+    assert_eq!(
+        got1,
+        Some(t2),
+        "an older usage must not move last_used_at back"
+    );
+    assert_eq!(got2, Some(t1));
+    let used = ok(f.all_audit(org.id).await, "audit")
+        .into_iter()
+        .filter(|e| e.action == AuditAction::KeyUsed)
+        .count();
+    assert_eq!(used, 3);
+    ok(f.store.record_key_usage(&[]).await, "empty batch");
+}
+
+/// Grants and debits move the balance and write entries whose sum is the balance.
+pub async fn ledger_grant_and_debit_keep_balance_equal_to_entries(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    let r = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(30) }, "d1")
+            .await,
+        "debit",
+    );
+    assert_eq!(r.balance().get(), 70);
+    assert_eq!(r.entry.kind, EntryKind::Debit);
+    assert_eq!(r.entry.delta, -30);
+    assert!(!r.replayed);
+    ok(
+        f.apply(org, LedgerOp::Grant { amount: amount(5) }, "g2")
+            .await,
+        "grant",
+    );
+    assert_eq!(ok(f.store.balance(org).await, "balance").get(), 75);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 75);
+    let empty = OrgId::generate(f.now, f.rng.as_ref());
+    assert_eq!(ok(f.store.balance(empty).await, "balance"), Credits::ZERO);
+}
+
+/// A debit larger than the balance is refused and writes nothing.
+pub async fn ledger_debit_is_all_or_nothing(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let r = f
+        .apply(org, LedgerOp::Debit { amount: amount(11) }, "big")
+        .await;
+    match r {
+        Err(Error::InsufficientCredits { needed, available }) => {
+            assert_eq!((needed, available), (11, 10));
+        }
+        other => panic!("expected insufficient credits, got {other:?}"),
+    }
+    let r = f
+        .apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(11),
+                job: None,
+            },
+            "big-hold",
+        )
+        .await;
+    assert!(matches!(r, Err(Error::InsufficientCredits { .. })), "{r:?}");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 10);
+    // A refused request leaves its key unused: the same key works once credits arrive.
+    ok(
+        f.apply(org, LedgerOp::Grant { amount: amount(1) }, "top-up")
+            .await,
+        "grant",
+    );
+    let r = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(11) }, "big")
+            .await,
+        "retry",
+    );
+    assert!(!r.replayed);
+    assert_eq!(r.balance(), Credits::ZERO);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 0);
+}
+
+/// Repeating a request with the same key returns the first entry and charges once.
+pub async fn ledger_replays_return_the_first_result(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(50).await, "org");
+    let first = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "once")
+            .await,
+        "debit",
+    );
+    let again = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "once")
+            .await,
+        "replay",
+    );
+    assert!(again.replayed);
+    assert_eq!(
+        again.entry, first.entry,
+        "a replay must return the first entry"
+    );
+    let hold = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(5),
+                job: None,
+            },
+            "hold",
+        )
+        .await,
+        "reserve",
+    );
+    let hold_again = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(5),
+                job: None,
+            },
+            "hold",
+        )
+        .await,
+        "reserve replay",
+    );
+    assert!(hold_again.replayed);
+    assert_eq!(hold_again.entry.id, hold.entry.id);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 38);
+}
+
+/// The same key with other parameters or another operation is a conflict.
+pub async fn ledger_reused_key_with_other_parameters_conflicts(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(50).await, "org");
+    ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "k")
+            .await,
+        "debit",
+    );
+    for op in [
+        LedgerOp::Debit { amount: amount(8) },
+        LedgerOp::Grant { amount: amount(7) },
+        LedgerOp::Reserve {
+            amount: amount(7),
+            job: None,
+        },
+    ] {
+        let r = f.apply(org, op, "k").await;
+        assert!(
+            matches!(r, Err(Error::IdempotencyConflict)),
+            "{op:?} gave {r:?}"
+        );
+    }
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 43);
+}
+
+/// Idempotency keys of different organizations never collide.
+pub async fn ledger_idempotency_is_scoped_per_org(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let a = ok(f.funded_org(10).await, "a");
+    let b = ok(f.funded_org(10).await, "b");
+    let ra = ok(
+        f.apply(a, LedgerOp::Debit { amount: amount(3) }, "same")
+            .await,
+        "a",
+    );
+    let rb = ok(
+        f.apply(b, LedgerOp::Debit { amount: amount(3) }, "same")
+            .await,
+        "b",
+    );
+    assert!(!ra.replayed && !rb.replayed);
+    assert_eq!(ok(f.store.balance(a).await, "a").get(), 7);
+    assert_eq!(ok(f.store.balance(b).await, "b").get(), 7);
+}
+
+/// A hold takes credits out of the balance; captures keep them; releases return them; a closed
+/// hold takes nothing more.
+pub async fn ledger_holds_capture_and_release(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(20).await, "org");
+    let r = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(10),
+                job: None,
+            },
+            "h",
+        )
+        .await,
+        "reserve",
+    );
+    assert_eq!(r.balance().get(), 10);
+    let hold = r.hold.map(|h| h.id).expect("a reserve returns its hold");
+    assert_eq!(
+        hold.as_uuid(),
+        r.entry.id.as_uuid(),
+        "the hold id is the entry id"
+    );
+    let c = ok(
+        f.apply(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(3),
+            },
+            "c1",
+        )
+        .await,
+        "c1",
+    );
+    assert_eq!((c.entry.delta, c.balance().get()), (0, 10));
+    ok(
+        f.apply(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(3),
+            },
+            "c2",
+        )
+        .await,
+        "c2",
+    );
+    let over = f
+        .apply(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(5),
+            },
+            "c3",
+        )
+        .await;
+    assert!(matches!(over, Err(Error::InvalidState(_))), "{over:?}");
+    let part = ok(
+        f.apply(
+            org,
+            LedgerOp::Release {
+                hold,
+                amount: Some(amount(1)),
+            },
+            "r1",
+        )
+        .await,
+        "partial release",
+    );
+    assert_eq!(part.balance().get(), 11);
+    assert_eq!(
+        part.hold.as_ref().map(|h| h.closed_at.is_none()),
+        Some(true)
+    );
+    let rest = ok(
+        f.apply(org, LedgerOp::Release { hold, amount: None }, "r2")
+            .await,
+        "release",
+    );
+    assert_eq!(rest.entry.delta, 3);
+    assert_eq!(rest.balance().get(), 14);
+    let h = ok(f.store.hold(org, hold).await, "hold").expect("hold exists");
+    assert_eq!(
+        (h.captured.get(), h.released.get(), h.remaining()),
+        (6, 4, 0)
+    );
+    assert!(h.closed_at.is_some());
+    let late = f
+        .apply(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(1),
+            },
+            "c4",
+        )
+        .await;
+    assert!(matches!(late, Err(Error::InvalidState(_))), "{late:?}");
+    let late = f
+        .apply(org, LedgerOp::Release { hold, amount: None }, "r3")
+        .await;
+    assert!(matches!(late, Err(Error::InvalidState(_))), "{late:?}");
+    // A replay of the closing release still answers with its first result.
+    let replay = ok(
+        f.apply(org, LedgerOp::Release { hold, amount: None }, "r2")
+            .await,
+        "replay",
+    );
+    assert!(replay.replayed);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 14);
+}
+
+/// Another organization cannot capture, release or read a hold.
+pub async fn ledger_holds_belong_to_their_org(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let a = ok(f.funded_org(10).await, "a");
+    let b = ok(f.funded_org(10).await, "b");
+    let r = ok(
+        f.apply(
+            a,
+            LedgerOp::Reserve {
+                amount: amount(5),
+                job: None,
+            },
+            "h",
+        )
+        .await,
+        "hold",
+    );
+    let hold = r.hold.map(|h| h.id).expect("hold");
+    let c = f
+        .apply(
+            b,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(1),
+            },
+            "c",
+        )
+        .await;
+    assert!(matches!(c, Err(Error::NotFound { .. })), "{c:?}");
+    let rel = f
+        .apply(b, LedgerOp::Release { hold, amount: None }, "r")
+        .await;
+    assert!(matches!(rel, Err(Error::NotFound { .. })), "{rel:?}");
+    assert_eq!(ok(f.store.hold(b, hold).await, "hold"), None);
+    let unknown = HoldId::generate(f.now, f.rng.as_ref());
+    let c = f
+        .apply(
+            a,
+            LedgerOp::Capture {
+                hold: unknown,
+                amount: amount(1),
+            },
+            "c",
+        )
+        .await;
+    assert!(matches!(c, Err(Error::NotFound { .. })), "{c:?}");
+    assert_eq!(ok(f.assert_ledger_consistent(a).await, "a"), 5);
+    assert_eq!(ok(f.assert_ledger_consistent(b).await, "b"), 10);
+}
+
+/// A grant that would push the balance past the limit is refused.
+pub async fn ledger_grant_respects_the_balance_limit(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(crate::ledger::AMOUNT_MAX).await, "org");
+    let mut granted = crate::ledger::AMOUNT_MAX;
+    let mut i = 0;
+    while granted + crate::ledger::AMOUNT_MAX <= crate::ledger::BALANCE_MAX && i < 2000 {
+        ok(
+            f.apply(
+                org,
+                LedgerOp::Grant {
+                    amount: amount(crate::ledger::AMOUNT_MAX),
+                },
+                &format!("g{i}"),
+            )
+            .await,
+            "grant",
+        );
+        granted += crate::ledger::AMOUNT_MAX;
+        i += 1;
+    }
+    let r = f
+        .apply(
+            org,
+            LedgerOp::Grant {
+                amount: amount(crate::ledger::AMOUNT_MAX),
+            },
+            "over",
+        )
+        .await;
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    assert_eq!(ok(f.store.balance(org).await, "balance").get(), granted);
+}
+
+/// Entries page in ledger order with a cursor.
+pub async fn ledger_entries_page_in_order(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    for i in 0..9 {
+        ok(
+            f.apply(org, LedgerOp::Debit { amount: amount(1) }, &format!("d{i}"))
+                .await,
+            "debit",
+        );
+    }
+    let limit = ok(PageLimit::new(4), "limit");
+    let mut after = None;
+    let mut kinds = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = ok(f.store.entries(org, after, limit).await, "entries");
+        pages += 1;
+        kinds.extend(page.items.iter().map(|e| (e.kind, e.balance_after.get())));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(kinds.len(), 10);
+    assert_eq!(kinds[0], (EntryKind::Grant, 100));
+    assert_eq!(kinds[9], (EntryKind::Debit, 91));
+}
+
+/// 64 tasks race debits and holds of 1 credit against 50 credits: exactly 50 succeed.
+pub async fn concurrent_debits_and_holds_never_overdraw(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new(store));
+    let org = ok(f.funded_org(50).await, "org");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            let op = if i % 2 == 0 {
+                LedgerOp::Debit { amount: amount(1) }
+            } else {
+                LedgerOp::Reserve {
+                    amount: amount(1),
+                    job: None,
+                }
+            };
+            let mut wins = 0u32;
+            for round in 0..2 {
+                match f.apply(org, op, &format!("t{i}-{round}")).await {
+                    Ok(_) => wins += 1,
+                    Err(Error::InsufficientCredits { .. }) => {}
+                    Err(e) => panic!("unexpected error under contention: {e}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.expect("task");
+    }
+    assert_eq!(
+        granted, 50,
+        "exactly the balance must be granted, never more"
+    );
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 0);
+}
+
+/// 32 tasks replay the same request concurrently: it is charged once.
+pub async fn concurrent_replays_charge_once(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new(store));
+    let org = ok(f.funded_org(100).await, "org");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            f.apply(org, LedgerOp::Debit { amount: amount(10) }, "retry-me")
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    let mut fresh = 0;
+    for t in tasks {
+        let r = ok(t.await.expect("task"), "debit");
+        ids.push(r.entry.id);
+        if !r.replayed {
+            fresh += 1;
+        }
+    }
+    ids.dedup();
+    assert_eq!(fresh, 1, "exactly one request may charge");
+    assert_eq!(ids.len(), 1, "every replay must return the same entry");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 90);
+}
+
+/// Enqueueing reserves unit cost × items as one hold tied to the job.
+pub async fn jobs_enqueue_reserves_in_one_step(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 3, 2, "job-1");
+    let e = ok(f.store.enqueue(&new).await, "enqueue");
+    assert!(!e.replayed);
+    assert_eq!(e.balance.get(), 4);
+    assert_eq!(e.job.status, JobStatus::Queued);
+    assert_eq!(e.job.items.len(), 3);
+    assert!(e.job.items.iter().all(|i| i.status == ItemStatus::Pending));
+    let hold = e.hold.expect("a paid job has a hold");
+    assert_eq!((hold.amount.get(), hold.job), (6, Some(new.id)));
+    assert_eq!(e.job.hold, Some(hold.id));
+    assert_eq!(
+        ok(f.store.job(org, new.id).await, "job"),
+        Some(e.job.clone())
+    );
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 4);
+}
+
+/// The same submission again returns the same job without a second reservation; a different
+/// job under the same key is a conflict.
+pub async fn jobs_enqueue_replays_and_conflicts(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 2, 1, "job-k");
+    let first = ok(f.store.enqueue(&new).await, "enqueue");
+    let mut retry = new_job(&f, org, 2, 1, "job-k");
+    retry.hold_entry = f.entry_id();
+    let again = ok(f.store.enqueue(&retry).await, "replay");
+    assert!(again.replayed);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(
+        again.balance, first.balance,
+        "a replay reports the balance of the first"
+    );
+    let other = new_job(&f, org, 3, 1, "job-k");
+    let r = f.store.enqueue(&other).await;
+    assert!(matches!(r, Err(Error::IdempotencyConflict)), "{r:?}");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 8);
+}
+
+/// A job whose cost exceeds the balance is refused and not stored.
+pub async fn jobs_enqueue_is_refused_without_credits(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(2).await, "org");
+    let new = new_job(&f, org, 3, 1, "too-big");
+    let r = f.store.enqueue(&new).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::InsufficientCredits {
+                needed: 3,
+                available: 2
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(ok(f.store.job(org, new.id).await, "job"), None);
+    let w = worker("w");
+    let claimed = ok(
+        f.store
+            .claim_job(&w, f.now, f.now.plus(Duration::from_secs(30)))
+            .await,
+        "claim",
+    );
+    assert!(
+        claimed.is_none_or(|j| j.id != new.id),
+        "a refused job must not be claimable"
+    );
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 2);
+}
+
+/// A free job (unit cost 0) is enqueued without a hold, even with no credits.
+pub async fn jobs_free_jobs_need_no_hold(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(0).await, "org");
+    let new = new_job(&f, org, 2, 0, "free");
+    let e = ok(f.store.enqueue(&new).await, "enqueue");
+    assert!(e.hold.is_none() && e.job.hold.is_none());
+    assert_eq!(e.balance, Credits::ZERO);
+}
+
+/// Claims take a lease; a leased job is not claimable until the lease expires; then another
+/// worker reclaims it and the first loses it.
+pub async fn jobs_claim_lease_and_reclaim(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 2, 1, "lease");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    let lease = Duration::from_secs(30);
+    // Other suites may share the store: claim until we get our job.
+    let mut mine = None;
+    for _ in 0..1000 {
+        match ok(
+            f.store.claim_job(&w1, f.now, f.now.plus(lease)).await,
+            "claim",
+        ) {
+            Some(j) if j.id == new.id => {
+                mine = Some(j);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let job = mine.expect("the queued job must be claimable");
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(
+        job.lease.as_ref().map(|l| l.worker.clone()),
+        Some(w1.clone())
+    );
+    let mid = f.now.plus(Duration::from_secs(10));
+    let other = ok(f.store.claim_job(&w2, mid, mid.plus(lease)).await, "claim");
+    assert!(
+        other.is_none_or(|j| j.id != new.id),
+        "a leased job must not be claimed twice"
+    );
+    let renewed = ok(
+        f.store.renew_lease(new.id, &w1, mid.plus(lease)).await,
+        "renew",
+    );
+    assert_eq!(renewed.lease.map(|l| l.expires_at), Some(mid.plus(lease)));
+    let r = f.store.renew_lease(new.id, &w2, mid.plus(lease)).await;
+    assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w1, 0, true)).await,
+        "finish 0",
+    );
+    let expired = mid.plus(lease).plus(Duration::from_millis(1));
+    let mut reclaimed = None;
+    for _ in 0..1000 {
+        match ok(
+            f.store.claim_job(&w2, expired, expired.plus(lease)).await,
+            "reclaim",
+        ) {
+            Some(j) if j.id == new.id => {
+                reclaimed = Some(j);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let job = reclaimed.expect("an expired lease must be reclaimable");
+    assert_eq!(job.attempts, 2);
+    assert_eq!(
+        job.items[0].status,
+        ItemStatus::Succeeded,
+        "finished items stay finished"
+    );
+    let r = f.store.finish_item(&finish(&f, new.id, &w1, 1, true)).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost)),
+        "the old worker must lose the lease: {r:?}"
+    );
+    let r = f
+        .store
+        .complete_job(new.id, &w1, f.entry_id(), expired)
+        .await;
+    assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+}
+
+/// Reporting an item twice (or from a retry) captures its cost once; failed items are refunded.
+pub async fn jobs_items_are_charged_exactly_once(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 3, 2, "charge-once");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    let w = worker("w-once");
+    let job = claim_exact(&f, &w, new.id).await;
+    assert_eq!(job.id, new.id);
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 0, true)).await,
+        "item 0",
+    );
+    let again = ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 0, true)).await,
+        "item 0 again",
+    );
+    assert_eq!(again.items[0].status, ItemStatus::Succeeded);
+    let flip = ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 0, false)).await,
+        "item 0 flip",
+    );
+    assert_eq!(
+        flip.items[0].status,
+        ItemStatus::Succeeded,
+        "a finished item never changes"
+    );
+    let failed = ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 1, false)).await,
+        "item 1",
+    );
+    assert_eq!(failed.items[1].status, ItemStatus::Failed);
+    assert_eq!(
+        failed.items[1].error.as_ref().map(|e| e.code.as_str()),
+        Some("provider_error")
+    );
+    assert_eq!(
+        ok(f.assert_ledger_consistent(org).await, "ledger"),
+        6,
+        "failed item refunded"
+    );
+    let hold = ok(f.store.hold(org, job.hold.expect("hold")).await, "hold").expect("hold");
+    assert_eq!((hold.captured.get(), hold.released.get()), (2, 2));
+    let r = f.store.finish_item(&finish(&f, new.id, &w, 7, true)).await;
+    assert!(matches!(r, Err(Error::Invalid { .. })), "{r:?}");
+}
+
+async fn claim_exact(f: &Fixture, w: &WorkerId, id: JobId) -> crate::job::Job {
+    for _ in 0..1000 {
+        match ok(
+            f.store
+                .claim_job(w, f.now, f.now.plus(Duration::from_secs(60)))
+                .await,
+            "claim",
+        ) {
+            Some(j) if j.id == id => return j,
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    panic!("job {id} was not claimable")
+}
+
+/// Completing sets the outcome, clears the lease and releases what is left, closing the hold.
+pub async fn jobs_complete_releases_the_rest(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 2, 3, "complete");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    let w = worker("w-complete");
+    let job = claim_exact(&f, &w, new.id).await;
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 0, true)).await,
+        "item 0",
+    );
+    let early = f.store.complete_job(new.id, &w, f.entry_id(), f.now).await;
+    assert!(matches!(early, Err(Error::InvalidState(_))), "{early:?}");
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 1, false)).await,
+        "item 1",
+    );
+    let done = ok(
+        f.store.complete_job(new.id, &w, f.entry_id(), f.now).await,
+        "complete",
+    );
+    assert_eq!(done.status, JobStatus::Partial);
+    assert!(done.lease.is_none() && done.finished_at.is_some());
+    let hold = ok(f.store.hold(org, job.hold.expect("hold")).await, "hold").expect("hold");
+    assert!(hold.closed_at.is_some(), "completing closes the hold");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 7);
+    let r = f.store.finish_item(&finish(&f, new.id, &w, 1, true)).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost)),
+        "a finished job takes no reports: {r:?}"
+    );
+    let r = f.store.cancel_job(org, new.id, f.entry_id(), f.now).await;
+    assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+}
+
+/// Canceling refunds every unfinished item and is idempotent; the worker loses the job.
+pub async fn jobs_cancel_refunds_unfinished_items(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 4, 2, "cancel");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    let w = worker("w-cancel");
+    claim_exact(&f, &w, new.id).await;
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w, 0, true)).await,
+        "item 0",
+    );
+    let c = ok(
+        f.store.cancel_job(org, new.id, f.entry_id(), f.now).await,
+        "cancel",
+    );
+    assert_eq!(c.status, JobStatus::Canceled);
+    assert_eq!(c.items[0].status, ItemStatus::Succeeded);
+    assert!(
+        c.items[1..]
+            .iter()
+            .all(|i| i.status == ItemStatus::Canceled)
+    );
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 8);
+    let again = ok(
+        f.store.cancel_job(org, new.id, f.entry_id(), f.now).await,
+        "again",
+    );
+    assert_eq!(again.status, JobStatus::Canceled);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 8);
+    let r = f.store.finish_item(&finish(&f, new.id, &w, 1, true)).await;
+    assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+    // A queued job can be canceled too, before any worker sees it.
+    let queued = new_job(&f, org, 1, 1, "cancel-queued");
+    ok(f.store.enqueue(&queued).await, "enqueue");
+    let c = ok(
+        f.store
+            .cancel_job(org, queued.id, f.entry_id(), f.now)
+            .await,
+        "cancel",
+    );
+    assert_eq!(c.status, JobStatus::Canceled);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 8);
+}
+
+/// Another organization can neither read, list nor cancel a job.
+pub async fn jobs_are_invisible_to_other_orgs(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let a = ok(f.funded_org(10).await, "a");
+    let b = ok(f.funded_org(10).await, "b");
+    let new = new_job(&f, a, 1, 1, "mine");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    assert_eq!(ok(f.store.job(b, new.id).await, "job"), None);
+    let page = ok(
+        f.store.list_jobs(b, None, PageLimit::default()).await,
+        "list",
+    );
+    assert!(page.items.is_empty());
+    let page = ok(
+        f.store.list_jobs(a, None, PageLimit::default()).await,
+        "list",
+    );
+    assert_eq!(
+        page.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![new.id]
+    );
+    let r = f.store.cancel_job(b, new.id, f.entry_id(), f.now).await;
+    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    // The same idempotency key in another organization is another job.
+    let other = new_job(&f, b, 1, 1, "mine");
+    let e = ok(f.store.enqueue(&other).await, "enqueue b");
+    assert!(!e.replayed);
+}
+
+/// Eight workers claim twenty jobs at once: every job goes to exactly one worker.
+pub async fn concurrent_claims_never_share_a_job(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new(store));
+    let org = ok(f.funded_org(100).await, "org");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let new = new_job(&f, org, 1, 1, &format!("claim-{i}"));
+        ids.push(new.id);
+        ok(f.store.enqueue(&new).await, "enqueue");
+    }
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            let me = worker(&format!("racer-{w}"));
+            let mut got = Vec::new();
+            for _ in 0..200 {
+                let lease = f.now.plus(Duration::from_secs(600));
+                match f.store.claim_job(&me, f.now, lease).await {
+                    Ok(Some(j)) => got.push(j.id),
+                    Ok(None) => break,
+                    Err(e) => panic!("claim failed: {e}"),
+                }
+            }
+            got
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.expect("task"));
+    }
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|id| ids.contains(id))
+        .copied()
+        .collect();
+    let mut unique = mine.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), mine.len(), "a job was claimed twice");
+    assert_eq!(unique.len(), 20, "every job must be claimed");
+}
+
+/// Audit events are read per organization, in a time range, page by page, and purged.
+pub async fn audit_queries_filter_page_and_purge(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, _) = ok(f.org().await, "org");
+    let (other, _) = ok(f.org().await, "other");
+    let mut events = Vec::new();
+    for i in 0..10u64 {
+        let mut e = f.event(org.id, AuditAction::CreditsGranted);
+        e.at = f.now.plus(Duration::from_secs(i * 3600));
+        e.detail = Some(format!("n={i}"));
+        e.ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        e.user_agent = Some("conformance/1".into());
+        events.push(e);
+    }
+    ok(f.store.append_audit(&events).await, "append");
+    let all = ok(f.all_audit(org.id).await, "all");
+    let granted: Vec<_> = all
+        .iter()
+        .filter(|e| e.action == AuditAction::CreditsGranted)
+        .collect();
+    assert_eq!(granted.len(), 10);
+    assert_eq!(
+        granted[3], &events[3],
+        "events must round-trip exactly (ip, user agent, detail)"
+    );
+    assert!(
+        ok(f.all_audit(other.id).await, "other")
+            .iter()
+            .all(|e| e.action != AuditAction::CreditsGranted)
+    );
+    let mut q = AuditQuery::all(org.id);
+    q.since = Some(f.now.plus(Duration::from_secs(2 * 3600)));
+    q.until = Some(f.now.plus(Duration::from_secs(6 * 3600)));
+    q.limit = ok(PageLimit::new(3), "limit");
+    let mut got = Vec::new();
+    loop {
+        let page = ok(f.store.audit(&q).await, "page");
+        assert!(page.items.len() <= 3);
+        got.extend(page.items.iter().map(|r| r.event.detail.clone()));
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => break,
+        }
+    }
+    let want: Vec<_> = (2..6).map(|i| Some(format!("n={i}"))).collect();
+    assert_eq!(got, want);
+    let cutoff = f.now.plus(Duration::from_secs(5 * 3600));
+    let purged = ok(f.store.purge_audit_before(cutoff).await, "purge");
+    assert!(purged >= 5, "purged {purged}");
+    let left = ok(f.all_audit(org.id).await, "left");
+    assert!(left.iter().all(|e| e.at >= cutoff));
+    assert_eq!(
+        left.iter()
+            .filter(|e| e.action == AuditAction::CreditsGranted)
+            .count(),
+        5
+    );
+}
+
+/// Idempotency records lock, replay, detect mismatches, expire their lock, and are purged.
+pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, _) = ok(f.org().await, "org");
+    let key = idem("http-1");
+    let fp = RequestFingerprint::of("POST", "/x", b"{}");
+    let lock = f.now.plus(Duration::from_secs(60));
+    let b = |now: Timestamp, fp: RequestFingerprint| {
+        let store = Arc::clone(&f.store);
+        let key = key.clone();
+        async move {
+            ok(
+                store
+                    .begin_request(org.id, &key, fp, now, now.plus(Duration::from_secs(60)))
+                    .await,
+                "begin",
+            )
+        }
+    };
+    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Started);
+    assert_eq!(b(f.now, fp).await, IdempotencyBegin::InProgress);
+    let other = RequestFingerprint::of("POST", "/x", b"{\"a\":1}");
+    assert_eq!(b(f.now, other).await, IdempotencyBegin::Mismatch);
+    // The lock expires: a retry after a crash takes over.
+    assert_eq!(
+        b(lock.plus(Duration::from_millis(1)), fp).await,
+        IdempotencyBegin::Started
+    );
+    let response = StoredResponse {
+        status: 200,
+        body: br#"{"ok":true}"#.to_vec(),
+    };
+    ok(
+        f.store
+            .complete_request(org.id, &key, &response, f.now)
+            .await,
+        "complete",
+    );
+    assert_eq!(
+        b(f.now, fp).await,
+        IdempotencyBegin::Replay(response.clone())
+    );
+    // Abandon frees a started request, never a completed one.
+    let key2 = idem("http-2");
+    ok(
+        f.store.begin_request(org.id, &key2, fp, f.now, lock).await,
+        "begin 2",
+    );
+    ok(f.store.abandon_request(org.id, &key2).await, "abandon");
+    assert_eq!(
+        ok(
+            f.store.begin_request(org.id, &key2, fp, f.now, lock).await,
+            "begin 2 again"
+        ),
+        IdempotencyBegin::Started
+    );
+    ok(
+        f.store.abandon_request(org.id, &key).await,
+        "abandon completed",
+    );
+    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Replay(response));
+    // Records of another organization are separate.
+    let (org_b, _) = ok(f.org().await, "org b");
+    assert_eq!(
+        ok(
+            f.store
+                .begin_request(org_b.id, &key, other, f.now, lock)
+                .await,
+            "b"
+        ),
+        IdempotencyBegin::Started
+    );
+    let purged = ok(
+        f.store
+            .purge_requests_before(f.now.plus(Duration::from_secs(1)))
+            .await,
+        "purge",
+    );
+    assert!(purged >= 3, "purged {purged}");
+    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Started);
+}
