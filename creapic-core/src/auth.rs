@@ -15,6 +15,7 @@
 //! out (1 s by default), or sooner where a backend pushes revocations.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -33,6 +34,9 @@ const FLUSH_BATCH_MAX: usize = 1000;
 const ORPHANS_MAX: usize = 100_000;
 /// Marker for "never used" in the atomics.
 const NEVER: i64 = i64::MIN;
+/// Independent cache shards, so concurrent verifications on many cores do not all bounce one
+/// lock's cache line. A power of two: the shard is picked by masking a digest byte.
+const SHARDS: usize = 16;
 
 /// Settings of the verification cache and the last-used flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +126,40 @@ impl Cached {
         let used = self.last_used_ms.load(Ordering::Relaxed);
         (used != NEVER && used > self.flushed_ms.load(Ordering::Relaxed)).then_some(used)
     }
+
+    /// Notes a use at `now_ms`, writing the shared cache line only when the time moved on.
+    fn touch(&self, now_ms: i64) {
+        if self.last_used_ms.load(Ordering::Relaxed) < now_ms {
+            self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
+    }
 }
+
+/// Hashes a key digest by taking 8 of its bytes: SHA-256 output is already uniformly random, so
+/// SipHash would only add cost. Safe against flooding because only verified keys are ever
+/// inserted: an attacker can choose what to look up, not what the table holds.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]::hash` writes the length first, then the bytes: keep the first 8 bytes seen
+        // of the longest write (the digest itself).
+        if bytes.len() >= 8 {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(first);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type Shard = RwLock<HashMap<KeyDigest, Cached, BuildHasherDefault<DigestHasher>>>;
 
 /// Verifies keys against a [`KeyStore`] through a bounded cache, and coalesces last-used writes.
 pub struct Authenticator<S: ?Sized> {
@@ -130,9 +167,10 @@ pub struct Authenticator<S: ?Sized> {
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
     config: AuthConfig,
-    cache: RwLock<HashMap<KeyDigest, Arc<Cached>>>,
-    /// Bumped by every `forget_key`; a lookup only caches its result if no forget happened since
-    /// it started, so a key deleted mid-lookup is never cached as live.
+    /// The verification cache, split into [`SHARDS`] independently locked maps.
+    shards: Box<[Shard]>,
+    /// Bumped by every `forget_key` before it clears the shards; a lookup only caches its result
+    /// if no forget started since the lookup did, so a key deleted mid-lookup is never cached.
     epoch: AtomicU64,
     /// Usage of keys that left the cache before their use was flushed.
     orphans: Mutex<Vec<(Principal, i64)>>,
@@ -142,16 +180,25 @@ impl<S: ?Sized> std::fmt::Debug for Authenticator<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("config", &self.config)
-            .field(
-                "cached_keys",
-                &self
-                    .cache
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .len(),
-            )
+            .field("cached_keys", &cached_len(&self.shards))
             .finish_non_exhaustive()
     }
+}
+
+fn read(
+    shard: &Shard,
+) -> std::sync::RwLockReadGuard<'_, HashMap<KeyDigest, Cached, BuildHasherDefault<DigestHasher>>> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(
+    shard: &Shard,
+) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyDigest, Cached, BuildHasherDefault<DigestHasher>>> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn cached_len(shards: &[Shard]) -> usize {
+    shards.iter().map(|s| read(s).len()).sum()
 }
 
 impl<S: KeyStore + ?Sized> Authenticator<S> {
@@ -167,10 +214,17 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
             clock,
             rng,
             config,
-            cache: RwLock::new(HashMap::new()),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
             epoch: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
         }
+    }
+
+    fn shard(&self, digest: &KeyDigest) -> &Shard {
+        // The hasher uses bytes 0..8; pick the shard from another byte.
+        &self.shards[usize::from(digest.as_bytes()[31]) & (SHARDS - 1)]
     }
 
     /// Verifies the credential in the request headers (`Authorization` and `x-api-key` values,
@@ -228,29 +282,28 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
 
     /// A warm hit, if the cache has a fresh entry. `None` means "ask the store".
     fn cached(&self, digest: &KeyDigest, now: Timestamp) -> Option<Result<Principal>> {
-        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
-        let entry = cache.get(digest)?;
+        let shard = read(self.shard(digest));
+        let entry = shard.get(digest)?;
         if now.since(entry.fetched_at) >= self.config.cache_ttl {
             return None;
         }
         if !entry.usable_at(now) {
             return Some(Err(Error::InvalidKey));
         }
-        entry
-            .last_used_ms
-            .fetch_max(now.unix_ms(), Ordering::Relaxed);
+        entry.touch(now.unix_ms());
         Some(Ok(entry.principal))
     }
 
     fn insert(&self, digest: KeyDigest, entry: Cached, epoch: u64) {
-        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        let capacity = (self.config.cache_capacity / SHARDS).max(1);
+        let mut shard = write(self.shard(&digest));
         if self.epoch.load(Ordering::Acquire) != epoch {
             // A key was forgotten while we asked the store: our answer may predate the delete.
             // Record the use, but do not cache.
             self.orphan(entry.principal, entry.last_used_ms.load(Ordering::Relaxed));
             return;
         }
-        if let Some(old) = cache.get(&digest) {
+        if let Some(old) = shard.get(&digest) {
             // Refresh: keep what the old entry knew about usage and flushing.
             entry
                 .last_used_ms
@@ -261,11 +314,11 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
             entry
                 .flush_time_ms
                 .store(old.flush_time_ms.load(Ordering::Relaxed), Ordering::Relaxed);
-        } else if cache.len() >= self.config.cache_capacity {
+        } else if shard.len() >= capacity {
             let now = entry.fetched_at;
             let ttl = self.config.cache_ttl;
             let mut evicted = Vec::new();
-            cache.retain(|_, e| {
+            shard.retain(|_, e| {
                 let keep = now.since(e.fetched_at) < ttl;
                 if !keep && let Some(used) = e.pending_usage() {
                     evicted.push((e.principal, used));
@@ -275,17 +328,17 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
             for (p, used) in evicted {
                 self.orphan(p, used);
             }
-            if cache.len() >= self.config.cache_capacity {
+            if shard.len() >= capacity {
                 self.orphan(entry.principal, entry.last_used_ms.load(Ordering::Relaxed));
                 return;
             }
         }
-        cache.insert(digest, Arc::new(entry));
+        shard.insert(digest, entry);
     }
 
     fn drop_entry(&self, digest: &KeyDigest) {
-        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(old) = cache.remove(digest)
+        let mut shard = write(self.shard(digest));
+        if let Some(old) = shard.remove(digest)
             && let Some(used) = old.pending_usage()
         {
             self.orphan(old.principal, used);
@@ -305,41 +358,35 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
     /// Drops a key from the cache so it is refused from now on. Called by key deletion before it
     /// returns; its unflushed usage is kept for the next flush.
     pub fn forget_key(&self, key: KeyId) {
-        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        let mut removed = Vec::new();
-        cache.retain(|_, e| {
-            let keep = e.principal.key != key;
-            if !keep && let Some(used) = e.pending_usage() {
-                removed.push((e.principal, used));
-            }
-            keep
-        });
-        drop(cache);
-        for (p, used) in removed {
-            self.orphan(p, used);
-        }
+        self.forget(|p| p.key == key);
     }
 
     /// Drops every cached key (e.g. when a backend reports that it lost revocation events).
     pub fn forget_all(&self) {
-        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        self.forget(|_| true);
+    }
+
+    fn forget(&self, matches: impl Fn(&Principal) -> bool) {
+        // Bump first: any lookup that started before this point will not cache its answer.
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let drained: Vec<_> = cache.drain().collect();
-        drop(cache);
-        for (_, e) in drained {
-            if let Some(used) = e.pending_usage() {
-                self.orphan(e.principal, used);
+        for shard in self.shards.iter() {
+            let mut removed = Vec::new();
+            write(shard).retain(|_, e| {
+                let keep = !matches(&e.principal);
+                if !keep && let Some(used) = e.pending_usage() {
+                    removed.push((e.principal, used));
+                }
+                keep
+            });
+            for (p, used) in removed {
+                self.orphan(p, used);
             }
         }
     }
 
     /// How many keys are cached.
     pub fn cached_len(&self) -> usize {
-        self.cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        cached_len(&self.shards)
     }
 
     /// Writes last-used times of keys used since their last flush, skipping keys flushed less
@@ -349,16 +396,15 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
         let now = self.clock.now();
         let interval =
             i64::try_from(self.config.usage_flush_interval.as_millis()).unwrap_or(i64::MAX);
-        let mut due: Vec<(Arc<Cached>, i64)> = Vec::new();
-        {
-            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
-            for entry in cache.values() {
+        let mut due: Vec<(KeyDigest, Principal, i64)> = Vec::new();
+        for shard in self.shards.iter() {
+            for (digest, entry) in read(shard).iter() {
                 let Some(used) = entry.pending_usage() else {
                     continue;
                 };
                 let last = entry.flush_time_ms.load(Ordering::Relaxed);
                 if force || last == NEVER || now.unix_ms().saturating_sub(last) >= interval {
-                    due.push((Arc::clone(entry), used));
+                    due.push((*digest, entry.principal, used));
                 }
             }
         }
@@ -368,7 +414,7 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
         let mut seen: HashMap<KeyId, usize> = HashMap::new();
         let all = due
             .iter()
-            .map(|(e, used)| (e.principal, *used))
+            .map(|(_, p, used)| (*p, *used))
             .chain(orphans.iter().copied());
         for (p, used) in all {
             let at = Timestamp::from_unix_ms(used);
@@ -394,9 +440,11 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
                 return Err(e);
             }
         }
-        for (entry, used) in &due {
-            entry.flushed_ms.fetch_max(*used, Ordering::Relaxed);
-            entry.flush_time_ms.store(now.unix_ms(), Ordering::Relaxed);
+        for (digest, _, used) in &due {
+            if let Some(entry) = read(self.shard(digest)).get(digest) {
+                entry.flushed_ms.fetch_max(*used, Ordering::Relaxed);
+                entry.flush_time_ms.store(now.unix_ms(), Ordering::Relaxed);
+            }
         }
         Ok(usage.len())
     }

@@ -1,1 +1,1 @@
-//! x
+//! Runnable examples of creapic (see the `[[example]]` entries of this package's Cargo.toml).

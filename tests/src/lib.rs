@@ -1,1 +1,1 @@
-//! x
+//! Workspace-level integration tests of creapic (see the `[[test]]` entries of this package).
