@@ -27,7 +27,16 @@ use crate::ledger::{Credits, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, L
 use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 
+mod connect;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use connect::{ConnectOptions, connect};
 
 /// Users, organizations and memberships.
 #[async_trait]
