@@ -86,6 +86,14 @@ pub enum Error {
         /// The provider's reason (e.g. `SAFETY`).
         reason: String,
     },
+    /// The provider could not be reached or answered with a server error (5xx): worth retrying.
+    #[error("image provider {provider} is unavailable: {message}")]
+    ProviderUnavailable {
+        /// Which provider.
+        provider: &'static str,
+        /// What happened (never contains credentials).
+        message: String,
+    },
     /// The provider's response could not be understood (malformed JSON, bad base64, too big).
     #[error("image provider {provider} sent an invalid response: {message}")]
     ProviderInvalidResponse {
@@ -98,6 +106,18 @@ pub enum Error {
     #[error("media storage failed: {message}")]
     Media {
         /// What failed.
+        message: String,
+    },
+    /// A signed media link is malformed, expired, or signed for another object or organization.
+    #[error("media link is invalid: {reason}")]
+    MediaLinkInvalid {
+        /// Why (`expired`, `bad_signature`, `malformed`).
+        reason: &'static str,
+    },
+    /// A webhook could not be delivered (after retries).
+    #[error("webhook delivery failed: {message}")]
+    WebhookFailed {
+        /// What happened.
         message: String,
     },
     /// An image could not be decoded or rendered.
@@ -132,6 +152,9 @@ impl Error {
             Error::ProviderRateLimited { .. } => "provider_rate_limited",
             Error::ProviderBlocked { .. } => "provider_blocked",
             Error::ProviderInvalidResponse { .. } => "provider_invalid_response",
+            Error::ProviderUnavailable { .. } => "provider_unavailable",
+            Error::MediaLinkInvalid { .. } => "media_link_invalid",
+            Error::WebhookFailed { .. } => "webhook_failed",
             Error::Media { .. } => "media_unavailable",
             Error::InvalidImage { .. } => "invalid_image",
             Error::Internal { .. } => "internal_error",
@@ -174,7 +197,10 @@ impl Error {
             Error::ProviderFailed { .. }
             | Error::ProviderBlocked { .. }
             | Error::ProviderInvalidResponse { .. }
-            | Error::ProviderRateLimited { .. } => StatusCode::BAD_GATEWAY,
+            | Error::ProviderRateLimited { .. }
+            | Error::ProviderUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Error::MediaLinkInvalid { .. } => StatusCode::FORBIDDEN,
+            Error::WebhookFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Media { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidImage { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,6 +231,7 @@ impl Error {
                 | Error::ProviderRateLimited { .. }
                 | Error::ProviderBlocked { .. }
                 | Error::ProviderInvalidResponse { .. }
+                | Error::ProviderUnavailable { .. }
         )
     }
 }

@@ -9,3 +9,11 @@
 pub mod error;
 
 pub use error::Error;
+pub mod item;
+pub mod media;
+pub mod pipeline;
+pub mod prompt;
+pub mod provider;
+pub mod render;
+pub mod retry;
+pub mod scene;

@@ -1,0 +1,250 @@
+//! The generation pipeline: prompt → provider → media, for one image or one scene.
+//!
+//! Both the job runner and any synchronous HTTP handler call [`Pipeline`]; neither talks to a
+//! provider or to storage directly. The design decision that shapes it: **the key's mode picks
+//! the provider, here and nowhere else.** Test-mode work (`wi_test_` keys) always uses the rule
+//! composer and the offline renderer, whatever is configured for live keys, so test keys never
+//! cost provider money and never depend on an account. Transient failures of the provider and
+//! of storage are retried here under one [`RetryPolicy`]; the pipeline returns either a stored
+//! result or a typed error that the caller turns into a failed (refunded) item.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use creapic_core::generation::{AspectRatio, Quality};
+use creapic_core::id::OrgId;
+use creapic_core::key::KeyMode;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::item::{ImageSpec, ItemOutput, PromptSource};
+use crate::media::{MediaStore, MediaType};
+use crate::prompt::{self, PromptComposer, RuleComposer};
+use crate::provider::offline::OfflineRenderer;
+use crate::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use crate::render::composite::{self, Placement};
+use crate::retry::RetryPolicy;
+use crate::scene::SceneSpec;
+
+/// What one generation produced and where it is stored.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The JSON prompt that was sent (`generation.prompt`).
+    pub prompt: Value,
+    /// The stored image and prompt.
+    pub output: ItemOutput,
+}
+
+/// Composer, providers and media storage, wired together.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    composer: Arc<dyn PromptComposer>,
+    live: Arc<dyn ImageProvider>,
+    offline: Arc<dyn ImageProvider>,
+    media: MediaStore,
+    retry: RetryPolicy,
+}
+
+impl Pipeline {
+    /// Live keys use `composer` and `live`; test keys the rules and the offline renderer.
+    pub fn new(
+        composer: Arc<dyn PromptComposer>,
+        live: Arc<dyn ImageProvider>,
+        media: MediaStore,
+    ) -> Self {
+        Pipeline {
+            composer,
+            live,
+            offline: Arc::new(OfflineRenderer::default()),
+            media,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Everything offline: the rule composer and the offline renderer for every key.
+    pub fn offline(media: MediaStore) -> Self {
+        Pipeline::new(
+            Arc::new(RuleComposer),
+            Arc::new(OfflineRenderer::default()),
+            media,
+        )
+    }
+
+    /// Uses `renderer` for test keys (and for live keys when live is the offline renderer
+    /// too; set that with [`Pipeline::new`]).
+    pub fn with_offline_renderer(mut self, renderer: OfflineRenderer) -> Self {
+        if self.live.name() == "offline" {
+            self.live = Arc::new(renderer);
+        }
+        self.offline = Arc::new(renderer);
+        self
+    }
+
+    /// The retry policy for provider and storage calls.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The media store.
+    pub fn media(&self) -> &MediaStore {
+        &self.media
+    }
+
+    /// The provider for a key mode.
+    pub fn provider_for(&self, mode: KeyMode) -> &Arc<dyn ImageProvider> {
+        match mode {
+            KeyMode::Live => &self.live,
+            KeyMode::Test => &self.offline,
+        }
+    }
+
+    /// The JSON prompt for a source: composed from text (by the configured composer for live
+    /// keys, by the rules for test keys) or a ready-made one normalized.
+    pub async fn prompt_for(
+        &self,
+        mode: KeyMode,
+        source: &PromptSource,
+        aspect: AspectRatio,
+        quality: Quality,
+    ) -> Result<Value, Error> {
+        match source {
+            PromptSource::Json(value) => prompt::normalize(value.clone(), aspect, quality),
+            PromptSource::Text(text) => {
+                let composed = match mode {
+                    KeyMode::Live => {
+                        self.retry
+                            .run("compose", || self.composer.compose(text, aspect, quality))
+                            .await?
+                    }
+                    KeyMode::Test => RuleComposer.compose(text, aspect, quality).await?,
+                };
+                Ok(composed.to_value())
+            }
+        }
+    }
+
+    async fn draw(&self, mode: KeyMode, req: &ImageRequest) -> Result<GeneratedImage, Error> {
+        let provider = self.provider_for(mode);
+        self.retry.run("generate", || provider.generate(req)).await
+    }
+
+    async fn store(
+        &self,
+        org: OrgId,
+        mode: KeyMode,
+        prompt: Value,
+        image: Bytes,
+        media_type: MediaType,
+        (width, height): (u32, u32),
+    ) -> Result<Generated, Error> {
+        let prompt_bytes =
+            Bytes::from(serde_json::to_vec(&prompt).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?);
+        let media = self
+            .retry
+            .run("store image", || {
+                self.media.put(org, image.clone(), media_type)
+            })
+            .await?;
+        let prompt_key = self
+            .retry
+            .run("store prompt", || {
+                self.media.put(org, prompt_bytes.clone(), MediaType::Json)
+            })
+            .await?;
+        Ok(Generated {
+            prompt,
+            output: ItemOutput {
+                media,
+                prompt: prompt_key,
+                content_type: media_type.mime().to_owned(),
+                width,
+                height,
+                provider: self.provider_for(mode).name().to_owned(),
+            },
+        })
+    }
+
+    /// Generates and stores one image for `org`.
+    pub async fn generate(
+        &self,
+        org: OrgId,
+        mode: KeyMode,
+        spec: &ImageSpec,
+    ) -> Result<Generated, Error> {
+        let prompt = self
+            .prompt_for(mode, &spec.source, spec.aspect_ratio, spec.quality)
+            .await?;
+        let req = ImageRequest {
+            prompt,
+            aspect_ratio: spec.aspect_ratio,
+            quality: spec.quality,
+        };
+        let image = self.draw(mode, &req).await?;
+        self.store(
+            org,
+            mode,
+            req.prompt,
+            image.bytes,
+            image.media_type,
+            (image.width, image.height),
+        )
+        .await
+    }
+
+    /// Renders one scene for `org`: the provider draws the background, the layers (read from
+    /// `org`'s media only) are composited locally, and the result is stored as PNG.
+    pub async fn render_scene(
+        &self,
+        org: OrgId,
+        mode: KeyMode,
+        spec: &SceneSpec,
+    ) -> Result<Generated, Error> {
+        spec.validate()?;
+        let source = match &spec.background {
+            Value::String(text) => PromptSource::Text(text.clone()),
+            other => PromptSource::Json(other.clone()),
+        };
+        let prompt = self
+            .prompt_for(mode, &source, spec.aspect_ratio, spec.quality)
+            .await?;
+        let req = ImageRequest {
+            prompt,
+            aspect_ratio: spec.aspect_ratio,
+            quality: spec.quality,
+        };
+        let background = self.draw(mode, &req).await?;
+        let mut placements = Vec::with_capacity(spec.layers.len());
+        for layer in &spec.layers {
+            let media = self
+                .retry
+                .run("read layer", || self.media.get(org, &layer.media))
+                .await?;
+            placements.push(Placement {
+                image: media.bytes,
+                x: layer.x,
+                y: layer.y,
+                scale: layer.scale,
+                opacity: layer.opacity,
+            });
+        }
+        let composed = tokio::task::spawn_blocking(move || {
+            composite::composite(&background.bytes, &placements)
+        })
+        .await
+        .map_err(|e| Error::Internal {
+            message: format!("compositor task: {e}"),
+        })??;
+        self.store(
+            org,
+            mode,
+            req.prompt,
+            Bytes::from(composed.png),
+            MediaType::Png,
+            (composed.width, composed.height),
+        )
+        .await
+    }
+}

@@ -1,0 +1,180 @@
+//! [`SceneSpec`]: what a scene job's single item input holds, as JSON text.
+//!
+//! The HTTP handler converts the public scene request into this form, storing each layer's
+//! image in the organization's media first, so that the item input stays small (core limits it
+//! to 64 KiB) and a runner on any replica can fetch the layers. The design decision that shapes
+//! it: **layers are referenced by [`MediaKey`] and read back with the job's organization**, so a
+//! scene can only ever composite media of the organization that pays for it.
+
+use creapic_core::generation::{AspectRatio, Quality};
+use creapic_core::job::ITEM_INPUT_MAX_BYTES;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::item::{wire_aspect, wire_quality};
+use crate::media::{MediaKey, MediaType};
+use crate::render::composite::LAYERS_MAX;
+
+/// A scene to render: a background drawn by the provider, layers composited locally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SceneSpec {
+    /// The background's prompt: raw text (composed first) or a ready-made JSON prompt object.
+    pub background: Value,
+    /// Layers, bottom first (at most 16).
+    #[serde(default)]
+    pub layers: Vec<Layer>,
+    /// The aspect ratio of the background.
+    #[serde(with = "wire_aspect", default)]
+    pub aspect_ratio: AspectRatio,
+    /// The quality of the background.
+    #[serde(with = "wire_quality", default)]
+    pub quality: Quality,
+}
+
+/// One layer of a scene. Geometry is relative to the canvas (see `render::composite`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Layer {
+    /// The layer's image in the organization's media (PNG, JPEG or WebP).
+    pub media: MediaKey,
+    /// Left edge as a fraction of the canvas width, in -1..=2.
+    pub x: f32,
+    /// Top edge as a fraction of the canvas height, in -1..=2.
+    pub y: f32,
+    /// Width as a fraction of the canvas width, in (0, 4]; 1 by default.
+    #[serde(default = "one")]
+    pub scale: f32,
+    /// 0..=1; 1 by default.
+    #[serde(default = "one")]
+    pub opacity: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn invalid(path: String, message: &str) -> Error {
+    Error::InvalidJson {
+        path,
+        message: message.into(),
+    }
+}
+
+impl SceneSpec {
+    /// Checks the limits: a non-empty text or object background, at most 16 layers of image
+    /// media, finite geometry within range.
+    pub fn validate(&self) -> Result<(), Error> {
+        match &self.background {
+            Value::String(s) if !s.trim().is_empty() => {}
+            Value::Object(_) => {}
+            _ => {
+                return Err(invalid(
+                    "background".into(),
+                    "must be prompt text or a JSON prompt object",
+                ));
+            }
+        }
+        if self.layers.len() > LAYERS_MAX {
+            return Err(invalid(
+                "layers".into(),
+                &format!("at most {LAYERS_MAX} layers"),
+            ));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let at = |f: &str| format!("layers[{i}].{f}");
+            if l.media.media_type() == MediaType::Json {
+                return Err(invalid(at("media"), "must be an image"));
+            }
+            for (name, v) in [("x", l.x), ("y", l.y)] {
+                if !v.is_finite() || !(-1.0..=2.0).contains(&v) {
+                    return Err(invalid(at(name), "must be between -1 and 2"));
+                }
+            }
+            if !l.scale.is_finite() || l.scale <= 0.0 || l.scale > 4.0 {
+                return Err(invalid(at("scale"), "must be above 0 and at most 4"));
+            }
+            if !l.opacity.is_finite() || !(0.0..=1.0).contains(&l.opacity) {
+                return Err(invalid(at("opacity"), "must be between 0 and 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a scene item input.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let spec: SceneSpec =
+            serde_json::from_str(input).map_err(|e| invalid("scene".into(), &e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The item input text (validated, at most core's input limit).
+    pub fn to_input(&self) -> Result<String, Error> {
+        self.validate()?;
+        let text = serde_json::to_string(self).map_err(|e| Error::Internal {
+            message: e.to_string(),
+        })?;
+        if text.len() > ITEM_INPUT_MAX_BYTES {
+            return Err(Error::Core(creapic_core::Error::LimitExceeded {
+                what: "scene description length in bytes",
+                max: ITEM_INPUT_MAX_BYTES as u64,
+            }));
+        }
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn layer() -> Layer {
+        Layer {
+            media: MediaKey::of(b"png", MediaType::Png),
+            x: 0.1,
+            y: 0.2,
+            scale: 0.5,
+            opacity: 1.0,
+        }
+    }
+
+    #[test]
+    fn scenes_round_trip_and_are_validated() {
+        let spec = SceneSpec {
+            background: json!("a marble countertop"),
+            layers: vec![layer()],
+            aspect_ratio: AspectRatio::Landscape3x2,
+            quality: Quality::Hd,
+        };
+        let input = spec.to_input().unwrap();
+        assert!(input.contains(r#""aspectRatio":"3:2""#));
+        assert_eq!(SceneSpec::parse(&input).unwrap(), spec);
+
+        let defaults = SceneSpec::parse(&format!(
+            r#"{{"background": {{"subject": "x"}}, "layers": [{{"media": "{}", "x": 0, "y": 0}}]}}"#,
+            layer().media
+        ))
+        .unwrap();
+        assert_eq!(defaults.layers[0].scale, 1.0);
+        assert_eq!(defaults.aspect_ratio, AspectRatio::Square);
+
+        let bad = |f: &dyn Fn(&mut SceneSpec)| {
+            let mut s = spec.clone();
+            f(&mut s);
+            s.to_input().is_err()
+        };
+        assert!(bad(&|s| s.background = json!("")));
+        assert!(bad(&|s| s.background = json!(3)));
+        assert!(bad(&|s| s.layers = vec![layer(); LAYERS_MAX + 1]));
+        assert!(bad(&|s| s.layers[0].x = f32::NAN));
+        assert!(bad(&|s| s.layers[0].scale = 0.0));
+        assert!(bad(&|s| s.layers[0].opacity = 1.5));
+        assert!(bad(
+            &|s| s.layers[0].media = MediaKey::of(b"", MediaType::Json)
+        ));
+        assert!(SceneSpec::parse(r#"{"background": "x", "extra": 1}"#).is_err());
+    }
+}
