@@ -466,11 +466,12 @@ mod tests {
     #[test]
     fn header_classification_follows_the_error_table() {
         let bearer = format!("Bearer {GOOD}");
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
-            std::result::Result<KeyMode, &str>,
-        )] = &[
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            std::result::Result<KeyMode, &'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (None, None, Err("missing_authorization")),
             (Some(""), None, Err("missing_authorization")),
             (Some("Bearer"), None, Err("missing_authorization")),

@@ -55,6 +55,8 @@ pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 pub use auth::Principal;
 pub use error::{Error, Result, StoreErrorKind};

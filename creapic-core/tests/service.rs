@@ -2,6 +2,8 @@
 //! randomness: roles, key lifecycle, authentication and its cache, last-used coalescing, credits,
 //! jobs and audit retention.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,691 @@
+//! The wire types: every JSON request and response body of the HTTP API, defined once.
+//!
+//! Both the server kit (which serves them) and the client (which sends and reads them) compile
+//! this module, so the two cannot drift; the OpenAPI document at `GET /api/openapi` is derived
+//! from these types with utoipa. Field names are camelCase as the product documents show.
+//! Enumerations have their own wire types here (with exactly the documents' spellings) and
+//! convert to and from the domain types, which stay free of serde.
+//!
+//! Enabled by the `wire` feature.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::generation::{AspectRatio, Quality};
+use crate::job::{ItemStatus, JobStatus};
+use crate::key::KeyMode;
+use crate::scope::Scope;
+
+/// Longest prompt (raw text or serialized JSON prompt), in characters.
+pub const PROMPT_MAX_CHARS: usize = 4000;
+/// Most layers in a scene.
+pub const SCENE_LAYERS_MAX: usize = 16;
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// The human text, e.g. `Invalid API key` (exactly the documents' texts where they give one).
+    pub error: String,
+    /// The stable snake_case code, e.g. `invalid_api_key`. New codes may appear in later
+    /// versions; clients must tolerate unknown ones.
+    pub code: String,
+    /// The request id, also sent as the `x-request-id` header; quote it to support.
+    pub request_id: String,
+}
+
+/// An image aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+pub enum AspectRatioWire {
+    /// 1:1
+    #[default]
+    #[serde(rename = "1:1")]
+    Square,
+    /// 2:3
+    #[serde(rename = "2:3")]
+    R2x3,
+    /// 3:2
+    #[serde(rename = "3:2")]
+    R3x2,
+    /// 3:4
+    #[serde(rename = "3:4")]
+    R3x4,
+    /// 4:3
+    #[serde(rename = "4:3")]
+    R4x3,
+    /// 4:5
+    #[serde(rename = "4:5")]
+    R4x5,
+    /// 5:4
+    #[serde(rename = "5:4")]
+    R5x4,
+    /// 9:16
+    #[serde(rename = "9:16")]
+    R9x16,
+    /// 16:9
+    #[serde(rename = "16:9")]
+    R16x9,
+    /// 21:9
+    #[serde(rename = "21:9")]
+    R21x9,
+}
+
+impl From<AspectRatioWire> for AspectRatio {
+    fn from(w: AspectRatioWire) -> Self {
+        match w {
+            AspectRatioWire::Square => AspectRatio::Square,
+            AspectRatioWire::R2x3 => AspectRatio::Portrait2x3,
+            AspectRatioWire::R3x2 => AspectRatio::Landscape3x2,
+            AspectRatioWire::R3x4 => AspectRatio::Portrait3x4,
+            AspectRatioWire::R4x3 => AspectRatio::Landscape4x3,
+            AspectRatioWire::R4x5 => AspectRatio::Portrait4x5,
+            AspectRatioWire::R5x4 => AspectRatio::Landscape5x4,
+            AspectRatioWire::R9x16 => AspectRatio::Portrait9x16,
+            AspectRatioWire::R16x9 => AspectRatio::Landscape16x9,
+            AspectRatioWire::R21x9 => AspectRatio::Ultrawide21x9,
+        }
+    }
+}
+
+impl From<AspectRatio> for AspectRatioWire {
+    fn from(d: AspectRatio) -> Self {
+        match d {
+            AspectRatio::Square => AspectRatioWire::Square,
+            AspectRatio::Portrait2x3 => AspectRatioWire::R2x3,
+            AspectRatio::Landscape3x2 => AspectRatioWire::R3x2,
+            AspectRatio::Portrait3x4 => AspectRatioWire::R3x4,
+            AspectRatio::Landscape4x3 => AspectRatioWire::R4x3,
+            AspectRatio::Portrait4x5 => AspectRatioWire::R4x5,
+            AspectRatio::Landscape5x4 => AspectRatioWire::R5x4,
+            AspectRatio::Portrait9x16 => AspectRatioWire::R9x16,
+            AspectRatio::Landscape16x9 => AspectRatioWire::R16x9,
+            AspectRatio::Ultrawide21x9 => AspectRatioWire::R21x9,
+        }
+    }
+}
+
+/// Rendering quality; `hd` costs more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityWire {
+    /// Standard quality (the default).
+    #[default]
+    Standard,
+    /// High definition.
+    Hd,
+}
+
+impl From<QualityWire> for Quality {
+    fn from(w: QualityWire) -> Self {
+        match w {
+            QualityWire::Standard => Quality::Standard,
+            QualityWire::Hd => Quality::Hd,
+        }
+    }
+}
+
+impl From<Quality> for QualityWire {
+    fn from(d: Quality) -> Self {
+        match d {
+            Quality::Standard => QualityWire::Standard,
+            Quality::Hd => QualityWire::Hd,
+        }
+    }
+}
+
+/// A key scope, spelled exactly as the public API document does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScopeWire {
+    /// `POST /api/public/images/generate` and `POST /api/playground/images`.
+    ImageGeneration,
+    /// `POST /api/public/scenes/render`.
+    SceneRender,
+    /// `POST /api/public/organizations/create`.
+    OrganizationWrite,
+}
+
+impl From<ScopeWire> for Scope {
+    fn from(w: ScopeWire) -> Self {
+        match w {
+            ScopeWire::ImageGeneration => Scope::ImageGeneration,
+            ScopeWire::SceneRender => Scope::SceneRender,
+            ScopeWire::OrganizationWrite => Scope::OrganizationWrite,
+        }
+    }
+}
+
+impl From<Scope> for ScopeWire {
+    fn from(d: Scope) -> Self {
+        match d {
+            Scope::ImageGeneration => ScopeWire::ImageGeneration,
+            Scope::SceneRender => ScopeWire::SceneRender,
+            Scope::OrganizationWrite => ScopeWire::OrganizationWrite,
+        }
+    }
+}
+
+/// Live keys use the configured provider; test keys always the offline renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyModeWire {
+    /// `wi_live_…`
+    #[default]
+    Live,
+    /// `wi_test_…`
+    Test,
+}
+
+impl From<KeyModeWire> for KeyMode {
+    fn from(w: KeyModeWire) -> Self {
+        match w {
+            KeyModeWire::Live => KeyMode::Live,
+            KeyModeWire::Test => KeyMode::Test,
+        }
+    }
+}
+
+impl From<KeyMode> for KeyModeWire {
+    fn from(d: KeyMode) -> Self {
+        match d {
+            KeyMode::Live => KeyModeWire::Live,
+            KeyMode::Test => KeyModeWire::Test,
+        }
+    }
+}
+
+/// A job's (or render's) state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatusWire {
+    /// Waiting for a worker.
+    Queued,
+    /// Being worked on.
+    Running,
+    /// Every image succeeded.
+    Completed,
+    /// No image succeeded.
+    Failed,
+    /// Some images succeeded, some failed (failed ones were refunded).
+    Partial,
+    /// Canceled; unfinished images were refunded.
+    Canceled,
+}
+
+impl JobStatusWire {
+    /// Whether the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatusWire::Queued | JobStatusWire::Running)
+    }
+}
+
+impl From<JobStatus> for JobStatusWire {
+    fn from(d: JobStatus) -> Self {
+        match d {
+            JobStatus::Queued => JobStatusWire::Queued,
+            JobStatus::Running => JobStatusWire::Running,
+            JobStatus::Completed => JobStatusWire::Completed,
+            JobStatus::Failed => JobStatusWire::Failed,
+            JobStatus::Partial => JobStatusWire::Partial,
+            JobStatus::Canceled => JobStatusWire::Canceled,
+        }
+    }
+}
+
+/// One image's state within a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatusWire {
+    /// Not finished yet.
+    Pending,
+    /// Generated.
+    Succeeded,
+    /// Failed (refunded).
+    Failed,
+    /// Canceled (refunded).
+    Canceled,
+}
+
+impl From<ItemStatus> for ItemStatusWire {
+    fn from(d: ItemStatus) -> Self {
+        match d {
+            ItemStatus::Pending => ItemStatusWire::Pending,
+            ItemStatus::Succeeded => ItemStatusWire::Succeeded,
+            ItemStatus::Failed => ItemStatusWire::Failed,
+            ItemStatus::Canceled => ItemStatusWire::Canceled,
+        }
+    }
+}
+
+/// Where an image's prompt comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ImageSource {
+    /// Raw text, turned into a JSON prompt before the provider is called.
+    Text {
+        /// The text (1–4000 characters).
+        text: String,
+    },
+    /// A ready-to-use prompt: a string or a JSON object, sent as is.
+    Prompt {
+        /// The prompt.
+        #[schema(value_type = Object)]
+        prompt: serde_json::Value,
+    },
+}
+
+/// `POST /api/public/images/generate`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateImageRequest {
+    /// The prompt's source.
+    pub source: ImageSource,
+    /// Aspect ratio (default 1:1).
+    #[serde(default)]
+    pub aspect_ratio: AspectRatioWire,
+    /// Quality (default standard).
+    #[serde(default)]
+    pub quality: QualityWire,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    /// Its id; log it to ease support.
+    pub id: String,
+    /// `completed`.
+    pub status: JobStatusWire,
+    /// The JSON prompt the provider received.
+    #[schema(value_type = Object)]
+    pub prompt: serde_json::Value,
+    /// The aspect ratio.
+    pub aspect_ratio: AspectRatioWire,
+    /// The quality.
+    pub quality: QualityWire,
+    /// Tokens debited.
+    pub tokens_used: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// Response of `POST /api/public/images/generate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateImageResponse {
+    /// The generation.
+    pub generation: Generation,
+    /// Where to fetch the image (an expiring signed URL).
+    pub image_url: String,
+    /// The organization's token balance left.
+    pub tokens: u64,
+}
+
+/// A layer of a scene: an image placed over the background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SceneLayer {
+    /// The layer's image.
+    pub source: LayerSource,
+    /// The layer's left edge as a fraction of the scene's width (0 = left, 1 = right; -1 to 2).
+    pub x: f32,
+    /// The layer's top edge as a fraction of the scene's height (0 = top, 1 = bottom; -1 to 2).
+    pub y: f32,
+    /// Width of the layer relative to the scene's width, 0.01 to 4.
+    #[serde(default = "one")]
+    pub scale: f32,
+    /// Opacity, 0 to 1 (default 1).
+    #[serde(default = "one")]
+    pub opacity: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// Where a layer's image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LayerSource {
+    /// An image the organization generated before (its generation id).
+    Generation {
+        /// The generation id.
+        id: String,
+    },
+    /// A PNG or JPEG given inline, base64-encoded.
+    Base64 {
+        /// The base64 data (standard alphabet, padding optional).
+        data: String,
+    },
+}
+
+/// `POST /api/public/scenes/render`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SceneRenderRequest {
+    /// The background's prompt.
+    pub background: ImageSource,
+    /// Layers, bottom to top (0–16).
+    #[serde(default)]
+    pub layers: Vec<SceneLayer>,
+    /// Aspect ratio (default 1:1).
+    #[serde(default)]
+    pub aspect_ratio: AspectRatioWire,
+    /// Quality (default standard).
+    #[serde(default)]
+    pub quality: QualityWire,
+}
+
+/// A scene render task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Render {
+    /// Its id; poll `GET /api/public/scenes/render/{id}`.
+    pub id: String,
+    /// Its state.
+    pub status: JobStatusWire,
+    /// The aspect ratio.
+    pub aspect_ratio: AspectRatioWire,
+    /// The quality.
+    pub quality: QualityWire,
+    /// Tokens reserved when accepted (captured on success, released on failure).
+    pub tokens_reserved: u64,
+    /// Tokens charged so far.
+    pub tokens_used: u64,
+    /// The image, once completed (an expiring signed URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemErrorWire>,
+    /// When it was accepted (RFC 3339).
+    pub created_at: String,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+/// Response of `POST /api/public/scenes/render` (202) and `GET /api/public/scenes/render/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderResponse {
+    /// The render.
+    pub render: Render,
+}
+
+/// Why an image failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemErrorWire {
+    /// Stable code, e.g. `provider_timeout`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// `POST /api/public/organizations/create`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrganizationRequest {
+    /// The name (1–100 characters).
+    pub name: String,
+}
+
+/// An organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationWire {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// Response of `POST /api/public/organizations/create` (201).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrganizationResponse {
+    /// The new organization.
+    pub organization: OrganizationWire,
+    /// The role of the key's creator in it: `owner`.
+    pub role: String,
+}
+
+/// `POST /api/playground/images`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkImagesRequest {
+    /// 1–100 prompts, each 1–4000 characters.
+    pub prompts: Vec<String>,
+}
+
+/// Response of `POST /api/playground/images` (202), exactly as the 001 document shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkImagesResponse {
+    /// Job id to poll for status.
+    pub job_id: String,
+    /// Number of images being generated.
+    pub total_images: u32,
+    /// Credits deducted.
+    pub credits_used: u64,
+    /// Remaining credits.
+    pub credits: u64,
+}
+
+/// One image of a bulk job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobImage {
+    /// Position in the request's `prompts`.
+    pub index: u32,
+    /// The prompt.
+    pub prompt: String,
+    /// Its state.
+    pub status: ItemStatusWire,
+    /// The image, once generated (an expiring signed URL).
+    pub url: Option<String>,
+    /// Why it failed.
+    pub error: Option<ItemErrorWire>,
+}
+
+/// Response of `GET /api/playground/images/{jobId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatusResponse {
+    /// The job id.
+    pub job_id: String,
+    /// The job's state.
+    pub status: JobStatusWire,
+    /// Images requested.
+    pub total_images: u32,
+    /// Images generated.
+    pub completed_images: u32,
+    /// Images failed or canceled.
+    pub failed_images: u32,
+    /// Credits charged for generated images.
+    pub credits_used: u64,
+    /// Credits returned for failed or canceled images.
+    pub credits_refunded: u64,
+    /// Every image, in request order.
+    pub images: Vec<JobImage>,
+    /// When the job was accepted (RFC 3339).
+    pub created_at: String,
+    /// When it finished (RFC 3339).
+    pub completed_at: Option<String>,
+}
+
+/// `POST /api/keys` (dashboard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// The organization the key acts for.
+    pub organization_id: String,
+    /// A descriptive name (1–64 characters), e.g. `Production`.
+    pub name: String,
+    /// At least one scope.
+    pub scopes: Vec<ScopeWire>,
+    /// `live` (default) or `test`.
+    #[serde(default)]
+    pub mode: KeyModeWire,
+    /// When the key stops working (RFC 3339), if ever.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// An API key as listed: never its secret or digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    /// Its id.
+    pub id: String,
+    /// Its organization.
+    pub organization_id: String,
+    /// Its name.
+    pub name: String,
+    /// The first 12 characters of the key.
+    pub prefix: String,
+    /// Its scopes.
+    pub scopes: Vec<ScopeWire>,
+    /// Live or test.
+    pub mode: KeyModeWire,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// The user who created it.
+    pub created_by: String,
+    /// When it was last used (RFC 3339; accurate to about a minute).
+    pub last_used_at: Option<String>,
+    /// When it expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// When it was deleted (RFC 3339).
+    pub deleted_at: Option<String>,
+}
+
+/// Response of `POST /api/keys` (201): the only response that ever contains the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateKeyResponse {
+    /// The plaintext key. Copy it now: it is never shown again.
+    pub key: String,
+    /// The key's record.
+    pub api_key: ApiKeyInfo,
+}
+
+/// Response of `GET /api/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListKeysResponse {
+    /// The keys, oldest first.
+    pub keys: Vec<ApiKeyInfo>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Response of `DELETE /api/keys/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteKeyResponse {
+    /// The deleted key's record (`deletedAt` set).
+    pub api_key: ApiKeyInfo,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventWire {
+    /// Its id.
+    pub id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What, e.g. `key.created`.
+    pub action: String,
+    /// Who: `user:<id>`, `key:<id>`, `operator` or `system`.
+    pub actor: String,
+    /// From which IP address.
+    pub ip: Option<String>,
+    /// With which user agent.
+    pub user_agent: Option<String>,
+    /// The key concerned.
+    pub key_id: Option<String>,
+    /// Its prefix.
+    pub key_prefix: Option<String>,
+    /// Details, e.g. `amount=100`.
+    pub detail: Option<String>,
+}
+
+/// Response of `GET /api/audit?format=json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditResponse {
+    /// Events, oldest first.
+    pub events: Vec<AuditEventWire>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documents_examples_parse() {
+        let body = r#"{
+            "source": {"type": "text", "text": "Article about citrus mocktails with summer ingredients"},
+            "aspectRatio": "4:5",
+            "quality": "hd"
+        }"#;
+        let req: GenerateImageRequest = serde_json::from_str(body).expect("000 example");
+        assert_eq!(req.aspect_ratio, AspectRatioWire::R4x5);
+        assert_eq!(req.quality, QualityWire::Hd);
+        let bulk: BulkImagesRequest = serde_json::from_str(
+            r#"{"prompts": ["A beautiful sunset over the ocean", "A futuristic cityscape"]}"#,
+        )
+        .expect("001 example");
+        assert_eq!(bulk.prompts.len(), 2);
+        let resp = BulkImagesResponse {
+            job_id: "uuid".into(),
+            total_images: 2,
+            credits_used: 2,
+            credits: 4,
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).expect("json"),
+            r#"{"jobId":"uuid","totalImages":2,"creditsUsed":2,"credits":4}"#
+        );
+    }
+
+    #[test]
+    fn enumerations_use_the_documents_spellings() {
+        let s = serde_json::to_string(&[
+            ScopeWire::ImageGeneration,
+            ScopeWire::SceneRender,
+            ScopeWire::OrganizationWrite,
+        ]);
+        assert_eq!(
+            s.ok().as_deref(),
+            Some(r#"["IMAGE_GENERATION","SCENE_RENDER","ORGANIZATION_WRITE"]"#)
+        );
+        for r in AspectRatio::ALL {
+            let w = AspectRatioWire::from(r);
+            assert_eq!(
+                serde_json::to_string(&w).ok(),
+                Some(format!("\"{}\"", r.as_str()))
+            );
+            assert_eq!(AspectRatio::from(w), r);
+        }
+        assert!(
+            serde_json::from_str::<GenerateImageRequest>(
+                r#"{"source":{"type":"text","text":"x"},"aspectRatio":"1:2"}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<GenerateImageRequest>(
+                r#"{"source":{"type":"text","text":"x"},"bogus":1}"#
+            )
+            .is_err()
+        );
+    }
+}

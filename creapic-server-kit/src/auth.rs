@@ -1,0 +1,63 @@
+//! Who is calling: API-key principals for the public routes, dashboard users for key management.
+//!
+//! API keys come from `Authorization: Bearer …` or `x-api-key` and are verified by
+//! `creapic_core`'s authenticator (warm verifications touch no store). Dashboard routes are
+//! called by a person signed in to the host's own application: the host's login layer inserts a
+//! [`DashboardUser`] into the request extensions, and the kit checks that user's role in the
+//! organization. The kit never authenticates people itself.
+
+use creapic_core::id::UserId;
+use creapic_core::{Principal, scope::Scope};
+use http::HeaderMap;
+
+use crate::error::Error;
+use crate::service::AppState;
+
+/// A person signed in to the host's dashboard. Insert it into the request extensions (e.g. from
+/// your session middleware) before the request reaches the kit:
+///
+/// ```
+/// # use creapic_server_kit::auth::DashboardUser;
+/// # use creapic_core::id::UserId;
+/// # fn user_id_from_session() -> UserId { UserId::from_uuid(uuid::Uuid::nil()) }
+/// let mut request = http::Request::new(axum::body::Body::empty());
+/// request.extensions_mut().insert(DashboardUser(user_id_from_session()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DashboardUser(pub UserId);
+
+/// Verifies the request's API key.
+pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let x_api_key = headers.get("x-api-key").map(|v| v.as_bytes());
+    let principal = state.core().authenticate(authorization, x_api_key).await?;
+    tracing::Span::current().record("key", principal.prefix.as_str());
+    Ok(principal)
+}
+
+/// Verifies the request's API key and checks `scope`, then the per-key rate limit.
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<(Principal, crate::rate_limit::RateDecision), Error> {
+    let principal = principal(state, headers).await?;
+    principal.require(scope)?;
+    let decision = state.rate_limiter().check(principal.key).await;
+    if !decision.allowed {
+        return Err(Error::RateLimited {
+            retry_after: decision.reset,
+        });
+    }
+    Ok((principal, decision))
+}
+
+/// The signed-in dashboard user, or [`Error::NotSignedIn`].
+pub fn dashboard_user(extensions: &http::Extensions) -> Result<UserId, Error> {
+    extensions
+        .get::<DashboardUser>()
+        .map(|u| u.0)
+        .ok_or(Error::NotSignedIn)
+}

@@ -1,0 +1,82 @@
+//! Settings of the HTTP layer: prices, input limits and rate limits, with defaults a host can
+//! start from and override field by field.
+
+use std::time::Duration;
+
+/// What each operation costs, in credits (the public API calls them tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pricing {
+    /// `POST /api/public/images/generate` at standard quality.
+    pub image_standard: u64,
+    /// `POST /api/public/images/generate` at hd quality.
+    pub image_hd: u64,
+    /// A scene render at standard quality.
+    pub scene_standard: u64,
+    /// A scene render at hd quality.
+    pub scene_hd: u64,
+    /// Each image of a bulk job (`POST /api/playground/images`): 1, as the 001 document says.
+    pub bulk_image: u64,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Pricing {
+            image_standard: 1,
+            image_hd: 2,
+            scene_standard: 2,
+            scene_hd: 4,
+            bulk_image: 1,
+        }
+    }
+}
+
+/// Input limits. Every request is bounded before any work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond).
+    pub body_max_bytes: usize,
+    /// Longest prompt, in characters.
+    pub prompt_max_chars: usize,
+    /// Most prompts in a bulk job.
+    pub prompts_max: usize,
+    /// Most layers in a scene.
+    pub scene_layers_max: usize,
+    /// Largest decoded layer image, in bytes.
+    pub layer_max_bytes: usize,
+    /// How long a signed media URL stays valid.
+    pub media_url_ttl: Duration,
+    /// How long an in-flight idempotent request holds its key before a retry may take over.
+    pub idempotency_lock: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_max_bytes: 1024 * 1024,
+            prompt_max_chars: creapic_core::wire::PROMPT_MAX_CHARS,
+            prompts_max: creapic_core::job::JOB_ITEMS_MAX,
+            scene_layers_max: creapic_core::wire::SCENE_LAYERS_MAX,
+            layer_max_bytes: 700 * 1024,
+            media_url_ttl: Duration::from_secs(24 * 60 * 60),
+            idempotency_lock: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Per-key request rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per key.
+    pub per_second: u32,
+    /// Requests a key may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_second: 50,
+            burst: 100,
+        }
+    }
+}

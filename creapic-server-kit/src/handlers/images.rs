@@ -1,0 +1,184 @@
+//! `POST /api/public/images/generate`: one image, synchronously. Raw text becomes a JSON prompt
+//! first; the tokens are held before the provider is called, captured when the image is stored,
+//! and released — refunded — when the provider fails (502 with the provider's code).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use creapic_core::generation::{AspectRatio, Quality};
+use creapic_core::scope::Scope;
+use creapic_core::wire::{
+    GenerateImageRequest, GenerateImageResponse, Generation, ImageSource, JobStatusWire,
+};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::Error;
+use crate::body::read_json;
+use crate::idempotent::{self, Replay};
+use crate::item::{ImageSpec, PromptSource};
+use crate::service::AppState;
+
+/// Checks a prompt source against the limits and turns it into the pipeline's form.
+pub(crate) fn prompt_source(source: ImageSource, max_chars: usize) -> Result<PromptSource, Error> {
+    let too_long = || {
+        Error::Core(creapic_core::Error::LimitExceeded {
+            what: "prompt length in characters",
+            max: max_chars as u64,
+        })
+    };
+    match source {
+        ImageSource::Text { text } => {
+            if text.trim().is_empty() {
+                return Err(Error::Core(creapic_core::Error::invalid(
+                    "source.text",
+                    "must not be empty",
+                )));
+            }
+            if crate::handlers::too_long(&text, max_chars) {
+                return Err(too_long());
+            }
+            Ok(PromptSource::Text(text))
+        }
+        ImageSource::Prompt { prompt } => {
+            let size = serde_json::to_string(&prompt)
+                .map(|s| s.chars().count())
+                .unwrap_or(usize::MAX);
+            if size > max_chars + 2 {
+                return Err(too_long());
+            }
+            match prompt {
+                serde_json::Value::String(text) if !text.trim().is_empty() => {
+                    Ok(PromptSource::Json(serde_json::Value::String(text)))
+                }
+                serde_json::Value::Object(map) if !map.is_empty() => {
+                    Ok(PromptSource::Json(serde_json::Value::Object(map)))
+                }
+                _ => Err(Error::Core(creapic_core::Error::invalid(
+                    "source.prompt",
+                    "must be a non-empty string or JSON object",
+                ))),
+            }
+        }
+    }
+}
+
+/// Generates one image and answers with it.
+#[utoipa::path(
+    post,
+    path = "/api/public/images/generate",
+    tag = "public",
+    request_body = GenerateImageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a replay returns the first response and charges nothing")),
+    responses(
+        (status = 200, description = "Generated", body = GenerateImageResponse),
+        (status = 400, description = "Invalid body", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown key", body = creapic_core::wire::ErrorBody),
+        (status = 402, description = "Insufficient credits", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key lacks IMAGE_GENERATION", body = creapic_core::wire::ErrorBody),
+        (status = 422, description = "Prompt too long, or Idempotency-Key reused with another body", body = creapic_core::wire::ErrorBody),
+        (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
+        (status = 502, description = "The provider failed; the tokens were refunded", body = creapic_core::wire::ErrorBody),
+        (status = 504, description = "The provider timed out; the tokens were refunded", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn generate(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let limits = state.config().limits;
+    let prepared = async {
+        let (request, raw): (GenerateImageRequest, _) =
+            read_json(&parts.headers, body, limits.body_max_bytes).await?;
+        let source = prompt_source(request.source, limits.prompt_max_chars)?;
+        let aspect = AspectRatio::from(request.aspect_ratio);
+        let quality = Quality::from(request.quality);
+        Ok::<_, Error>((
+            ImageSpec {
+                source,
+                aspect_ratio: aspect,
+                quality,
+            },
+            raw,
+        ))
+    }
+    .await;
+    let (spec, raw) = match prepared {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let pricing = state.config().pricing;
+    let cost = match spec.quality {
+        Quality::Standard => pricing.image_standard,
+        Quality::Hd => pricing.image_hd,
+    };
+    let st = state.clone();
+    let mut response = idempotent::run(
+        &state,
+        principal.org,
+        &parts.headers,
+        "POST",
+        parts.uri.path(),
+        &raw,
+        Replay::Body,
+        |ledger_key| async move {
+            let core = st.core();
+            let org = principal.org;
+            let hold = core
+                .reserve(org, cost, None, &format!("{ledger_key}:hold"))
+                .await
+                .map_err(Error::Core)?;
+            let hold_id = hold
+                .hold
+                .as_ref()
+                .map(|h| h.id)
+                .ok_or_else(|| Error::Internal {
+                    message: "a reserve returned no hold".into(),
+                })?;
+            let generated = match st.pipeline().generate(org, principal.mode, &spec).await {
+                Ok(g) => g,
+                Err(e) => {
+                    // Refund: the work failed.
+                    if let Err(release) = core
+                        .release(org, hold_id, None, &format!("{ledger_key}:refund"))
+                        .await
+                    {
+                        tracing::error!(error = %release, "could not refund a failed generation");
+                    }
+                    metrics::counter!("creapic_generations_total", "outcome" => "failed")
+                        .increment(1);
+                    return Err(e);
+                }
+            };
+            let captured = core
+                .capture(org, hold_id, cost, &format!("{ledger_key}:capture"))
+                .await
+                .map_err(Error::Core)?;
+            metrics::counter!("creapic_generations_total", "outcome" => "ok").increment(1);
+            let media = generated.output.media.clone();
+            let body = GenerateImageResponse {
+                generation: Generation {
+                    id: media.as_str().to_owned(),
+                    status: JobStatusWire::Completed,
+                    prompt: generated.prompt,
+                    aspect_ratio: spec.aspect_ratio.into(),
+                    quality: spec.quality.into(),
+                    tokens_used: cost,
+                    created_at: core.clock().now().to_rfc3339(),
+                },
+                image_url: st.media_link(org, &media).unwrap_or_default(),
+                tokens: captured.balance().get(),
+            };
+            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?;
+            Ok((StatusCode::OK, bytes))
+        },
+    )
+    .await;
+    rate.apply(response.headers_mut());
+    response
+}

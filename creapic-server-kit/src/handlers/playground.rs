@@ -1,0 +1,161 @@
+//! `POST /api/playground/images` and `GET /api/playground/images/{jobId}`: bulk image jobs, as
+//! the 001 document specifies them — 1 credit per image, all or nothing, then polling.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use creapic_core::JobSpec;
+use creapic_core::id::JobId;
+use creapic_core::job::JobKind;
+use creapic_core::ledger::Credits;
+use creapic_core::scope::Scope;
+use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusResponse};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::body::read_json;
+use crate::idempotent::{self, Replay};
+use crate::response::json;
+use crate::service::AppState;
+use crate::{Error, views};
+
+/// Starts a bulk image job: reserves 1 credit per prompt (all or nothing) and queues the job.
+#[utoipa::path(
+    post,
+    path = "/api/playground/images",
+    tag = "playground",
+    request_body = BulkImagesRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a replay returns the first response and charges nothing")),
+    responses(
+        (status = 202, description = "Accepted; poll the job", body = BulkImagesResponse),
+        (status = 400, description = "Invalid body (no prompts, empty prompt, bad JSON)", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing or invalid Authorization header / Invalid API key format / Invalid API key", body = creapic_core::wire::ErrorBody),
+        (status = 402, description = "Insufficient credits (nothing was debited)", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key lacks IMAGE_GENERATION", body = creapic_core::wire::ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is in flight", body = creapic_core::wire::ErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = creapic_core::wire::ErrorBody),
+        (status = 422, description = "Too many prompts, a prompt too long, or an Idempotency-Key reused with another body", body = creapic_core::wire::ErrorBody),
+        (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn submit(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let limits = state.config().limits;
+    let (request, raw): (BulkImagesRequest, _) =
+        match read_json(&parts.headers, body, limits.body_max_bytes).await {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        };
+    if request.prompts.len() > limits.prompts_max {
+        return Error::Core(creapic_core::Error::LimitExceeded {
+            what: "prompts per job",
+            max: limits.prompts_max as u64,
+        })
+        .into_response();
+    }
+    if request
+        .prompts
+        .iter()
+        .any(|p| crate::handlers::too_long(p, limits.prompt_max_chars))
+    {
+        return Error::Core(creapic_core::Error::LimitExceeded {
+            what: "prompt length in characters",
+            max: limits.prompt_max_chars as u64,
+        })
+        .into_response();
+    }
+    let unit = state.config().pricing.bulk_image;
+    let core = state.core().clone();
+    let runner = state.clone();
+    let mut response = idempotent::run(
+        &state,
+        principal.org,
+        &parts.headers,
+        "POST",
+        parts.uri.path(),
+        &raw,
+        Replay::Body,
+        |ledger_key| async move {
+            let spec = JobSpec {
+                kind: JobKind::Bulk,
+                inputs: request.prompts,
+                unit_cost: Credits::new(unit).map_err(Error::Core)?,
+            };
+            let queued = core
+                .submit_job(&principal, spec, &ledger_key)
+                .await
+                .map_err(Error::Core)?;
+            runner.notify_job();
+            metrics::counter!("creapic_jobs_submitted_total", "kind" => "bulk").increment(1);
+            let total = queued.job.items.len();
+            let body = BulkImagesResponse {
+                job_id: queued.job.id.to_string(),
+                total_images: u32::try_from(total).unwrap_or(u32::MAX),
+                credits_used: queued.hold.as_ref().map_or(0, |h| h.amount.get()),
+                credits: queued.balance.get(),
+            };
+            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?;
+            Ok((StatusCode::ACCEPTED, bytes))
+        },
+    )
+    .await;
+    rate.apply(response.headers_mut());
+    response
+}
+
+/// The status of a bulk job of the key's organization (404 for any other organization's job).
+#[utoipa::path(
+    get,
+    path = "/api/playground/images/{jobId}",
+    tag = "playground",
+    params(("jobId" = String, Path, description = "The job id returned by POST /api/playground/images")),
+    responses(
+        (status = 200, description = "The job", body = JobStatusResponse),
+        (status = 400, description = "Malformed job id", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key lacks IMAGE_GENERATION", body = creapic_core::wire::ErrorBody),
+        (status = 404, description = "No such job in this organization", body = creapic_core::wire::ErrorBody),
+        (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    parts: Parts,
+) -> Response {
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let result = async {
+        let id = JobId::parse(&job_id).map_err(|_| Error::InvalidParameter {
+            name: "jobId",
+            message: "must be a job id (a UUID)".into(),
+        })?;
+        let job = state
+            .core()
+            .job(&principal, id)
+            .await
+            .map_err(Error::Core)?;
+        if job.kind != JobKind::Bulk {
+            return Err(Error::Core(creapic_core::Error::NotFound {
+                resource: "job",
+            }));
+        }
+        let body = views::job_status(&job, &|output| state.output_url(principal.org, output));
+        Ok(json(StatusCode::OK, &body))
+    }
+    .await;
+    let mut response = result.unwrap_or_else(Error::into_response);
+    rate.apply(response.headers_mut());
+    response
+}

@@ -1,0 +1,251 @@
+//! `POST /api/public/scenes/render` and `GET /api/public/scenes/render/{id}`: scene composition
+//! tasks. Layer images given inline are stored in the organization's media first, so the queued
+//! job holds only references; tokens are reserved on accept, captured on success and released
+//! on failure by the job runner.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use creapic_core::id::JobId;
+use creapic_core::job::{ItemStatus, Job, JobKind};
+use creapic_core::ledger::Credits;
+use creapic_core::scope::Scope;
+use creapic_core::wire::{ItemErrorWire, LayerSource, Render, RenderResponse, SceneRenderRequest};
+use creapic_core::{JobSpec, generation::Quality};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::Error;
+use crate::body::read_json;
+use crate::idempotent::{self, Replay};
+use crate::item::PromptSource;
+use crate::media::{MediaKey, MediaType};
+use crate::response::json;
+use crate::scene::{Layer, SceneSpec};
+use crate::service::AppState;
+
+/// The render view of a scene job.
+pub fn render_view(state: &AppState, job: &Job) -> Render {
+    let spec = job
+        .items
+        .first()
+        .and_then(|i| SceneSpec::parse(&i.input).ok());
+    let (aspect, quality) = spec
+        .as_ref()
+        .map_or((Default::default(), Default::default()), |s| {
+            (s.aspect_ratio, s.quality)
+        });
+    let item = job.items.first();
+    let (used, _) = crate::views::job_credits(job);
+    Render {
+        id: job.id.to_string(),
+        status: job.status.into(),
+        aspect_ratio: aspect.into(),
+        quality: quality.into(),
+        tokens_reserved: job.unit_cost.get() * job.items.len() as u64,
+        tokens_used: used,
+        image_url: item
+            .filter(|i| i.status == ItemStatus::Succeeded)
+            .and_then(|i| i.output.as_deref())
+            .and_then(|o| state.output_url(job.org, o)),
+        error: item.and_then(|i| i.error.as_ref()).map(|e| ItemErrorWire {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }),
+        created_at: job.created_at.to_rfc3339(),
+        completed_at: job.finished_at.map(|t| t.to_rfc3339()),
+    }
+}
+
+/// Accepts a scene render task.
+#[utoipa::path(
+    post,
+    path = "/api/public/scenes/render",
+    tag = "public",
+    request_body = SceneRenderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 202, description = "Accepted; poll GET /api/public/scenes/render/{id}", body = RenderResponse),
+        (status = 400, description = "Invalid body (bad base64, bad geometry)", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown key", body = creapic_core::wire::ErrorBody),
+        (status = 402, description = "Insufficient credits", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key lacks SCENE_RENDER", body = creapic_core::wire::ErrorBody),
+        (status = 404, description = "A layer names a generation this organization does not have", body = creapic_core::wire::ErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = creapic_core::wire::ErrorBody),
+        (status = 422, description = "A limit was exceeded or a layer is not an image", body = creapic_core::wire::ErrorBody),
+        (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn render(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let limits = state.config().limits;
+    let prepared = async {
+        let (request, raw): (SceneRenderRequest, _) =
+            read_json(&parts.headers, body, limits.body_max_bytes).await?;
+        if request.layers.len() > limits.scene_layers_max {
+            return Err(Error::Core(creapic_core::Error::LimitExceeded {
+                what: "layers per scene",
+                max: limits.scene_layers_max as u64,
+            }));
+        }
+        let background = match crate::handlers::images::prompt_source(
+            request.background,
+            limits.prompt_max_chars,
+        )? {
+            PromptSource::Text(text) => serde_json::Value::String(text),
+            PromptSource::Json(value) => value,
+        };
+        let mut layers = Vec::with_capacity(request.layers.len());
+        for (i, layer) in request.layers.iter().enumerate() {
+            let media = match &layer.source {
+                LayerSource::Generation { id } => {
+                    let key = MediaKey::parse(id).map_err(|_| Error::InvalidJson {
+                        path: format!("layers[{i}].source.id"),
+                        message: "not a generation id".into(),
+                    })?;
+                    // Only this organization's media: another organization's id is not found.
+                    state.media().get(principal.org, &key).await?;
+                    key
+                }
+                LayerSource::Base64 { data } => {
+                    if data.len() > limits.layer_max_bytes / 3 * 4 + 4 {
+                        return Err(Error::Core(creapic_core::Error::LimitExceeded {
+                            what: "layer image bytes",
+                            max: limits.layer_max_bytes as u64,
+                        }));
+                    }
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(data.trim_end_matches('=').as_bytes())
+                        .or_else(|_| {
+                            base64::engine::general_purpose::STANDARD_NO_PAD
+                                .decode(data.trim_end_matches('=').as_bytes())
+                        })
+                        .map_err(|_| Error::InvalidJson {
+                            path: format!("layers[{i}].source.data"),
+                            message: "not base64".into(),
+                        })?;
+                    let kind =
+                        MediaType::sniff_image(&bytes).ok_or_else(|| Error::InvalidImage {
+                            message: format!("layer {i} is not a PNG, JPEG or WebP image"),
+                        })?;
+                    crate::render::probe(&bytes)?;
+                    state.media().put(principal.org, bytes.into(), kind).await?
+                }
+            };
+            layers.push(Layer {
+                media,
+                x: layer.x,
+                y: layer.y,
+                scale: layer.scale,
+                opacity: layer.opacity,
+            });
+        }
+        let spec = SceneSpec {
+            background,
+            layers,
+            aspect_ratio: request.aspect_ratio.into(),
+            quality: request.quality.into(),
+        };
+        spec.validate()?;
+        Ok::<_, Error>((spec, raw))
+    }
+    .await;
+    let (spec, raw) = match prepared {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let pricing = state.config().pricing;
+    let cost = match spec.quality {
+        Quality::Standard => pricing.scene_standard,
+        Quality::Hd => pricing.scene_hd,
+    };
+    let st = state.clone();
+    let mut response = idempotent::run(
+        &state,
+        principal.org,
+        &parts.headers,
+        "POST",
+        parts.uri.path(),
+        &raw,
+        Replay::Body,
+        |ledger_key| async move {
+            let job = JobSpec {
+                kind: JobKind::Scene,
+                inputs: vec![spec.to_input()?],
+                unit_cost: Credits::new(cost).map_err(Error::Core)?,
+            };
+            let queued = st
+                .core()
+                .submit_job(&principal, job, &ledger_key)
+                .await
+                .map_err(Error::Core)?;
+            st.notify_job();
+            metrics::counter!("creapic_jobs_submitted_total", "kind" => "scene").increment(1);
+            let body = RenderResponse {
+                render: render_view(&st, &queued.job),
+            };
+            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?;
+            Ok((StatusCode::ACCEPTED, bytes))
+        },
+    )
+    .await;
+    rate.apply(response.headers_mut());
+    response
+}
+
+/// A render of the key's organization (404 for any other organization's).
+#[utoipa::path(
+    get,
+    path = "/api/public/scenes/render/{id}",
+    tag = "public",
+    params(("id" = String, Path, description = "The render id")),
+    responses(
+        (status = 200, description = "The render", body = RenderResponse),
+        (status = 400, description = "Malformed id", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown key", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key lacks SCENE_RENDER", body = creapic_core::wire::ErrorBody),
+        (status = 404, description = "No such render in this organization", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let result = async {
+        let id = JobId::parse(&id).map_err(|_| Error::InvalidParameter {
+            name: "id",
+            message: "must be a render id (a UUID)".into(),
+        })?;
+        let job = state
+            .core()
+            .job(&principal, id)
+            .await
+            .map_err(Error::Core)?;
+        if job.kind != JobKind::Scene {
+            return Err(Error::Core(creapic_core::Error::NotFound {
+                resource: "render",
+            }));
+        }
+        Ok(json(
+            StatusCode::OK,
+            &RenderResponse {
+                render: render_view(&state, &job),
+            },
+        ))
+    }
+    .await;
+    let mut response = result.unwrap_or_else(Error::into_response);
+    rate.apply(response.headers_mut());
+    response
+}

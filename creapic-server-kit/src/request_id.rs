@@ -1,0 +1,80 @@
+//! Request ids: every request gets one, every response carries it in `x-request-id`, and every
+//! error body repeats it, so a client can quote it to support.
+//!
+//! The id lives in a task-local for the duration of the request, so an error turned into a
+//! response deep inside a handler finds it without threading it through every signature. A
+//! client-supplied `x-request-id` is kept when it is short visible ASCII (≤ 64 bytes); anything
+//! else is replaced, so logs never carry attacker-sized or control-character ids.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+
+/// The header name.
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The current request's id (empty outside a request).
+pub fn current() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn acceptable(value: &HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Middleware: assigns the id, runs the request inside it, stamps the response.
+pub async fn layer(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(acceptable)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        key = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let header = HeaderValue::from_str(&id).ok();
+    let mut response = {
+        use tracing::Instrument;
+        REQUEST_ID
+            .scope(id, next.run(request))
+            .instrument(span.clone())
+            .await
+    };
+    span.record("status", response.status().as_u16());
+    if let Some(h) = header {
+        response.headers_mut().insert(HEADER, h);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_ids_are_kept() {
+        assert_eq!(
+            acceptable(&HeaderValue::from_static("abc-123_x.y")).as_deref(),
+            Some("abc-123_x.y")
+        );
+        assert!(acceptable(&HeaderValue::from_static("has space")).is_none());
+        let long = HeaderValue::from_str(&"a".repeat(65)).expect("header");
+        assert!(acceptable(&long).is_none());
+    }
+}

@@ -1,0 +1,251 @@
+//! The service a host mounts: [`ServiceBuilder`] → [`CreapicService`], one
+//! `tower::Service<http::Request<B>>` whose error is `Infallible` (every failure is a response).
+//!
+//! Internally the routes are an axum `Router`; hosts do not need axum to mount it (any
+//! `tower`/`hyper` host works, see `examples/`). [`AppState`] is what every handler receives: the
+//! core service, configuration, rate limiter, media storage and generation pipeline, shared
+//! behind one `Arc`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use creapic_core::Creapic;
+use creapic_core::id::OrgId;
+use creapic_core::store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::{Limits, Pricing, RateLimitConfig};
+use crate::item::ItemOutput;
+use crate::media::{MediaKey, MediaStore};
+use crate::pipeline::Pipeline;
+use crate::rate_limit::{InProcessLimiter, RateLimiter};
+
+/// The core service over any store.
+pub type Core = Arc<Creapic<dyn Store>>;
+
+/// Settings of the kit.
+#[derive(Debug, Clone, Default)]
+pub struct KitConfig {
+    /// Prices.
+    pub pricing: Pricing,
+    /// Input limits.
+    pub limits: Limits,
+    /// Per-key rate limit (for the default in-process limiter).
+    pub rate_limit: RateLimitConfig,
+    /// The public base URL media links are built on (e.g. `https://api.example.com`). Without
+    /// it, links are relative (`/api/media/…`).
+    pub public_url: Option<String>,
+    /// Take the client IP of audit events from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+struct Inner {
+    core: Core,
+    config: KitConfig,
+    limiter: Arc<dyn RateLimiter>,
+    pipeline: Pipeline,
+    metrics: Option<PrometheusHandle>,
+    job_notify: Arc<tokio::sync::Notify>,
+}
+
+/// What every handler receives. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The core service.
+    pub fn core(&self) -> &Core {
+        &self.0.core
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KitConfig {
+        &self.0.config
+    }
+
+    /// The rate limiter.
+    pub fn rate_limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.0.limiter
+    }
+
+    /// Media storage.
+    pub fn media(&self) -> &MediaStore {
+        self.0.pipeline.media()
+    }
+
+    /// The generation pipeline (composer, providers, media).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.0.pipeline
+    }
+
+    /// The Prometheus handle, if the host enabled `/metrics`.
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.0.metrics.as_ref()
+    }
+
+    /// Wakes job runners waiting for work (a job was just queued).
+    pub fn notify_job(&self) {
+        self.0.job_notify.notify_waiters();
+    }
+
+    /// The notification runners wait on.
+    pub fn job_notify(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.0.job_notify)
+    }
+
+    /// A signed, expiring URL for an object of `org`.
+    pub fn media_link(&self, org: OrgId, key: &MediaKey) -> Option<String> {
+        let now = self.0.core.clock().now();
+        let until = now.plus(self.0.config.limits.media_url_ttl);
+        let link = self.media().sign(org, key, now, until).ok()?;
+        let base = self.0.config.public_url.as_deref().unwrap_or("");
+        Some(link.url(&format!("{}/api/media", base.trim_end_matches('/'))))
+    }
+
+    /// The image URL of a finished job item's output, or `None` if it is not an image output.
+    pub fn output_url(&self, org: OrgId, output: &str) -> Option<String> {
+        let output = ItemOutput::parse(output).ok()?;
+        self.media_link(org, &output.media)
+    }
+}
+
+/// Builds a [`CreapicService`].
+pub struct ServiceBuilder {
+    core: Core,
+    pipeline: Pipeline,
+    config: KitConfig,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    metrics: Option<PrometheusHandle>,
+    job_notify: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl ServiceBuilder {
+    /// A builder over the core service and the generation pipeline (which holds media storage;
+    /// `Pipeline::offline(media)` is the embedded default).
+    pub fn new(core: Core, pipeline: Pipeline) -> Self {
+        ServiceBuilder {
+            core,
+            pipeline,
+            config: KitConfig::default(),
+            limiter: None,
+            metrics: None,
+            job_notify: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(mut self, config: KitConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A rate limiter (default: in process, from `config.rate_limit`).
+    pub fn rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Serve `GET /metrics` from this Prometheus handle.
+    pub fn metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// Share a wake-up signal with job runners in this process.
+    pub fn job_notify(mut self, notify: Arc<tokio::sync::Notify>) -> Self {
+        self.job_notify = Some(notify);
+        self
+    }
+
+    /// The shared state (for hosts adding their own routes around the kit's).
+    pub fn state(self) -> AppState {
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| Arc::new(InProcessLimiter::new(self.config.rate_limit)));
+        AppState(Arc::new(Inner {
+            core: self.core,
+            config: self.config,
+            limiter,
+            pipeline: self.pipeline,
+            metrics: self.metrics,
+            job_notify: self.job_notify.unwrap_or_default(),
+        }))
+    }
+
+    /// The service.
+    pub fn build(self) -> CreapicService {
+        CreapicService::new(self.state())
+    }
+}
+
+/// Every creapic endpoint as one `tower::Service`. Its error type is `Infallible`: failures are
+/// JSON error responses, never dropped connections.
+#[derive(Clone)]
+pub struct CreapicService {
+    router: Router,
+    state: AppState,
+}
+
+impl std::fmt::Debug for CreapicService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreapicService").finish_non_exhaustive()
+    }
+}
+
+impl CreapicService {
+    /// The service over `state`.
+    pub fn new(state: AppState) -> Self {
+        CreapicService {
+            router: crate::routes::router(state.clone()),
+            state,
+        }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The routes as an axum `Router`, for hosts that compose axum routers.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for CreapicService
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = <Router as tower::Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        <Router as tower::Service<http::Request<Body>>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let request = request.map(Body::new);
+        <Router as tower::Service<http::Request<Body>>>::call(&mut self.router, request)
+    }
+}
+
+/// Compile-time proof of the promise hosts rely on: the service never fails.
+#[allow(dead_code)]
+fn _infallible() {
+    fn check<S: tower::Service<http::Request<Body>, Error = Infallible>>() {}
+    check::<CreapicService>();
+}

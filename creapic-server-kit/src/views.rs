@@ -1,0 +1,93 @@
+//! Domain records → wire views: the one place that decides how a key, an organization, an
+//! audit event or a job looks on the wire. Handlers call these; the client reads what they build.
+
+use creapic_core::audit::AuditEvent;
+use creapic_core::job::{ItemStatus, Job};
+use creapic_core::key::ApiKey;
+use creapic_core::org::Organization;
+use creapic_core::wire::{
+    ApiKeyInfo, AuditEventWire, ItemErrorWire, JobImage, JobStatusResponse, OrganizationWire,
+    ScopeWire,
+};
+
+/// A key's record as listed (never its secret or digest).
+pub fn api_key(key: &ApiKey) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: key.id.to_string(),
+        organization_id: key.org.to_string(),
+        name: key.name.to_string(),
+        prefix: key.prefix.to_string(),
+        scopes: key.scopes.iter().map(ScopeWire::from).collect(),
+        mode: key.mode.into(),
+        created_at: key.created_at.to_rfc3339(),
+        created_by: key.created_by.to_string(),
+        last_used_at: key.last_used_at.map(|t| t.to_rfc3339()),
+        expires_at: key.expires_at.map(|t| t.to_rfc3339()),
+        deleted_at: key.deleted_at.map(|t| t.to_rfc3339()),
+    }
+}
+
+/// An organization.
+pub fn organization(org: &Organization) -> OrganizationWire {
+    OrganizationWire {
+        id: org.id.to_string(),
+        name: org.name.to_string(),
+        created_at: org.created_at.to_rfc3339(),
+    }
+}
+
+/// An audit event.
+pub fn audit_event(e: &AuditEvent) -> AuditEventWire {
+    AuditEventWire {
+        id: e.id.to_string(),
+        at: e.at.to_rfc3339(),
+        action: e.action.as_str().to_owned(),
+        actor: e.actor.to_text(),
+        ip: e.ip.map(|ip| ip.to_string()),
+        user_agent: e.user_agent.clone(),
+        key_id: e.key_id.map(|k| k.to_string()),
+        key_prefix: e.key_prefix.map(|p| p.to_string()),
+        detail: e.detail.clone(),
+    }
+}
+
+/// Credits charged for a job's succeeded items and returned for its failed or canceled ones.
+pub fn job_credits(job: &Job) -> (u64, u64) {
+    let unit = job.unit_cost.get();
+    let used = job.succeeded() as u64 * unit;
+    let refunded = job.failed() as u64 * unit;
+    (used, refunded)
+}
+
+/// A bulk job's status. `url` turns an item's output (a media reference) into a URL.
+pub fn job_status(job: &Job, url: &dyn Fn(&str) -> Option<String>) -> JobStatusResponse {
+    let (credits_used, credits_refunded) = job_credits(job);
+    JobStatusResponse {
+        job_id: job.id.to_string(),
+        status: job.status.into(),
+        total_images: u32::try_from(job.items.len()).unwrap_or(u32::MAX),
+        completed_images: u32::try_from(job.succeeded()).unwrap_or(u32::MAX),
+        failed_images: u32::try_from(job.failed()).unwrap_or(u32::MAX),
+        credits_used,
+        credits_refunded,
+        images: job
+            .items
+            .iter()
+            .map(|item| JobImage {
+                index: item.index,
+                prompt: item.input.clone(),
+                status: item.status.into(),
+                url: match item.status {
+                    ItemStatus::Succeeded => item.output.as_deref().and_then(url),
+                    _ => None,
+                },
+                error: item.error.as_ref().map(|e| ItemErrorWire {
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                }),
+            })
+            .collect(),
+        created_at: job.created_at.to_rfc3339(),
+        completed_at: job.finished_at.map(|t| t.to_rfc3339()),
+    }
+}

@@ -1,0 +1,156 @@
+//! A real creapic server on loopback for the HTTP tests: core + store + media + the kit's
+//! service, served by axum on 127.0.0.1 with a stand-in for the host's login layer (a dashboard
+//! user id taken from the `x-test-user` header, as a host's session middleware would).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use creapic_core::audit::{Actor, RequestContext};
+use creapic_core::id::{OrgId, UserId};
+use creapic_core::key::KeyMode;
+use creapic_core::scope::{Scope, ScopeSet};
+use creapic_core::store::Store;
+use creapic_core::store::memory::MemoryStore;
+use creapic_core::{Creapic, KeySpec};
+use creapic_server_kit::auth::DashboardUser;
+use creapic_server_kit::media::{MediaStore, SigningKey};
+use creapic_server_kit::{CreapicService, KitConfig, ServiceBuilder};
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub core: Arc<Creapic<dyn Store>>,
+    pub service: CreapicService,
+    pub owner: UserId,
+    pub org: OrgId,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+pub async fn app() -> TestApp {
+    app_with(Arc::new(MemoryStore::new()), KitConfig::default()).await
+}
+
+pub async fn app_with(store: Arc<dyn Store>, config: KitConfig) -> TestApp {
+    let media = MediaStore::in_memory(SigningKey::generate());
+    let pipeline = creapic_server_kit::pipeline::Pipeline::offline(media);
+    app_with_pipeline(store, config, pipeline).await
+}
+
+pub async fn app_with_pipeline(
+    store: Arc<dyn Store>,
+    config: KitConfig,
+    pipeline: creapic_server_kit::pipeline::Pipeline,
+) -> TestApp {
+    let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
+    let service = ServiceBuilder::new(core.clone(), pipeline)
+        .config(config)
+        .build();
+    let router = service
+        .clone()
+        .into_router()
+        .layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                let user = req
+                    .headers()
+                    .get("x-test-user")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| UserId::parse(v).ok());
+                if let Some(user) = user {
+                    req.extensions_mut().insert(DashboardUser(user));
+                }
+                next.run(req).await
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let owner = core.ensure_user("owner@example.com").await.unwrap();
+    let org = core
+        .create_org(
+            "Acme",
+            owner.id,
+            Actor::Operator,
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        core,
+        service,
+        owner: owner.id,
+        org: org.id,
+        _server: server,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn key(&self, scopes: &[Scope]) -> String {
+        self.key_in(self.org, scopes, KeyMode::Live).await
+    }
+
+    pub async fn key_in(&self, org: OrgId, scopes: &[Scope], mode: KeyMode) -> String {
+        let spec = KeySpec {
+            name: "test".into(),
+            scopes: ScopeSet::new(scopes.iter().copied()).unwrap(),
+            mode,
+            expires_at: None,
+        };
+        let created = self
+            .core
+            .create_key(Actor::Operator, org, spec, &RequestContext::default())
+            .await
+            .unwrap();
+        created.secret.expose().to_owned()
+    }
+
+    pub async fn grant(&self, org: OrgId, n: u64) {
+        let key = format!("grant-{}", uuid::Uuid::now_v7());
+        self.core
+            .grant(Actor::Operator, org, n, &key, &RequestContext::default())
+            .await
+            .unwrap();
+    }
+
+    pub async fn other_org(&self) -> (OrgId, UserId) {
+        let user = self
+            .core
+            .ensure_user(&format!("{}@example.com", uuid::Uuid::now_v7()))
+            .await
+            .unwrap();
+        let org = self
+            .core
+            .create_org(
+                "Other",
+                user.id,
+                Actor::Operator,
+                &RequestContext::default(),
+            )
+            .await
+            .unwrap();
+        (org.id, user.id)
+    }
+}
+
+pub async fn body(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, headers, json)
+}
