@@ -3,38 +3,17 @@
 //! tests run in parallel without seeing each other. A server that cannot be reached fails the
 //! tests: it is never a silent skip.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 
-use creapic_core::store::postgres::PgStore;
-use creapic_core::store::{ConnectOptions, Store};
+use creapic_core::store::Store;
 
 async fn postgres() -> Arc<dyn Store> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("test_{}", uuid_like());
-    let options = ConnectOptions::default().schema(schema).max_connections(8);
-    match PgStore::connect(&url, &options).await {
-        Ok(store) => Arc::new(store),
-        Err(e) => panic!("PostgreSQL at {url} is required for these tests: {e}"),
-    }
-}
-
-/// 32 random hex characters: a schema name no other test picks.
-fn uuid_like() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for _ in 0..2 {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    let store = support::pg_store(&support::fresh_schema(), 8).await;
+    support::drop_old_schemas(&store).await;
+    Arc::new(store)
 }
 
 creapic_core::conformance_suite!(postgres);

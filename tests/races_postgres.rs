@@ -1,0 +1,253 @@
+//! Races across replicas on PostgreSQL: two independent connection pools ("replicas") on one
+//! database, as two server processes would have. Money, idempotency, job claims and key
+//! revocation must hold across them, with nothing but the database to arbitrate.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use creapic_core::audit::{Actor, RequestContext};
+use creapic_core::job::{JobKind, NewJob, WorkerId};
+use creapic_core::key::KeyMode;
+use creapic_core::ledger::{Credits, IdempotencyKey, LedgerOp};
+use creapic_core::scope::ScopeSet;
+use creapic_core::store::Store;
+use creapic_core::testing::Fixture;
+use creapic_core::{CoreConfig, Creapic, Error, KeySpec};
+
+/// Two replicas of one fresh schema.
+async fn replicas() -> (Arc<dyn Store>, Arc<dyn Store>) {
+    let schema = support::fresh_schema();
+    let a = support::pg_store(&schema, 16).await;
+    support::drop_old_schemas(&a).await;
+    let b = support::pg_store(&schema, 16).await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// 240 concurrent debits and holds of 1 credit, spread over two replicas, against 50 credits:
+/// exactly 50 are granted, the balance never goes negative, and balance = sum(ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debits_and_holds_across_two_replicas_grant_exactly_the_balance() {
+    let (a, b) = replicas().await;
+    let fa = Arc::new(Fixture::new(Arc::clone(&a)));
+    let fb = Arc::new(Fixture::new(Arc::clone(&b)));
+    let org = fa.funded_org(50).await.expect("funded org");
+    let watcher = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move {
+            let mut lowest = u64::MAX;
+            for _ in 0..200 {
+                let balance = b.balance(org).await.expect("balance").get();
+                lowest = lowest.min(balance);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            lowest
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..240u32 {
+        let f = if i % 2 == 0 {
+            Arc::clone(&fa)
+        } else {
+            Arc::clone(&fb)
+        };
+        tasks.push(tokio::spawn(async move {
+            let op = if i % 4 < 2 {
+                LedgerOp::Debit {
+                    amount: Credits::amount(1).expect("amount"),
+                }
+            } else {
+                LedgerOp::Reserve {
+                    amount: Credits::amount(1).expect("amount"),
+                    job: None,
+                }
+            };
+            match f.apply(org, op, &format!("race-{i}")).await {
+                Ok(r) => {
+                    assert!(!r.replayed);
+                    1u32
+                }
+                Err(Error::InsufficientCredits { .. }) => 0,
+                Err(e) => panic!("unexpected error under contention: {e} ({})", e.code()),
+            }
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.expect("task");
+    }
+    assert_eq!(granted, 50, "exactly the balance must be granted");
+    let _ = watcher.await.expect("watcher");
+    assert_eq!(
+        fb.assert_ledger_consistent(org).await.expect("ledger"),
+        0,
+        "balance = sum(ledger) = 0"
+    );
+}
+
+/// The same request sent 40 times through two replicas at once is charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replays_across_two_replicas_charge_once() {
+    let (a, b) = replicas().await;
+    let fa = Arc::new(Fixture::new(a));
+    let fb = Arc::new(Fixture::new(b));
+    let org = fa.funded_org(100).await.expect("org");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let f = if i % 2 == 0 {
+            Arc::clone(&fa)
+        } else {
+            Arc::clone(&fb)
+        };
+        tasks.push(tokio::spawn(async move {
+            f.apply(
+                org,
+                LedgerOp::Debit {
+                    amount: Credits::amount(10).expect("amount"),
+                },
+                "same-request",
+            )
+            .await
+            .expect("debit or replay")
+        }));
+    }
+    let mut fresh = 0;
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.expect("task");
+        ids.insert(r.entry.id);
+        fresh += usize::from(!r.replayed);
+    }
+    assert_eq!((fresh, ids.len()), (1, 1), "one charge, one entry");
+    assert_eq!(fa.assert_ledger_consistent(org).await.expect("ledger"), 90);
+}
+
+/// Workers on two replicas claim 30 jobs at once: each job goes to exactly one worker; a job
+/// whose lease expired is reclaimed through the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_claims_across_two_replicas_never_share_a_job() {
+    let (a, b) = replicas().await;
+    let f = Arc::new(Fixture::new(Arc::clone(&a)));
+    let org = f.funded_org(100).await.expect("org");
+    for i in 0..30 {
+        let job = NewJob {
+            id: creapic_core::id::JobId::generate(f.now, f.rng.as_ref()),
+            org,
+            key: None,
+            kind: JobKind::Bulk,
+            mode: KeyMode::Live,
+            inputs: vec![format!("prompt {i}")],
+            unit_cost: Credits::new(1).expect("unit"),
+            idempotency_key: IdempotencyKey::new(&format!("job-{i}")).expect("key"),
+            hold_entry: f.entry_id(),
+            at: f.now,
+        };
+        a.enqueue(&job).await.expect("enqueue");
+    }
+    let lease = f.now.plus(Duration::from_secs(60));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = if w % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
+        let now = f.now;
+        tasks.push(tokio::spawn(async move {
+            let me = WorkerId::new(&format!("worker-{w}")).expect("worker");
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                match store.claim_job(&me, now, lease).await.expect("claim") {
+                    Some(job) => got.push(job.id),
+                    None => break,
+                }
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let unique: std::collections::HashSet<_> = all.iter().copied().collect();
+    assert_eq!(all.len(), 30, "every job claimed once");
+    assert_eq!(unique.len(), 30, "no job claimed twice");
+    // Every lease expires: a worker on replica B takes a job over, and only once.
+    let later = lease.plus(Duration::from_millis(1));
+    let taker = WorkerId::new("taker").expect("worker");
+    let again = b
+        .claim_job(&taker, later, later.plus(Duration::from_secs(60)))
+        .await
+        .expect("reclaim")
+        .expect("an expired lease is claimable");
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.lease.map(|l| l.worker), Some(taker));
+}
+
+/// A key deleted through one replica is refused by the other within 1 s, although the other's
+/// verification cache would trust it for a minute: the delete's NOTIFY drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_deleted_on_one_replica_is_refused_by_the_other_within_a_second() {
+    let schema = support::fresh_schema();
+    let store_a = Arc::new(support::pg_store(&schema, 4).await);
+    let store_b = Arc::new(support::pg_store(&schema, 4).await);
+    let mut config = CoreConfig::default();
+    config.auth.cache_ttl = Duration::from_secs(60);
+    let core_a = Creapic::builder(Arc::clone(&store_a))
+        .config(config)
+        .build();
+    let core_b = Arc::new(
+        Creapic::builder(Arc::clone(&store_b))
+            .config(config)
+            .build(),
+    );
+    let listener = store_b
+        .spawn_revocation_listener_for(Arc::clone(&core_b))
+        .await
+        .expect("listener");
+
+    let ctx = RequestContext::default();
+    let owner = core_a.ensure_user("owner@example.com").await.expect("user");
+    let org = core_a
+        .create_org("Acme", owner.id, Actor::Operator, &ctx)
+        .await
+        .expect("org");
+    let spec = KeySpec {
+        name: "replicated".into(),
+        scopes: ScopeSet::all(),
+        mode: KeyMode::Live,
+        expires_at: None,
+    };
+    let created = core_a
+        .create_key(Actor::User(owner.id), org.id, spec, &ctx)
+        .await
+        .expect("key");
+    let header = format!("Bearer {}", created.secret.expose());
+    let who = core_b
+        .authenticate(Some(header.as_bytes()), None)
+        .await
+        .expect("replica B verifies and caches the key");
+    assert_eq!(who.key, created.key.id);
+
+    core_a
+        .delete_key(Actor::User(owner.id), org.id, created.key.id, &ctx)
+        .await
+        .expect("delete on replica A");
+    let deleted_at = Instant::now();
+    let mut refused = None;
+    while deleted_at.elapsed() < Duration::from_secs(1) {
+        match core_b.authenticate(Some(header.as_bytes()), None).await {
+            Err(Error::InvalidKey) => {
+                refused = Some(deleted_at.elapsed());
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let took = refused.expect("replica B must refuse the deleted key within 1 s");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    listener.shutdown().await;
+}
