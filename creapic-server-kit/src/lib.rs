@@ -17,3 +17,5 @@ pub mod provider;
 pub mod render;
 pub mod retry;
 pub mod scene;
+pub mod runner;
+pub mod webhook;

@@ -81,6 +81,7 @@ impl JsonPrompt {
     }
 
     /// Fills empty fields from `other`.
+    #[cfg_attr(not(feature = "gemini"), allow(dead_code))]
     fn or(mut self, other: JsonPrompt) -> Self {
         let fill = |mine: &mut String, theirs: String| {
             if mine.trim().is_empty() {

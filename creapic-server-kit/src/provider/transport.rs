@@ -62,6 +62,7 @@ pub(crate) fn client(settings: &HttpSettings) -> Result<reqwest::Client, Error> 
 
 /// A response read in full (within the limit).
 #[derive(Debug)]
+#[cfg_attr(not(any(feature = "gemini", feature = "openai")), allow(dead_code))]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -150,6 +151,7 @@ pub(crate) fn excerpt(text: &str) -> &str {
 }
 
 /// Parses a protobuf JSON duration (`"12s"`, `"0.5s"`), bounded to a day.
+#[cfg_attr(not(feature = "gemini"), allow(dead_code))]
 pub(crate) fn parse_proto_duration(text: &str) -> Option<Duration> {
     let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
     (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
@@ -168,6 +170,7 @@ pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
 /// Runs `attempt` again while it fails with `ProviderRateLimited` whose delay (or the default)
 /// is at most `settings.retry_delay_max`, waiting that delay, at most
 /// `settings.rate_limit_retries_max` times.
+#[cfg_attr(not(any(feature = "gemini", feature = "openai")), allow(dead_code))]
 pub(crate) async fn retry_rate_limited<T, F, Fut>(
     settings: &HttpSettings,
     mut attempt: F,
