@@ -1,0 +1,37 @@
+//! `client.images()`: one image, generated synchronously (`POST /api/public/images/generate`,
+//! scope `IMAGE_GENERATION`). The tokens are debited when the image is stored and refunded by
+//! the server when the provider fails; a retry of the same call is never charged twice.
+
+use creapic_core::wire::{GenerateImageRequest, GenerateImageResponse, ImageSource};
+
+use crate::client::{Auth, Client, PostCall};
+
+/// Image generation.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Images<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Images { client }
+    }
+
+    /// Generates one image. Answers with the generation, a signed `imageUrl` (download it with
+    /// [`crate::Client::media`]) and the tokens left.
+    pub fn generate(&self, request: GenerateImageRequest) -> PostCall<'a, GenerateImageResponse> {
+        let url = self
+            .client
+            .endpoint(&["api", "public", "images", "generate"]);
+        self.client.post(url, Auth::ApiKey, &request)
+    }
+
+    /// Generates one image from raw text, at the default aspect ratio (1:1) and quality.
+    pub fn generate_text(&self, text: impl Into<String>) -> PostCall<'a, GenerateImageResponse> {
+        self.generate(GenerateImageRequest {
+            source: ImageSource::Text { text: text.into() },
+            aspect_ratio: Default::default(),
+            quality: Default::default(),
+        })
+    }
+}

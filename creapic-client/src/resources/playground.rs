@@ -1,0 +1,75 @@
+//! `client.playground()`: bulk image jobs as the 001 document specifies them —
+//! `POST /api/playground/images` (1 credit per image, all or nothing) and
+//! `GET /api/playground/images/{jobId}` — plus [`Playground::wait_for_job`], which polls until
+//! the job is finished.
+
+use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusResponse};
+use reqwest::Method;
+
+use crate::client::{Auth, Call, Client, PostCall};
+use crate::wait::{Acceptance, Progress, Wait, WaitOptions};
+
+/// Bulk image jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Playground<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Playground<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Playground { client }
+    }
+
+    /// Starts a job generating one image per prompt (1–100 prompts). The credits for every
+    /// image are reserved at once — or none, with `insufficient_credits` — and images that fail
+    /// are refunded. Answers with the job id to poll.
+    pub fn create<I, S>(&self, prompts: I) -> PostCall<'a, BulkImagesResponse>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let url = self.client.endpoint(&["api", "playground", "images"]);
+        let body = BulkImagesRequest {
+            prompts: prompts.into_iter().map(Into::into).collect(),
+        };
+        self.client.post(url, Auth::ApiKey, &body)
+    }
+
+    /// The job's status and every image so far.
+    pub fn get(&self, job_id: &str) -> Call<'a, JobStatusResponse> {
+        let spec = super::path_id("job_id", job_id).map(|()| {
+            let url = self
+                .client
+                .endpoint(&["api", "playground", "images", job_id]);
+            self.client.spec(Method::GET, url, Auth::ApiKey)
+        });
+        self.client.json_call(spec)
+    }
+
+    /// Polls the job until it is `completed`, `partial`, `failed` or `canceled`, and returns its
+    /// final status (check `status`: a finished job is not necessarily a successful one). Fails
+    /// with [`crate::Error::ExceededMaxWait`] when `options.max_wait` runs out first.
+    pub fn wait_for_job(&self, job_id: &str, options: WaitOptions) -> Wait<'a, JobStatusResponse> {
+        let handle = *self;
+        let job_id = job_id.to_owned();
+        Wait::new(
+            self.client.time(),
+            options,
+            move || handle.get(&job_id).send(),
+            accept_job,
+        )
+    }
+}
+
+fn accept_job(job: &JobStatusResponse) -> Acceptance {
+    let progress = Progress {
+        completed: job.completed_images,
+        failed: job.failed_images,
+        total: job.total_images,
+    };
+    if job.status.is_terminal() {
+        Acceptance::Done(progress)
+    } else {
+        Acceptance::Pending(progress)
+    }
+}
