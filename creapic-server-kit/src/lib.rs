@@ -6,9 +6,23 @@
 //! and the durable job runner. Hosts bring a `creapic_core` store and mount the service in axum,
 //! hyper or anything that speaks `tower`.
 
+pub mod auth;
+pub mod body;
+pub mod config;
 pub mod error;
+pub mod handlers;
+pub mod idempotent;
+pub mod openapi;
+pub mod rate_limit;
+pub mod request_id;
+pub mod response;
+pub mod routes;
+pub mod service;
+pub mod views;
 
+pub use config::{Limits, Pricing, RateLimitConfig};
 pub use error::Error;
+pub use service::{AppState, CreapicService, KitConfig, ServiceBuilder};
 pub mod item;
 pub mod media;
 pub mod pipeline;
@@ -16,6 +30,6 @@ pub mod prompt;
 pub mod provider;
 pub mod render;
 pub mod retry;
-pub mod scene;
 pub mod runner;
+pub mod scene;
 pub mod webhook;

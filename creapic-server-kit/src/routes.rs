@@ -9,7 +9,8 @@ use crate::service::AppState;
 
 /// All routes, with request ids, panic safety and the JSON fallback for unknown routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let measured = state.metrics().is_some();
+    let routes = Router::new()
         .route("/api/public/images/generate", post(images::generate))
         .route("/api/public/scenes/render", post(scenes::render))
         .route("/api/public/scenes/render/{id}", get(scenes::get))
@@ -25,7 +26,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/media/{org}/{key}", get(media::get))
         .route("/api/openapi", get(system::openapi))
         .route("/api/health", get(system::health))
-        .route("/metrics", get(system::metrics))
+        .route("/metrics", get(system::metrics));
+    // Request metrics cost a few allocations per request: only when a host reads them.
+    let routes = if measured {
+        routes.route_layer(axum::middleware::from_fn(crate::request_id::measure))
+    } else {
+        routes
+    };
+    routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use creapic_core::audit::{Actor, AuditQuery};
 use creapic_core::clock::Timestamp;
 use creapic_core::wire::{AuditEventWire, AuditResponse};
-use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
@@ -49,7 +48,8 @@ pub struct AuditParams {
     ),
     security(("dashboard" = []))
 )]
-pub async fn list(State(state): State<AppState>, parts: Parts) -> Response {
+pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
     let result = async {
         let user = crate::auth::dashboard_user(&parts.extensions)?;
         let p: AuditParams = query(&parts)?;

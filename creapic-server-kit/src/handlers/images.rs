@@ -2,7 +2,6 @@
 //! first; the tokens are held before the provider is called, captured when the image is stored,
 //! and released — refunded — when the provider fails (502 with the provider's code).
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use creapic_core::generation::{AspectRatio, Quality};
@@ -11,7 +10,6 @@ use creapic_core::wire::{
     GenerateImageRequest, GenerateImageResponse, Generation, ImageSource, JobStatusWire,
 };
 use http::StatusCode;
-use http::request::Parts;
 
 use crate::Error;
 use crate::body::read_json;
@@ -83,7 +81,8 @@ pub(crate) fn prompt_source(source: ImageSource, max_chars: usize) -> Result<Pro
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn generate(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+pub async fn generate(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
             Ok(p) => p,

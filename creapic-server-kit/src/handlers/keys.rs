@@ -2,7 +2,6 @@
 //! organization. Called by a signed-in person (a [`DashboardUser`](crate::auth::DashboardUser)
 //! in the request extensions), never by an API key; only owners and admins may manage keys.
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use creapic_core::KeySpec;
@@ -16,7 +15,6 @@ use creapic_core::wire::{
     CreateKeyRequest, CreateKeyResponse, DeleteKeyResponse, ListKeysResponse,
 };
 use http::StatusCode;
-use http::request::Parts;
 use serde::Deserialize;
 
 use crate::body::read_json;
@@ -56,7 +54,9 @@ pub(crate) fn org_param(text: &str) -> Result<OrgId, Error> {
     })
 }
 
-pub(crate) fn query<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Error> {
+pub(crate) fn query<T: serde::de::DeserializeOwned>(
+    parts: &http::request::Parts,
+) -> Result<T, Error> {
     Query::<T>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .map_err(|e| Error::InvalidParameter {
@@ -85,7 +85,8 @@ pub(crate) fn limit(n: Option<u32>) -> Result<PageLimit, Error> {
     ),
     security(("dashboard" = []))
 )]
-pub async fn list(State(state): State<AppState>, parts: Parts) -> Response {
+pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
     let result = async {
         let user = crate::auth::dashboard_user(&parts.extensions)?;
         let q: ListKeysQuery = query(&parts)?;
@@ -138,7 +139,8 @@ pub async fn list(State(state): State<AppState>, parts: Parts) -> Response {
     ),
     security(("dashboard" = []))
 )]
-pub async fn create(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+pub async fn create(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
     let prepared = async {
         let user = crate::auth::dashboard_user(&parts.extensions)?;
         let limits = state.config().limits;
@@ -212,8 +214,9 @@ pub async fn create(State(state): State<AppState>, parts: Parts, body: Body) -> 
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    parts: Parts,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, _) = request.into_parts();
     let result = async {
         let user = crate::auth::dashboard_user(&parts.extensions)?;
         let q: DeleteKeyQuery = query(&parts)?;

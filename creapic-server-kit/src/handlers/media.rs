@@ -5,7 +5,6 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use creapic_core::id::OrgId;
-use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
@@ -40,8 +39,9 @@ pub struct LinkParams {
 pub async fn get(
     State(state): State<AppState>,
     Path((org, key)): Path<(String, String)>,
-    parts: Parts,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, _) = request.into_parts();
     let result = async {
         let org = OrgId::parse(&org).map_err(|_| Error::InvalidParameter {
             name: "org",

@@ -1,13 +1,11 @@
 //! `POST /api/public/organizations/create`: an API key with `ORGANIZATION_WRITE` creates an
 //! organization owned by the user who created the key.
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use creapic_core::scope::Scope;
 use creapic_core::wire::{CreateOrganizationRequest, CreateOrganizationResponse};
 use http::StatusCode;
-use http::request::Parts;
 
 use crate::body::read_json;
 use crate::idempotent::{self, Replay};
@@ -30,7 +28,8 @@ use crate::{Error, views};
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn create(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+pub async fn create(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::OrganizationWrite).await {
             Ok(p) => p,

@@ -1,7 +1,6 @@
 //! `POST /api/playground/images` and `GET /api/playground/images/{jobId}`: bulk image jobs, as
 //! the 001 document specifies them — 1 credit per image, all or nothing, then polling.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use creapic_core::JobSpec;
@@ -11,7 +10,6 @@ use creapic_core::ledger::Credits;
 use creapic_core::scope::Scope;
 use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusResponse};
 use http::StatusCode;
-use http::request::Parts;
 
 use crate::body::read_json;
 use crate::idempotent::{self, Replay};
@@ -39,7 +37,8 @@ use crate::{Error, views};
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn submit(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+pub async fn submit(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
             Ok(p) => p,
@@ -129,8 +128,9 @@ pub async fn submit(State(state): State<AppState>, parts: Parts, body: Body) -> 
 pub async fn status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
-    parts: Parts,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, _) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
             Ok(p) => p,

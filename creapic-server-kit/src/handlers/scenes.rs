@@ -3,7 +3,6 @@
 //! job holds only references; tokens are reserved on accept, captured on success and released
 //! on failure by the job runner.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,7 +13,6 @@ use creapic_core::scope::Scope;
 use creapic_core::wire::{ItemErrorWire, LayerSource, Render, RenderResponse, SceneRenderRequest};
 use creapic_core::{JobSpec, generation::Quality};
 use http::StatusCode;
-use http::request::Parts;
 
 use crate::Error;
 use crate::body::read_json;
@@ -78,7 +76,8 @@ pub fn render_view(state: &AppState, job: &Job) -> Render {
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn render(State(state): State<AppState>, parts: Parts, body: Body) -> Response {
+pub async fn render(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
             Ok(p) => p,
@@ -216,7 +215,12 @@ pub async fn render(State(state): State<AppState>, parts: Parts, body: Body) -> 
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>, parts: Parts) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
     let (principal, rate) =
         match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
             Ok(p) => p,

@@ -44,6 +44,56 @@ pub async fn app_with_pipeline(
     config: KitConfig,
     pipeline: creapic_server_kit::pipeline::Pipeline,
 ) -> TestApp {
+    let (core, service, base, server) = serve(store, config, pipeline).await;
+    let owner = core.ensure_user("owner@example.com").await.unwrap();
+    let org = core
+        .create_org(
+            "Acme",
+            owner.id,
+            Actor::Operator,
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        core,
+        service,
+        owner: owner.id,
+        org: org.id,
+        _server: server,
+    }
+}
+
+/// A server over a store that may not work (no user or organization is created).
+pub async fn app_with_unseeded(store: Arc<dyn Store>) -> TestApp {
+    let media = MediaStore::in_memory(SigningKey::generate());
+    let pipeline = creapic_server_kit::pipeline::Pipeline::offline(media);
+    let (core, service, base, server) = serve(store, KitConfig::default(), pipeline).await;
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        core,
+        service,
+        owner: UserId::from_uuid(uuid::Uuid::nil()),
+        org: OrgId::from_uuid(uuid::Uuid::nil()),
+        _server: server,
+    }
+}
+
+type Served = (
+    Arc<Creapic<dyn Store>>,
+    CreapicService,
+    String,
+    tokio::task::JoinHandle<()>,
+);
+
+async fn serve(
+    store: Arc<dyn Store>,
+    config: KitConfig,
+    pipeline: creapic_server_kit::pipeline::Pipeline,
+) -> Served {
     let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
     let service = ServiceBuilder::new(core.clone(), pipeline)
         .config(config)
@@ -74,25 +124,7 @@ pub async fn app_with_pipeline(
         .await
         .unwrap();
     });
-    let owner = core.ensure_user("owner@example.com").await.unwrap();
-    let org = core
-        .create_org(
-            "Acme",
-            owner.id,
-            Actor::Operator,
-            &RequestContext::default(),
-        )
-        .await
-        .unwrap();
-    TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        core,
-        service,
-        owner: owner.id,
-        org: org.id,
-        _server: server,
-    }
+    (core, service, format!("http://{addr}"), server)
 }
 
 impl TestApp {
