@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The server could not be reached (DNS, refused connection, TLS handshake).
-    #[error("could not connect to {host}: {source}")]
+    #[error("could not connect to {host}: {}", chain(source))]
     Connect {
         /// The host (scheme, host and port) that was tried.
         host: String,
@@ -65,7 +65,7 @@ pub enum Error {
         request_id: String,
     },
     /// The connection broke while sending the request or reading the answer.
-    #[error("the connection failed: {source}")]
+    #[error("the connection failed: {}", chain(source))]
     Transport {
         /// The id this client sent in `x-request-id` for the last attempt.
         request_id: String,
@@ -149,6 +149,27 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         crate::retry::classify(self).0.is_retry()
     }
+}
+
+/// An error and its causes, `outer: inner: innermost` (transport errors say little at the top:
+/// "error sending request", with "Connection refused" three levels down).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    let mut depth = 0;
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+        depth += 1;
+        if depth >= 8 {
+            break;
+        }
+    }
+    text
 }
 
 /// An error answer of the server: its status, stable code, message and request id.
