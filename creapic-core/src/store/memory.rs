@@ -374,6 +374,10 @@ impl KeyStore for MemoryStore {
         Ok(self.lock().keys.get(&id).filter(|k| k.org == org).cloned())
     }
 
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>> {
+        Ok(self.lock().keys.get(&id).cloned())
+    }
+
     async fn list_keys(&self, org: OrgId, q: &KeyQuery) -> Result<Page<ApiKey, KeyId>> {
         let s = self.lock();
         let start = q

@@ -96,6 +96,9 @@ pub trait KeyStore: Send + Sync {
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>>;
     /// A key of `org` by id.
     async fn key(&self, org: OrgId, id: KeyId) -> Result<Option<ApiKey>>;
+    /// A key by id in any organization. Not tenant-scoped: for the operator of the installation
+    /// (the admin CLI), never for a request's caller.
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>>;
     /// Keys of `org`, oldest first.
     async fn list_keys(&self, org: OrgId, query: &KeyQuery) -> Result<Page<ApiKey, KeyId>>;
     /// How many keys of `org` are not deleted.

@@ -1090,6 +1090,17 @@ impl KeyStore for PgStore {
         row.as_ref().map(sql::key).transpose()
     }
 
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+        )))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(sql::key).transpose()
+    }
+
     async fn list_keys(&self, org: OrgId, q: &KeyQuery) -> Result<Page<ApiKey, KeyId>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE org = $1 AND ($2 OR deleted_at IS NULL) \
