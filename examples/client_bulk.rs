@@ -79,7 +79,14 @@ async fn run(prompts: Vec<String>) -> Result<JobStatusWire, Error> {
     let done = waited?;
     for image in &done.images {
         match (&image.url, &image.error) {
-            (Some(url), _) => println!("#{} {}: {url}", image.index, image.prompt),
+            (Some(url), _) => {
+                // Links may be relative to the server (`/api/media/…`).
+                let url = client
+                    .base_url()
+                    .join(url)
+                    .map_or(url.clone(), String::from);
+                println!("#{} {}: {url}", image.index, image.prompt);
+            }
             (None, Some(e)) => println!("#{} {}: failed ({})", image.index, image.prompt, e.code),
             (None, None) => println!("#{} {}: {:?}", image.index, image.prompt, image.status),
         }
