@@ -303,7 +303,14 @@ impl Client {
     async fn attempt(&self, spec: &RequestSpec) -> Result<Raw> {
         let inner = &self.inner;
         let request_id = uuid::Uuid::now_v7().simple().to_string();
-        let mut headers = inner.headers.clone();
+        // Default headers (a proxy's secrets, say) go only to the configured server, never to
+        // another host a signed media link points to.
+        let same_origin = spec.url.origin() == inner.base.origin();
+        let mut headers = if same_origin {
+            inner.headers.clone()
+        } else {
+            HeaderMap::new()
+        };
         headers.insert(header::USER_AGENT, inner.user_agent.clone());
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert(REQUEST_ID, v);

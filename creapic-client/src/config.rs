@@ -248,7 +248,8 @@ impl ClientBuilder {
         self
     }
 
-    /// A header sent with every request (e.g. what a host's proxy needs). Values are treated
+    /// A header sent with every request to the base URL's server (e.g. what a host's proxy
+    /// needs; media links to other hosts do not get it). Values are treated
     /// as secrets: never printed, marked sensitive on the wire types. `Authorization`,
     /// `Idempotency-Key` and `x-request-id` set per request take precedence.
     pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

@@ -387,6 +387,21 @@ async fn dashboard_calls_and_media_downloads_never_carry_the_api_key() {
     );
     listed.assert_async().await;
     media.assert_async().await;
+    // A link to another host (a CDN) gets neither the key nor the default headers.
+    let mut cdn = mockito::Server::new_async().await;
+    let elsewhere = cdn
+        .mock("GET", "/k.png")
+        .match_header("authorization", Matcher::Missing)
+        .match_header("x-proxy", Matcher::Missing)
+        .with_body(b"\x89PNG")
+        .expect(1)
+        .create_async()
+        .await;
+    c.media()
+        .download(&format!("{}/k.png", cdn.url()))
+        .await
+        .unwrap();
+    elsewhere.assert_async().await;
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! generation answers carry (`imageUrl`, `images[].url`).
 //!
 //! Design decision: a signed link is its own authorization, so downloads send no API key — the
-//! key never travels to a media host or CDN that a link may point to. Relative links (a server
+//! key never travels to a media host or CDN that a link may point to — and a link to another
+//! host gets none of the builder's default headers either. Relative links (a server
 //! without a public URL configured answers `/api/media/…`) resolve against the base URL.
 
 use reqwest::Method;
