@@ -531,6 +531,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn stores_are_chosen_by_url() {
+        let key = SigningKey::generate();
+        let none: [(&str, &str); 0] = [];
+        assert!(MediaStore::from_url("memory://", none, key.clone()).is_ok());
+        assert!(MediaStore::from_url("not a url", none, key.clone()).is_err());
+        assert!(SigningKey::new(vec![0; 8]).is_err());
+        #[cfg(feature = "s3")]
+        {
+            // Building the client needs no network; S3-compatible servers set the endpoint.
+            let opts = [
+                ("aws_region", "us-east-1"),
+                ("aws_endpoint", "http://127.0.0.1:9000"),
+                ("aws_allow_http", "true"),
+                ("aws_access_key_id", "test"),
+                ("aws_secret_access_key", "test"),
+            ];
+            let s3 = MediaStore::from_url("s3://media-bucket/creapic", opts, key).unwrap();
+            assert_eq!(
+                s3.path(org(1), &MediaKey::of(b"x", MediaType::Png))
+                    .as_ref()
+                    .split('/')
+                    .take(2)
+                    .collect::<Vec<_>>(),
+                ["creapic", "orgs"]
+            );
+        }
+    }
+
     #[tokio::test]
     async fn local_filesystem_round_trip() {
         let dir = std::env::temp_dir().join(format!("creapic-media-{}", std::process::id()));
