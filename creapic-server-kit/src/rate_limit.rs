@@ -65,6 +65,8 @@ type Keyed = Governor<
 pub struct InProcessLimiter {
     limiter: Keyed,
     config: RateLimitConfig,
+    /// Requests seen; every 4096th checks the table's size (which locks every shard).
+    checks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for InProcessLimiter {
@@ -84,6 +86,7 @@ impl InProcessLimiter {
         InProcessLimiter {
             limiter: Governor::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             config,
+            checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -93,7 +96,10 @@ impl RateLimiter for InProcessLimiter {
     async fn check(&self, key: KeyId) -> RateDecision {
         let limit = self.config.burst.max(1);
         // Forget keys idle long enough to have a full budget again (bounds memory).
-        if self.limiter.len() > 100_000 {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 4096 == 0 && self.limiter.len() > 100_000 {
             self.limiter.retain_recent();
         }
         match self.limiter.check_key(&key) {

@@ -97,7 +97,7 @@ impl AppState {
 
     /// Wakes job runners waiting for work (a job was just queued).
     pub fn notify_job(&self) {
-        self.0.job_notify.notify_waiters();
+        self.0.job_notify.notify_one();
     }
 
     /// The notification runners wait on.

@@ -1,0 +1,335 @@
+//! The command line: flags exactly as documented in the README, parsed by clap, and the one
+//! error type every command returns (message, optional hint, exit code).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A command's failure, for people.
+#[derive(Debug)]
+pub struct CliError {
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// 1 for failures, 2 for bad arguments.
+    pub exit_code: u8,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            hint: None,
+            exit_code: 1,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            hint: None,
+            exit_code: 2,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<creapic_core::Error> for CliError {
+    fn from(e: creapic_core::Error) -> Self {
+        let exit = if matches!(
+            e,
+            creapic_core::Error::Invalid { .. } | creapic_core::Error::LimitExceeded { .. }
+        ) {
+            2
+        } else {
+            1
+        };
+        let hint = match e.code() {
+            "store_unavailable" => {
+                Some("is the database reachable? (--database / --data-dir)".to_owned())
+            }
+            _ => None,
+        };
+        CliError {
+            message: format!("{e} [{}]", e.code()),
+            hint,
+            exit_code: exit,
+        }
+    }
+}
+
+impl From<creapic_server_kit::Error> for CliError {
+    fn from(e: creapic_server_kit::Error) -> Self {
+        CliError::new(format!("{e} [{}]", e.code()))
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// creapic: a metered AI-media API secured by organization-scoped API keys.
+#[derive(Debug, Parser)]
+#[command(name = "creapic", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the data lives.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// The data directory: SQLite database, media, signing key.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./creapic-data",
+        env = "CREAPIC_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// A database URL instead of the data directory's SQLite file (`postgres://…`, `sqlite://…`).
+    #[arg(long, global = true, env = "CREAPIC_DATABASE_URL")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server (and its job runner).
+    Serve(ServeArgs),
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Credits (tokens).
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// The audit log.
+    Audit(AuditArgs),
+    /// Generate one image through a running server (reads AI_MEDIA_MAKER_API_KEY, CREAPIC_BASE_URL).
+    Generate(GenerateArgs),
+    /// Start a bulk image job through a running server.
+    Bulk(BulkArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProviderChoice {
+    /// The offline renderer (no network, no account): deterministic images, not a model.
+    Offline,
+    /// Google Gemini (needs GEMINI_API_KEY).
+    Gemini,
+    /// An OpenAI-compatible images API (OPENAI_API_KEY, OPENAI_BASE_URL).
+    Openai,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Which provider serves live keys (test keys always use the offline renderer).
+    #[arg(long, value_enum, default_value = "offline")]
+    pub provider: ProviderChoice,
+    /// Media storage URL (`file:///path`, `s3://bucket/prefix`); default: the data directory.
+    #[arg(long)]
+    pub media: Option<String>,
+    /// The public base URL of this server, for absolute image links.
+    #[arg(long, env = "CREAPIC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Take client IPs from X-Forwarded-For (only behind a trusted proxy).
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
+    /// Share rate limits between replicas through Redis (`redis://127.0.0.1:6379`).
+    #[arg(long, env = "CREAPIC_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Do not run a job runner in this process (run them elsewhere).
+    #[arg(long)]
+    pub no_runner: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// The owner's e-mail (created if new).
+        #[arg(long, default_value = "owner@localhost")]
+        owner: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its plaintext is printed once.
+    Create {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// A descriptive name.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: IMAGE_GENERATION, SCENE_RENDER, ORGANIZATION_WRITE.
+        #[arg(long)]
+        scopes: String,
+        /// A test-mode key (`wi_test_…`, always the offline renderer).
+        #[arg(long)]
+        test: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an organization's keys (never the keys themselves).
+    List {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// Include deleted keys.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key: immediately, for good (the record stays for audit).
+    Delete {
+        /// The key id.
+        key_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCommand {
+    /// Add credits.
+    Grant {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// How many.
+        #[arg(long)]
+        amount: u64,
+        /// Makes a retry safe (default: a fresh key).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the balance.
+    Balance {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the ledger (oldest first).
+    Ledger {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuditFormat {
+    Json,
+    Csv,
+    Text,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// The organization id.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only events at or after this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: AuditFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Delete audit events older than the retention (90 days) and expired idempotency records.
+    Purge {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to draw (raw text; the server turns it into a JSON prompt).
+    pub text: String,
+    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.
+    #[arg(long, default_value = "1:1")]
+    pub aspect_ratio: String,
+    /// Quality: standard or hd.
+    #[arg(long, default_value = "standard")]
+    pub quality: String,
+    /// Save the image here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the response as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// The prompts (1–100).
+    #[arg(required = true)]
+    pub prompts: Vec<String>,
+    /// Wait for the job, with a progress bar.
+    #[arg(long)]
+    pub wait: bool,
+    /// Save the images into this directory (implies --wait).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(&cli.store, args).await,
+        Command::Org(cmd) => crate::admin::org(&cli.store, cmd).await,
+        Command::Key(cmd) => crate::admin::key(&cli.store, cmd).await,
+        Command::Credits(cmd) => crate::admin::credits(&cli.store, cmd).await,
+        Command::Audit(args) => crate::admin::audit(&cli.store, args).await,
+        Command::Generate(args) => crate::integrator::generate(args).await,
+        Command::Bulk(args) => crate::integrator::bulk(args).await,
+    }
+}

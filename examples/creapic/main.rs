@@ -1,0 +1,57 @@
+//! The `creapic` binary: the reference host of the server kit, an admin CLI over the store, and a
+//! client CLI for integrators.
+//!
+//! - `creapic serve` runs everything on embedded defaults — SQLite in the data directory, media
+//!   on the local disk, the offline renderer — and PostgreSQL, S3 and Gemini by flag.
+//! - `org`, `key`, `credits` and `audit` act on the store directly, as the operator. They work
+//!   while `serve` runs on the same SQLite file (WAL, busy timeout).
+//! - `generate` and `bulk` call a running server through `creapic-client`.
+//!
+//! Every bad argument is a message on stderr and exit code 2; every failure a message and exit
+//! code 1; with `--json` the one JSON document is the only thing on stdout.
+#![allow(clippy::print_stdout, missing_docs, unreachable_pub)]
+
+mod admin;
+mod cli;
+mod integrator;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; usage errors to stderr with code 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = &e.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(e.exit_code)
+        }
+    }
+}

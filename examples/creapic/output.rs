@@ -1,0 +1,19 @@
+//! How commands print: one JSON document with `--json` (and nothing else on stdout), or short
+//! human-readable lines otherwise.
+
+use serde::Serialize;
+
+use crate::cli::{CliError, CliResult};
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn json<T: Serialize>(value: &T) -> CliResult {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(format!("could not encode the output: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints a line on stdout.
+pub fn line(text: impl std::fmt::Display) {
+    println!("{text}");
+}

@@ -1,0 +1,350 @@
+//! `creapic serve`: the reference host. Mounts the server kit on axum with the store, media
+//! storage, the generation pipeline and a job runner, plus the background work a host owes the
+//! core: flushing coalesced last-used times, purging expired audit and idempotency records, and
+//! (on PostgreSQL) listening for key revocations made by other replicas.
+//!
+//! Shutdown on SIGINT/SIGTERM is graceful: stop accepting, finish in-flight requests, hand back
+//! or finish in-flight jobs, flush last-used times.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use creapic_core::Creapic;
+use creapic_core::store::postgres::PgStore;
+use creapic_core::store::{ConnectOptions, Store};
+use creapic_server_kit::media::{MediaStore, SigningKey};
+use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::prompt::{PromptComposer, RuleComposer};
+use creapic_server_kit::provider::{ImageProvider, ProviderConfig};
+use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::{KitConfig, ServiceBuilder};
+
+use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
+
+/// How often coalesced last-used times are written (each key at most once per minute).
+const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+/// How often expired audit events and idempotency records are purged.
+const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// The media signing key: `CREAPIC_MEDIA_SIGNING_KEY` (hex; give every replica the same one) or
+/// a key generated once into the data directory (mode 0600).
+fn signing_key(data_dir: &Path) -> CliResult<SigningKey> {
+    if let Ok(hex_key) = std::env::var("CREAPIC_MEDIA_SIGNING_KEY") {
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|_| CliError::usage("CREAPIC_MEDIA_SIGNING_KEY must be hex"))?;
+        return SigningKey::new(bytes).map_err(CliError::from);
+    }
+    let path = data_dir.join("media-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| CliError::new(format!("{} is not a hex key", path.display())))?;
+        return SigningKey::new(bytes).map_err(CliError::from);
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", data_dir.display())))?;
+    let mut bytes = [0u8; 32];
+    creapic_core::random::RandomSource::fill(&creapic_core::random::OsRandom, &mut bytes);
+    write_private(&path, &hex::encode(bytes))?;
+    SigningKey::new(bytes.to_vec()).map_err(CliError::from)
+}
+
+fn write_private(path: &Path, text: &str) -> CliResult {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+fn providers(
+    choice: ProviderChoice,
+) -> CliResult<(Arc<dyn PromptComposer>, Arc<dyn ImageProvider>)> {
+    let hint = |e: creapic_server_kit::Error| {
+        CliError::from(e).hint("set the provider's API key variable, or use --provider offline")
+    };
+    Ok(match choice {
+        ProviderChoice::Offline => (Arc::new(RuleComposer), ProviderConfig::default().build()?),
+        ProviderChoice::Gemini => {
+            let config =
+                creapic_server_kit::provider::gemini::GeminiConfig::from_env().map_err(hint)?;
+            let composer =
+                creapic_server_kit::prompt::GeminiComposer::new(config.clone()).map_err(hint)?;
+            (Arc::new(composer), ProviderConfig::Gemini(config).build()?)
+        }
+        ProviderChoice::Openai => {
+            let config =
+                creapic_server_kit::provider::openai::OpenAiConfig::from_env().map_err(hint)?;
+            (
+                Arc::new(RuleComposer),
+                ProviderConfig::OpenAi(config).build()?,
+            )
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
+    init_tracing();
+    let url = crate::admin::database_url(store_args)?;
+    // PostgreSQL gets its typed store so other replicas' key deletions reach this cache at once.
+    let (store, pg): (Arc<dyn Store>, Option<PgStore>) = if url.starts_with("postgres") {
+        let pg = PgStore::connect(&url, &ConnectOptions::default()).await?;
+        (Arc::new(pg.clone()), Some(pg))
+    } else {
+        (
+            creapic_core::store::connect(&url, ConnectOptions::default()).await?,
+            None,
+        )
+    };
+    let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
+    let _revocations = match &pg {
+        Some(pg) => Some(pg.spawn_revocation_listener_for(Arc::clone(&core)).await?),
+        None => None,
+    };
+
+    let signing = signing_key(&store_args.data_dir)?;
+    let media = match &args.media {
+        Some(media_url) => {
+            let options: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("AWS_"))
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect();
+            MediaStore::from_url(media_url, options, signing)?
+        }
+        None => MediaStore::local(store_args.data_dir.join("media"), signing)?,
+    };
+    let (composer, live) = providers(args.provider)?;
+    let pipeline = Pipeline::new(composer, live, media);
+
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| CliError::new(format!("cannot install the metrics recorder: {e}")))?;
+    let config = KitConfig {
+        public_url: args.public_url.clone(),
+        trust_forwarded_for: args.trust_forwarded_for,
+        ..KitConfig::default()
+    };
+    let job_notify = Arc::new(tokio::sync::Notify::new());
+    let mut builder = ServiceBuilder::new(Arc::clone(&core), pipeline.clone())
+        .config(config.clone())
+        .metrics(prometheus)
+        .job_notify(Arc::clone(&job_notify));
+    #[cfg(feature = "redis")]
+    if let Some(redis_url) = &args.redis {
+        let limiter = creapic_server_kit::rate_limit::RedisLimiter::connect(
+            redis_url,
+            "creapic:rl",
+            config.rate_limit,
+        )
+        .await?;
+        builder = builder.rate_limiter(Arc::new(limiter));
+    }
+    #[cfg(not(feature = "redis"))]
+    if args.redis.is_some() {
+        return Err(CliError::usage(
+            "--redis needs the binary built with the `redis` feature",
+        ));
+    }
+    let service = builder.build();
+
+    let runner = if args.no_runner {
+        None
+    } else {
+        let handle = Runner::new(Arc::clone(&core), pipeline, RunnerConfig::default()).start()?;
+        Some(Arc::new(handle))
+    };
+    let wake_task = runner.as_ref().map(|handle| {
+        let handle = Arc::clone(handle);
+        let notify = Arc::clone(&job_notify);
+        tokio::spawn(async move {
+            loop {
+                notify.notified().await;
+                handle.wake();
+            }
+        })
+    });
+    let flusher = {
+        let core = Arc::clone(&core);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
+            loop {
+                tick.tick().await;
+                if let Err(e) = core.flush_usage(false).await {
+                    tracing::warn!(error = %e, "last-used flush failed; retrying next period");
+                }
+            }
+        })
+    };
+    let purger = {
+        let core = Arc::clone(&core);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_PERIOD);
+            loop {
+                tick.tick().await;
+                match (core.purge_audit().await, core.purge_requests().await) {
+                    (Ok(a), Ok(r)) => {
+                        tracing::info!(audit = a, idempotency = r, "purged expired records")
+                    }
+                    (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            CliError::new(format!("cannot listen on {}: {e}", args.listen))
+                .hint("is another server using that port? try --listen 127.0.0.1:0")
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(format!("no local address: {e}")))?;
+    let provider = match args.provider {
+        ProviderChoice::Offline => "the offline renderer (deterministic images, not a model)",
+        ProviderChoice::Gemini => "Gemini",
+        ProviderChoice::Openai => "an OpenAI-compatible API",
+    };
+    eprintln!("creapic listening on http://{addr}");
+    eprintln!("  store     {}", redact(&url));
+    eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
+    eprintln!("  API docs  http://{addr}/api/openapi   metrics: http://{addr}/metrics");
+    eprintln!("first key, from another terminal:");
+    eprintln!("  creapic org create --name \"My org\"");
+    eprintln!("  creapic credits grant --org ORG_ID --amount 100");
+    eprintln!(
+        "  creapic key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
+    );
+    eprintln!(
+        "  AI_MEDIA_MAKER_API_KEY=wi_live_… CREAPIC_BASE_URL=http://{addr} creapic generate \"a lighthouse at dusk\" --out lighthouse.png"
+    );
+
+    let router = service.into_router();
+    let router = match std::env::var("CREAPIC_DASHBOARD_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => {
+            eprintln!(
+                "  dashboard routes (/api/keys, /api/audit) accept x-dashboard-token + x-dashboard-user"
+            );
+            router.layer(axum::middleware::from_fn_with_state(
+                DashboardLogin {
+                    token: Arc::new(token.into_bytes()),
+                    core: Arc::clone(&core),
+                },
+                dashboard_login,
+            ))
+        }
+        _ => router,
+    };
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
+    tracing::info!("shutting down");
+    if let Some(task) = wake_task {
+        task.abort();
+    }
+    flusher.abort();
+    purger.abort();
+    if let Some(handle) = runner.and_then(|h| Arc::try_unwrap(h).ok()) {
+        let stats = handle.shutdown(Duration::from_secs(10)).await;
+        tracing::info!(?stats, "job runner stopped");
+    }
+    if let Err(e) = core.flush_usage(true).await {
+        tracing::warn!(error = %e, "final last-used flush failed");
+    }
+    served.map_err(|e| CliError::new(format!("server error: {e}")))
+}
+
+/// The reference host's stand-in for a real login layer: with `CREAPIC_DASHBOARD_TOKEN` set, a
+/// request carrying that token in `x-dashboard-token` (compared in constant time) acts as the
+/// existing user named by `x-dashboard-user` (an e-mail) on the dashboard routes. A real host
+/// puts its own session's user into the request extensions the same way.
+#[derive(Clone)]
+struct DashboardLogin {
+    token: Arc<Vec<u8>>,
+    core: Arc<Creapic<dyn Store>>,
+}
+
+async fn dashboard_login(
+    axum::extract::State(login): axum::extract::State<DashboardLogin>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use subtle::ConstantTimeEq as _;
+    let presented = request
+        .headers()
+        .get("x-dashboard-token")
+        .map(|v| v.as_bytes().to_vec());
+    let email = request
+        .headers()
+        .get("x-dashboard-user")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| creapic_core::org::Email::new(v).ok());
+    if let (Some(presented), Some(email)) = (presented, email) {
+        let token_ok: bool = presented.ct_eq(login.token.as_slice()).into();
+        if token_ok {
+            if let Ok(Some(user)) = login.core.store().user_by_email(&email).await {
+                request
+                    .extensions_mut()
+                    .insert(creapic_server_kit::auth::DashboardUser(user.id));
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// A database URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,340 @@
+//! End to end through the built `creapic` binary: `serve` on a free port over a fresh data
+//! directory, bootstrap through the admin CLI, the 000 document's curl call, a bulk job to
+//! completion through the client CLI, a key deleted then refused, the audit export showing
+//! creation and deletion with the client's IP, and bad arguments answered with exit code 2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_creapic");
+const DASHBOARD_TOKEN: &str = "e2e-dashboard-token";
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("creapic-e2e-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("CREAPIC_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn cli_json(dir: &Path, args: &[&str]) -> Value {
+    let out = cli(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed more than one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("creapic listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve printed its address");
+    Server { child, base }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_seed_flow_end_to_end() {
+    let dir = data_dir();
+    let org = cli_json(
+        &dir,
+        &[
+            "org",
+            "create",
+            "--name",
+            "E2E Org",
+            "--owner",
+            "owner@example.com",
+            "--json",
+        ],
+    );
+    let org_id = org["organization"]["id"].as_str().unwrap().to_owned();
+    let granted = cli_json(
+        &dir,
+        &[
+            "credits", "grant", "--org", &org_id, "--amount", "20", "--json",
+        ],
+    );
+    assert_eq!(granted["balance"], 20);
+    let server = serve(&dir);
+    let http = reqwest::Client::new();
+
+    // A key made through the dashboard route, as the signed-in owner (IP recorded).
+    let created: Value = http
+        .post(format!("{}/api/keys", server.base))
+        .header("x-dashboard-token", DASHBOARD_TOKEN)
+        .header("x-dashboard-user", "owner@example.com")
+        .json(&json!({"organizationId": org_id, "name": "Production", "scopes": ["IMAGE_GENERATION", "SCENE_RENDER"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"]
+        .as_str()
+        .expect("the plaintext key, once")
+        .to_owned();
+    let key_id = created["apiKey"]["id"].as_str().unwrap().to_owned();
+
+    // The 000 document's curl call, host changed to the local server.
+    let resp = http
+        .post(format!("{}/api/public/images/generate", server.base))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Content-Type", "application/json")
+        .body(
+            r#"{
+    "source": {
+      "type": "text",
+      "text": "Article about citrus mocktails with summer ingredients"
+    },
+    "aspectRatio": "4:5",
+    "quality": "hd"
+  }"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let generated: Value = resp.json().await.unwrap();
+    assert_eq!(generated["tokens"], 18);
+    let image = http
+        .get(format!(
+            "{}{}",
+            server.base,
+            generated["imageUrl"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert!(image.bytes().await.unwrap().starts_with(b"\x89PNG"));
+
+    // A bulk job to completion through the client CLI.
+    let bulk = Command::new(BIN)
+        .args([
+            "bulk",
+            "A beautiful sunset over the ocean",
+            "A futuristic cityscape",
+            "--wait",
+            "--json",
+        ])
+        .env("AI_MEDIA_MAKER_API_KEY", &key)
+        .env("CREAPIC_BASE_URL", &server.base)
+        .output()
+        .unwrap();
+    assert!(
+        bulk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bulk.stderr)
+    );
+    let done: Value = serde_json::from_slice(&bulk.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["completedImages"], 2);
+    assert_eq!(done["creditsUsed"], 2);
+    let balance = cli_json(&dir, &["credits", "balance", "--org", &org_id, "--json"]);
+    assert_eq!(
+        balance["balance"], 16,
+        "2 for the hd image, 1 per bulk image"
+    );
+
+    // Delete through the dashboard route: refused at once.
+    let deleted = http
+        .delete(format!(
+            "{}/api/keys/{key_id}?organizationId={org_id}",
+            server.base
+        ))
+        .header("x-dashboard-token", DASHBOARD_TOKEN)
+        .header("x-dashboard-user", "owner@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let refused: Value = http
+        .post(format!("{}/api/playground/images", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"prompts": ["x"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused["error"], "Invalid API key");
+
+    // The audit export shows creation and deletion, with the client's IP.
+    let csv = cli(&dir, &["audit", "--org", &org_id, "--format", "csv"]);
+    assert!(csv.status.success());
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let created_row = csv
+        .lines()
+        .find(|l| l.contains(",key.created,"))
+        .expect(&csv);
+    let deleted_row = csv
+        .lines()
+        .find(|l| l.contains(",key.deleted,"))
+        .expect(&csv);
+    assert!(created_row.contains(",127.0.0.1,"), "{created_row}");
+    assert!(deleted_row.contains(",127.0.0.1,"), "{deleted_row}");
+    assert!(
+        !csv.contains(&key[8..]),
+        "the key never appears in the audit log"
+    );
+
+    // Admin commands work while the server runs on the same SQLite file.
+    let cli_key = cli_json(
+        &dir,
+        &[
+            "key",
+            "create",
+            "--org",
+            &org_id,
+            "--name",
+            "cli",
+            "--scopes",
+            "IMAGE_GENERATION",
+            "--test",
+            "--json",
+        ],
+    );
+    assert!(cli_key["key"].as_str().unwrap().starts_with("wi_test_"));
+    let start = Instant::now();
+    let listed = cli_json(&dir, &["key", "list", "--org", &org_id, "--all", "--json"]);
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let cli_delete = cli_json(
+        &dir,
+        &["key", "delete", cli_key["id"].as_str().unwrap(), "--json"],
+    );
+    assert!(cli_delete["apiKey"]["deletedAt"].is_string());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_get_a_message_and_exit_code_2() {
+    let dir = data_dir();
+    let cases: &[&[&str]] = &[
+        &[
+            "key",
+            "create",
+            "--org",
+            "not-a-uuid",
+            "--name",
+            "x",
+            "--scopes",
+            "IMAGE_GENERATION",
+        ],
+        &[
+            "key",
+            "create",
+            "--org",
+            "01a213d8-9a7c-7c64-af96-b19a50d7eaa6",
+            "--name",
+            "x",
+            "--scopes",
+            "EVERYTHING",
+        ],
+        &[
+            "credits",
+            "grant",
+            "--org",
+            "01a213d8-9a7c-7c64-af96-b19a50d7eaa6",
+            "--amount",
+            "-5",
+        ],
+        &["audit", "--since", "2026-01-01"],
+        &[
+            "audit",
+            "--org",
+            "01a213d8-9a7c-7c64-af96-b19a50d7eaa6",
+            "--since",
+            "last tuesday",
+        ],
+        &["serve", "--listen", "nowhere"],
+        &["generate", "x", "--aspect-ratio", "1:2"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(*args)
+            .env(
+                "AI_MEDIA_MAKER_API_KEY",
+                format!("wi_live_{}", "0".repeat(64)),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{args:?} said nothing");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+    let out = Command::new(BIN)
+        .args(["generate", "a cat"])
+        .env_remove("AI_MEDIA_MAKER_API_KEY")
+        .env_remove("CREAPIC_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AI_MEDIA_MAKER_API_KEY"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
