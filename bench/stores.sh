@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Store benchmark: PgStore debit+ledger throughput next to pgbench running the same SQL on the
+# same server in the same run (1, 8, 32 concurrent tasks), SQLite debit+ledger throughput, and
+# cold key verification latency. Rewrites ONLY the "## Stores" section of docs/benchmarks.md
+# (appended if missing); every other section belongs to someone else and is left as it is.
+# Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test) and pgbench
+# (PGBENCH, default /usr/lib/postgresql/15/bin/pgbench). Not run in CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export PGBENCH="${PGBENCH:-/usr/lib/postgresql/15/bin/pgbench}"
+export BENCH_SECS="${BENCH_SECS:-5}"
+cmd=(cargo bench -p creapic-core --bench store --features sqlite,postgres)
+
+results="$("${cmd[@]}")"
+
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || echo unknown)"
+facts="$(nproc) cores (${cpu}), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr)"
+pg="$(psql "$DATABASE_URL" -tAc 'show server_version' 2>/dev/null || echo unknown)"
+rust="$(rustc -V)"
+when="$(date -u +%Y-%m-%d)"
+
+section="$(cat <<MD
+## Stores
+
+Measured ${when} with \`BENCH_SECS=${BENCH_SECS} bench/stores.sh\`, which runs
+\`${cmd[*]}\` (the bench binary \`creapic-core/benches/store.rs\`) and, inside the same run and
+against the same PostgreSQL server, \`pgbench -n -M prepared -c N -j min(N,2) -T ${BENCH_SECS}\`
+on a script holding the very statement \`PgStore::apply\` sends for a debit. Ratios compare
+numbers taken seconds apart in one run; absolute numbers only mean something on this machine.
+
+Machine: ${facts}; PostgreSQL ${pg} on loopback (default settings); ${rust}; a tokio runtime with
+2 worker threads.
+
+${results}
+
+Reading: the ratio is what the store layer costs on top of the SQL itself (sqlx encoding and
+decoding, pool checkout, building the receipt); target ≥ 0.8×. pgbench generates ids and keys on
+the server (\`gen_random_uuid()\`), the store binds ids the caller minted.
+MD
+)"
+
+SECTION="$section" python3 - docs/benchmarks.md <<'PY'
+import os, sys
+path = sys.argv[1]
+section = os.environ["SECTION"].rstrip("\n") + "\n"
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = "# Benchmarks\n"
+lines = text.split("\n")
+start = next((i for i, l in enumerate(lines) if l.strip() == "## Stores"), None)
+if start is None:
+    text = text.rstrip("\n") + "\n\n" + section
+else:
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+    before = "\n".join(lines[:start]).rstrip("\n")
+    after = "\n".join(lines[end:])
+    text = (before + "\n\n" if before else "") + section + ("\n" + after if after.strip() else "")
+open(path, "w").write(text)
+PY
+echo "updated docs/benchmarks.md (## Stores)"
