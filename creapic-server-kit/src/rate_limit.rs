@@ -99,7 +99,7 @@ impl RateLimiter for InProcessLimiter {
         let n = self
             .checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n % 4096 == 0 && self.limiter.len() > 100_000 {
+        if n.is_multiple_of(4096) && self.limiter.len() > 100_000 {
             self.limiter.retain_recent();
         }
         match self.limiter.check_key(&key) {

@@ -255,7 +255,11 @@ pub async fn keys_insert_find_list_and_hide_nothing_else(store: Arc<dyn Store>) 
     let unknown = generate_key(KeyMode::Live, f.rng.as_ref()).digest();
     assert_eq!(ok(f.store.key_by_digest(&unknown).await, "unknown"), None);
     let by_id = ok(f.store.key_by_id(first.key.id).await, "by id");
-    assert_eq!(by_id.as_ref(), Some(&first.key), "the operator finds a key by id alone");
+    assert_eq!(
+        by_id.as_ref(),
+        Some(&first.key),
+        "the operator finds a key by id alone"
+    );
     let missing = crate::id::KeyId::generate(f.now, f.rng.as_ref());
     assert_eq!(ok(f.store.key_by_id(missing).await, "missing"), None);
     let query = KeyQuery {
