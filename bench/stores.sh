@@ -28,7 +28,9 @@ Measured ${when} with \`BENCH_SECS=${BENCH_SECS} bench/stores.sh\`, which runs
 \`${cmd[*]}\` (the bench binary \`creapic-core/benches/store.rs\`) and, inside the same run and
 against the same PostgreSQL server, \`pgbench -n -M prepared -c N -j min(N,2) -T ${BENCH_SECS}\`
 on a script holding the very statement \`PgStore::apply\` sends for a debit. Ratios compare
-numbers taken seconds apart in one run; absolute numbers only mean something on this machine.
+numbers taken seconds apart in one run; absolute numbers only mean something on this machine. The machine was
+shared with other builds while this ran: absolute numbers are noisy, the same-run ratio is the
+number to read.
 
 Machine: ${facts}; PostgreSQL ${pg} on loopback (default settings); ${rust}; a tokio runtime with
 2 worker threads.
