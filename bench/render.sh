@@ -22,7 +22,9 @@ except OSError:
     pass
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
 print("Command: `bash bench/render.sh` (criterion, `cargo bench -p creapic-server-kit --bench render`).")
-print(f"Machine: {os.cpu_count()} cores, {cpu}; {rustc}.")
+load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
+print(f"Machine: {os.cpu_count()} cores, {cpu}; {rustc}; 1-minute load average {load} when the run ended")
+print("(other work on the machine shares the cores and slows every number).")
 print()
 print("The offline renderer is not a model: it draws a deterministic abstract image from the JSON")
 print("prompt. One image = draw + PNG encode (fast compression), 1:1, on one core. Sizes:")

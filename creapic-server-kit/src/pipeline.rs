@@ -21,7 +21,7 @@ use crate::item::{ImageSpec, ItemOutput, PromptSource};
 use crate::media::{MediaStore, MediaType};
 use crate::prompt::{self, PromptComposer, RuleComposer};
 use crate::provider::offline::OfflineRenderer;
-use crate::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use crate::provider::{GeneratedImage, ImageProvider, ImageRequest, ProviderConfig};
 use crate::render::composite::{self, Placement};
 use crate::retry::RetryPolicy;
 use crate::scene::SceneSpec;
@@ -59,6 +59,11 @@ impl Pipeline {
             media,
             retry: RetryPolicy::default(),
         }
+    }
+
+    /// The pipeline a [`ProviderConfig`] describes (see [`ProviderConfig::from_env`]).
+    pub fn from_config(config: &ProviderConfig, media: MediaStore) -> Result<Self, Error> {
+        Ok(Pipeline::new(config.composer()?, config.build()?, media))
     }
 
     /// Everything offline: the rule composer and the offline renderer for every key.

@@ -651,3 +651,95 @@ async fn completion_webhooks_are_signed_in_the_standard_webhooks_format() {
     runner.shutdown(Duration::from_secs(5)).await;
     hook.assert_async().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_long_job_leased() {
+    let w = world().await;
+    let (gated, gate) = StandIn::gated();
+    let mut cfg = config("runner-a");
+    cfg.heartbeat = Duration::from_millis(20);
+    let a = Runner::new(Arc::clone(&w.core), pipeline(&w, gated.clone()), cfg)
+        .start()
+        .unwrap();
+    let id = submit(&w, &w.live, &["a slow one"], "bulk-heartbeat").await;
+    let claimed = wait_for(&w, &w.live, id, |j| j.status == JobStatus::Running).await;
+    let first_expiry = claimed.lease.unwrap().expires_at;
+    // Time passes in steps of a third of the lease; before each next step a heartbeat has
+    // pushed the lease at least half a lease past now, so it never lapses.
+    for _ in 0..6 {
+        w.clock.advance(LEASE / 3);
+        let now = creapic_core::clock::Clock::now(w.clock.as_ref());
+        let wanted = now.plus(LEASE / 2);
+        wait_for(&w, &w.live, id, |j| {
+            j.lease.as_ref().is_some_and(|l| l.expires_at > wanted)
+        })
+        .await;
+    }
+    // Well past the first lease, another runner still cannot take the job.
+    assert!(creapic_core::clock::Clock::now(w.clock.as_ref()) > first_expiry);
+    let b = start(&w, Arc::new(small()), "runner-b");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(w.core.job(&w.live, id).await.unwrap().attempts, 1);
+    gate.add_permits(1);
+    let job = terminal(&w, &w.live, id).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(a.shutdown(Duration::from_secs(1)).await.completed, 1);
+    assert_eq!(b.shutdown(Duration::from_secs(1)).await.completed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_crashing_runners_is_failed_and_refunded() {
+    let w = world().await;
+    let (gated, _gate) = StandIn::gated();
+    let id = submit(&w, &w.live, &["fine", "a slow poison pill"], "bulk-poison").await;
+    let mut cfg = config("runner-a");
+    cfg.job_claims_max = 1;
+    let a = Runner::new(
+        Arc::clone(&w.core),
+        pipeline(&w, gated.clone()),
+        cfg.clone(),
+    )
+    .start()
+    .unwrap();
+    wait_for(&w, &w.live, id, |j| j.succeeded() == 1).await;
+    drop(a);
+    w.clock.advance(LEASE + Duration::from_secs(1));
+    cfg.worker_id = Some("runner-b".into());
+    let b = Runner::new(Arc::clone(&w.core), pipeline(&w, gated), cfg)
+        .start()
+        .unwrap();
+    let job = terminal(&w, &w.live, id).await;
+    assert_eq!(job.status, JobStatus::Partial);
+    assert_eq!(
+        job.items[1].error.as_ref().unwrap().code,
+        "job_attempts_exceeded"
+    );
+    assert_eq!(charged_once(&w, &job).await, (1, 1));
+    assert_eq!(w.core.balance(job.org).await.unwrap().get(), CREDITS - UNIT);
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_reclaims_its_own_job_does_not_run_it_twice() {
+    let w = world().await;
+    let (gated, gate) = StandIn::gated();
+    let a = start(&w, gated.clone(), "runner-a");
+    let id = submit(&w, &w.live, &["a slow one"], "bulk-reclaim").await;
+    wait_for(&w, &w.live, id, |j| j.status == JobStatus::Running).await;
+    // A stall longer than the lease (no heartbeat ran): A's own claim loop takes the job again.
+    w.clock.advance(LEASE + Duration::from_secs(1));
+    a.wake();
+    wait_for(&w, &w.live, id, |j| j.attempts == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        gated.calls.load(Ordering::SeqCst),
+        1,
+        "one generation, not two"
+    );
+    gate.add_permits(1);
+    let job = terminal(&w, &w.live, id).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(charged_once(&w, &job).await, (1, 0));
+    assert_eq!(a.shutdown(Duration::from_secs(1)).await.completed, 1);
+}

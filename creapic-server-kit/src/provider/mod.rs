@@ -155,6 +155,16 @@ impl ProviderConfig {
         }
     }
 
+    /// The prompt composer that goes with it: Gemini's text model when Gemini is configured,
+    /// the deterministic rules otherwise.
+    pub fn composer(&self) -> Result<Arc<dyn crate::prompt::PromptComposer>, Error> {
+        Ok(match self {
+            #[cfg(feature = "gemini")]
+            ProviderConfig::Gemini(c) => Arc::new(crate::prompt::GeminiComposer::new(c.clone())?),
+            _ => Arc::new(crate::prompt::RuleComposer),
+        })
+    }
+
     /// The provider.
     pub fn build(&self) -> Result<Arc<dyn ImageProvider>, Error> {
         Ok(match self {
@@ -170,6 +180,13 @@ impl ProviderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_configuration_is_offline() {
+        let config = ProviderConfig::default();
+        assert_eq!(config.build().unwrap().name(), "offline");
+        assert_eq!(config.composer().unwrap().name(), "rules");
+    }
 
     #[test]
     fn prompt_text_is_bounded() {

@@ -20,11 +20,13 @@
 //! [`crate::retry::RetryPolicy`]; a job claimed more than `job_claims_max` times (a job that
 //! keeps crashing its runners) has its pending items failed and refunded.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use creapic_core::Creapic;
+use creapic_core::id::JobId;
 use creapic_core::job::WorkerId;
 use creapic_core::random::{OsRandom, RandomSource};
 use creapic_core::store::Store;
@@ -296,8 +298,16 @@ async fn claim_loop<S: Store + ?Sized>(ctx: Arc<Context<S>>, wake: Arc<Notify>) 
     let mut jobs = JoinSet::new();
     let mut phase = ctx.phase.clone();
     let mut store_failures: u32 = 0;
+    // The jobs this runner is running, by task (at most `jobs_max`).
+    let mut active: HashMap<tokio::task::Id, JobId> = HashMap::new();
     while *phase.borrow() == Phase::Running {
-        while jobs.try_join_next().is_some() {}
+        while let Some(done) = jobs.try_join_next_with_id() {
+            let task = match done {
+                Ok((task, ())) => task,
+                Err(e) => e.id(),
+            };
+            active.remove(&task);
+        }
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -309,13 +319,22 @@ async fn claim_loop<S: Store + ?Sized>(ctx: Arc<Context<S>>, wake: Arc<Notify>) 
             },
         };
         let idle = match ctx.core.claim_job(&ctx.worker, ctx.config.lease).await {
+            Ok(Some(job)) if active.values().any(|id| *id == job.id) => {
+                // Our own lease lapsed (a stall longer than the lease) and we claimed the job
+                // again: the task already running it carries on under the fresh lease.
+                tracing::warn!(job = %job.id, "re-claimed a job this runner is running");
+                store_failures = 0;
+                None
+            }
             Ok(Some(job)) => {
                 store_failures = 0;
+                let id = job.id;
                 let ctx = Arc::clone(&ctx);
-                jobs.spawn(async move {
+                let task = jobs.spawn(async move {
                     let _slot = slot;
                     job::run(ctx, job).await;
                 });
+                active.insert(task.id(), id);
                 None
             }
             Ok(None) => Some(ctx.config.poll_interval),
