@@ -122,7 +122,39 @@ fn main() {
         );
         let bare_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let bare_addr = bare_listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(bare_listener, bare).await.unwrap() });
+        let served_bare = bare.clone();
+        tokio::spawn(async move { axum::serve(bare_listener, served_bare).await.unwrap() });
+        // Server CPU alone, no sockets: the same two routes through `tower::ServiceExt::oneshot`.
+        {
+            use tower::ServiceExt as _;
+            let kit_router = ServiceBuilder::new(core.clone(), Pipeline::offline(MediaStore::in_memory(SigningKey::generate())))
+                .config(KitConfig { rate_limit: RateLimitConfig { per_second: 10_000_000, burst: 10_000_000 }, ..Default::default() })
+                .build()
+                .into_router();
+            let bare_router = bare.clone();
+            let path = format!("/api/playground/images/{}", job.job.id);
+            let n = 20_000u32;
+            let mut best = (f64::MAX, f64::MAX);
+            for _ in 0..3 {
+                let start = Instant::now();
+                for _ in 0..n {
+                    let req = http::Request::get("/status").body(axum::body::Body::empty()).unwrap();
+                    let resp = bare_router.clone().oneshot(req).await.unwrap();
+                    let _ = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                }
+                let bare_ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+                let start = Instant::now();
+                for _ in 0..n {
+                    let req = http::Request::get(&path).header("authorization", &auth).body(axum::body::Body::empty()).unwrap();
+                    let resp = kit_router.clone().oneshot(req).await.unwrap();
+                    assert!(resp.status().is_success());
+                    let _ = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                }
+                let kit_ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+                best = (best.0.min(bare_ns), best.1.min(kit_ns));
+            }
+            println!("BENCH inproc bare_ns={:.0} kit_ns={:.0} ratio={:.3}", best.0, best.1, best.0 / best.1);
+        }
         let kit_url = format!("http://{kit_addr}/api/playground/images/{}", job.job.id);
         let bare_url = format!("http://{bare_addr}/status");
         // Warm up both, then measure alternately.

@@ -324,12 +324,10 @@ async fn dashboard_login(
         .and_then(|v| creapic_core::org::Email::new(v).ok());
     if let (Some(presented), Some(email)) = (presented, email) {
         let token_ok: bool = presented.ct_eq(login.token.as_slice()).into();
-        if token_ok {
-            if let Ok(Some(user)) = login.core.store().user_by_email(&email).await {
-                request
-                    .extensions_mut()
-                    .insert(creapic_server_kit::auth::DashboardUser(user.id));
-            }
+        if token_ok && let Ok(Some(user)) = login.core.store().user_by_email(&email).await {
+            request
+                .extensions_mut()
+                .insert(creapic_server_kit::auth::DashboardUser(user.id));
         }
     }
     next.run(request).await
