@@ -440,6 +440,19 @@ pub(crate) async fn deliver(
             }
         })
         .await
+        .map_err(|e| match e {
+            // The transport speaks of providers; say what failed here.
+            Error::ProviderUnavailable { message, .. } | Error::ProviderFailed { message, .. } => {
+                Error::WebhookFailed { message }
+            }
+            Error::ProviderTimeout { .. } => Error::WebhookFailed {
+                message: "the receiver did not answer in time".into(),
+            },
+            Error::ProviderRateLimited { .. } => Error::WebhookFailed {
+                message: "the receiver kept answering 429".into(),
+            },
+            other => other,
+        })
 }
 
 #[cfg(test)]
