@@ -528,7 +528,47 @@ async fn concurrency_is_limited_globally_and_per_organization() {
     terminal(&w, &w.live, b).await;
     // One organization: its limit (2) binds before the runner's (3).
     assert_eq!(provider.in_flight_max.load(Ordering::SeqCst), 2);
+
+    // Two organizations: together they reach the runner's limit (3), never more.
+    provider.in_flight_max.store(0, Ordering::SeqCst);
+    let other = second_org(&w).await;
+    let a = submit(&w, &w.live, &refs, "bulk-c").await;
+    let b = submit(&w, &other, &refs, "bulk-d").await;
+    terminal(&w, &w.live, a).await;
+    terminal(&w, &other, b).await;
+    assert_eq!(provider.in_flight_max.load(Ordering::SeqCst), 3);
     runner.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A second funded organization with a live key.
+async fn second_org(w: &World) -> Principal {
+    let ctx = RequestContext::default();
+    let owner = w.core.ensure_user("other@example.com").await.unwrap();
+    let org = w
+        .core
+        .create_org("Other", owner.id, Actor::Operator, &ctx)
+        .await
+        .unwrap();
+    w.core
+        .grant(Actor::Operator, org.id, CREDITS, "seed", &ctx)
+        .await
+        .unwrap();
+    let spec = KeySpec {
+        name: "other".into(),
+        scopes: ScopeSet::all(),
+        mode: KeyMode::Live,
+        expires_at: None,
+    };
+    let created = w
+        .core
+        .create_key(Actor::Operator, org.id, spec, &ctx)
+        .await
+        .unwrap();
+    let header = format!("Bearer {}", created.secret.expose());
+    w.core
+        .authenticate(Some(header.as_bytes()), None)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
