@@ -171,10 +171,7 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
                 image_url: st.media_link(org, &media).unwrap_or_default(),
                 tokens: captured.balance().get(),
             };
-            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?;
-            Ok((StatusCode::OK, bytes))
+            crate::handlers::json_reply(StatusCode::OK, &body)
         },
     )
     .await;

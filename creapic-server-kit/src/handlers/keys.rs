@@ -187,10 +187,7 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
                 key: created.secret.expose().to_owned(),
                 api_key: views::api_key(&created.key),
             };
-            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?;
-            Ok((StatusCode::CREATED, bytes))
+            crate::handlers::json_reply(StatusCode::CREATED, &body)
         },
     )
     .await

@@ -14,7 +14,76 @@ pub mod system;
 use std::net::{IpAddr, SocketAddr};
 
 use creapic_core::audit::RequestContext;
-use http::{HeaderMap, request::Parts};
+use creapic_core::id::JobId;
+use creapic_core::job::{Job, JobKind};
+use creapic_core::{Principal, scope::Scope};
+use http::{HeaderMap, StatusCode, request::Parts};
+use serde::Serialize;
+
+use crate::Error;
+use crate::rate_limit::RateDecision;
+use crate::service::AppState;
+
+/// A status and a serialized JSON body: what an idempotent handler's work returns, so that the
+/// body can be stored for replays byte for byte.
+pub fn json_reply<T: Serialize>(
+    status: StatusCode,
+    body: &T,
+) -> Result<(StatusCode, Vec<u8>), Error> {
+    serde_json::to_vec(body)
+        .map(|bytes| (status, bytes))
+        .map_err(|e| Error::Internal {
+            message: format!("serializing a response: {e}"),
+        })
+}
+
+/// A job of the caller's organization of the given kind, by the id in the path. Another
+/// organization's job, a missing job and a job of another kind are the same "not found".
+pub async fn job_of_kind(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    kind: JobKind,
+    param: &'static str,
+    resource: &'static str,
+) -> Result<Job, Error> {
+    let id = JobId::parse(id).map_err(|_| Error::InvalidParameter {
+        name: param,
+        message: format!("must be a {resource} id (a UUID)"),
+    })?;
+    let job = state.core().job(principal, id).await.map_err(Error::Core)?;
+    if job.kind != kind {
+        return Err(Error::Core(creapic_core::Error::NotFound { resource }));
+    }
+    Ok(job)
+}
+
+/// Authorizes the request for `scope`, runs `work`, and stamps the answer with the key's rate
+/// limit headers: the frame of every API-key route.
+pub async fn with_key<F, Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+    work: F,
+) -> Response
+where
+    F: FnOnce(Principal) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let (principal, rate) = match crate::auth::authorize(state, headers, scope).await {
+        Ok(p) => p,
+        Err(e) => return axum::response::IntoResponse::into_response(e),
+    };
+    let mut response = work(principal).await;
+    stamp(&rate, &mut response);
+    response
+}
+
+fn stamp(rate: &RateDecision, response: &mut Response) {
+    rate.apply(response.headers_mut());
+}
+
+use axum::response::Response;
 
 /// The request's client address and user agent, for audit events. The peer address comes from
 /// `axum::extract::ConnectInfo<SocketAddr>` when the host provides it; `X-Forwarded-For` is read

@@ -60,10 +60,7 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
                 organization: views::organization(&org),
                 role: "owner".into(),
             };
-            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?;
-            Ok((StatusCode::CREATED, bytes))
+            crate::handlers::json_reply(StatusCode::CREATED, &body)
         },
     )
     .await;

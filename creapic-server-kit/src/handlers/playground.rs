@@ -4,7 +4,6 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use creapic_core::JobSpec;
-use creapic_core::id::JobId;
 use creapic_core::job::JobKind;
 use creapic_core::ledger::Credits;
 use creapic_core::scope::Scope;
@@ -12,6 +11,7 @@ use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusRespons
 use http::StatusCode;
 
 use crate::body::read_json;
+use crate::handlers::{job_of_kind, with_key};
 use crate::idempotent::{self, Replay};
 use crate::response::json;
 use crate::service::AppState;
@@ -98,10 +98,7 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
                 credits_used: queued.hold.as_ref().map_or(0, |h| h.amount.get()),
                 credits: queued.balance.get(),
             };
-            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?;
-            Ok((StatusCode::ACCEPTED, bytes))
+            crate::handlers::json_reply(StatusCode::ACCEPTED, &body)
         },
     )
     .await;
@@ -131,31 +128,22 @@ pub async fn status(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let result = async {
-        let id = JobId::parse(&job_id).map_err(|_| Error::InvalidParameter {
-            name: "jobId",
-            message: "must be a job id (a UUID)".into(),
-        })?;
-        let job = state
-            .core()
-            .job(&principal, id)
-            .await
-            .map_err(Error::Core)?;
-        if job.kind != JobKind::Bulk {
-            return Err(Error::Core(creapic_core::Error::NotFound {
-                resource: "job",
-            }));
-        }
-        let body = views::job_status(&job, &|output| state.output_url(principal.org, output));
-        Ok(json(StatusCode::OK, &body))
-    }
-    .await;
-    let mut response = result.unwrap_or_else(Error::into_response);
-    rate.apply(response.headers_mut());
-    response
+    let st = state.clone();
+    with_key(
+        &state,
+        &parts.headers,
+        Scope::ImageGeneration,
+        |principal| async move {
+            let job = job_of_kind(&st, &principal, &job_id, JobKind::Bulk, "jobId", "job").await;
+            match job {
+                Ok(job) => {
+                    let body =
+                        views::job_status(&job, &|output| st.output_url(principal.org, output));
+                    json(StatusCode::OK, &body)
+                }
+                Err(e) => e.into_response(),
+            }
+        },
+    )
+    .await
 }

@@ -6,7 +6,6 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use creapic_core::id::JobId;
 use creapic_core::job::{ItemStatus, Job, JobKind};
 use creapic_core::ledger::Credits;
 use creapic_core::scope::Scope;
@@ -16,6 +15,7 @@ use http::StatusCode;
 
 use crate::Error;
 use crate::body::read_json;
+use crate::handlers::{job_of_kind, with_key};
 use crate::idempotent::{self, Replay};
 use crate::item::PromptSource;
 use crate::media::{MediaKey, MediaType};
@@ -189,10 +189,7 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
             let body = RenderResponse {
                 render: render_view(&st, &queued.job),
             };
-            let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?;
-            Ok((StatusCode::ACCEPTED, bytes))
+            crate::handlers::json_reply(StatusCode::ACCEPTED, &body)
         },
     )
     .await;
@@ -221,35 +218,22 @@ pub async fn get(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let result = async {
-        let id = JobId::parse(&id).map_err(|_| Error::InvalidParameter {
-            name: "id",
-            message: "must be a render id (a UUID)".into(),
-        })?;
-        let job = state
-            .core()
-            .job(&principal, id)
-            .await
-            .map_err(Error::Core)?;
-        if job.kind != JobKind::Scene {
-            return Err(Error::Core(creapic_core::Error::NotFound {
-                resource: "render",
-            }));
-        }
-        Ok(json(
-            StatusCode::OK,
-            &RenderResponse {
-                render: render_view(&state, &job),
-            },
-        ))
-    }
-    .await;
-    let mut response = result.unwrap_or_else(Error::into_response);
-    rate.apply(response.headers_mut());
-    response
+    let st = state.clone();
+    with_key(
+        &state,
+        &parts.headers,
+        Scope::SceneRender,
+        |principal| async move {
+            match job_of_kind(&st, &principal, &id, JobKind::Scene, "id", "render").await {
+                Ok(job) => json(
+                    StatusCode::OK,
+                    &RenderResponse {
+                        render: render_view(&st, &job),
+                    },
+                ),
+                Err(e) => e.into_response(),
+            }
+        },
+    )
+    .await
 }
