@@ -124,6 +124,75 @@ async fn replays_across_two_replicas_charge_once() {
     assert_eq!(fa.assert_ledger_consistent(org).await.expect("ledger"), 90);
 }
 
+/// One hot organization: 64 tasks on each of two replicas debit 1–3 credits eight times each,
+/// every debit sent twice at once under one key (so batches hold repeats), against 600 credits.
+/// Group commit must keep every promise of a lone debit: each key is charged at most once and
+/// both sends get the same entry, a refusal only when the request did not fit (and it never fits
+/// later, since nothing is granted), the balance never negative, balance = sum(ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_organization_debits_from_two_replicas_are_group_committed_exactly() {
+    let (a, b) = replicas().await;
+    let fa = Arc::new(Fixture::new(Arc::clone(&a)));
+    let fb = Arc::new(Fixture::new(Arc::clone(&b)));
+    let org = fa.funded_org(600).await.expect("funded org");
+    let mut tasks = Vec::new();
+    for t in 0..128u64 {
+        let f = if t % 2 == 0 {
+            Arc::clone(&fa)
+        } else {
+            Arc::clone(&fb)
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut charged = 0u64;
+            let mut refused = Vec::new();
+            for n in 0..8u64 {
+                let amount = 1 + (t + n) % 3;
+                let op = LedgerOp::Debit {
+                    amount: Credits::amount(amount).expect("amount"),
+                };
+                let key = format!("hot-{t}-{n}");
+                let (first, second) = tokio::join!(f.apply(org, op, &key), f.apply(org, op, &key));
+                match (first, second) {
+                    (Ok(x), Ok(y)) => {
+                        assert_eq!(x.entry.id, y.entry.id, "one key, one entry");
+                        assert_eq!(
+                            usize::from(x.replayed) + usize::from(y.replayed),
+                            1,
+                            "exactly one of the two sends is the charge"
+                        );
+                        assert_eq!(x.entry.amount.get(), amount);
+                        charged += amount;
+                    }
+                    (
+                        Err(Error::InsufficientCredits { needed, available }),
+                        Err(Error::InsufficientCredits { .. }),
+                    ) => {
+                        assert_eq!(needed, amount);
+                        assert!(available < needed, "refused though it fit");
+                        refused.push(amount);
+                    }
+                    (x, y) => panic!("the two sends of one key disagree: {x:?} / {y:?}"),
+                }
+            }
+            (charged, refused)
+        }));
+    }
+    let mut charged = 0;
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (c, r) = t.await.expect("task");
+        charged += c;
+        refused.extend(r);
+    }
+    let balance = fb.assert_ledger_consistent(org).await.expect("ledger");
+    assert_eq!(balance, 600 - charged, "balance = grant - charges");
+    assert!(
+        refused.iter().all(|&needed| needed > balance),
+        "a refused request would fit the final balance {balance}"
+    );
+    assert!(charged > 590, "the balance was used up: charged {charged}");
+}
+
 /// Workers on two replicas claim 30 jobs at once: each job goes to exactly one worker; a job
 /// whose lease expired is reclaimed through the other replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,6 +28,8 @@ use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 
 mod connect;
+#[cfg(feature = "postgres")]
+mod group_commit;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -37,6 +37,7 @@ use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 use crate::service::Creapic;
 use crate::store::connect::ConnectOptions;
+use crate::store::group_commit::{self, BatchApply, GroupCommit};
 use crate::store::sql::{
     self, AUDIT_COLUMNS, AuditParams, Columns, ENTRY_COLUMNS, HOLD_COLUMNS, ITEM_COLUMNS,
     JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
@@ -67,6 +68,8 @@ pub struct PgStore {
     /// What the pool connects with: the revocation listener opens its own connection with it.
     connect_options: PgConnectOptions,
     acquire_timeout: Duration,
+    /// Debits waiting for their organization's balance row, applied in batches (group commit).
+    debits: Arc<GroupCommit>,
 }
 
 /// Maps a sqlx error to the core's store error: the one place PostgreSQL failures are
@@ -189,6 +192,7 @@ impl PgStore {
             pool,
             connect_options,
             acquire_timeout: options.acquire_timeout,
+            debits: Arc::new(GroupCommit::default()),
         })
     }
 
@@ -764,6 +768,307 @@ async fn apply_in(conn: &mut PgConnection, req: &LedgerRequest) -> Result<Ledger
     write_op(conn, req, &fingerprint).await
 }
 
+/// One request applied on its own: write first; when the write is refused or conflicts, the
+/// earlier entry under the same key (if any) explains it and is replayed.
+async fn apply_alone(
+    pool: &PgPool,
+    request: &LedgerRequest,
+    audit: Option<&AuditEvent>,
+) -> Result<LedgerReceipt> {
+    let fingerprint = request.op.fingerprint();
+    // Write first. Grant, debit and reserve without an audit event are one statement;
+    // everything else is a short transaction.
+    let single = audit.is_none()
+        && matches!(
+            request.op,
+            LedgerOp::Grant { .. } | LedgerOp::Debit { .. } | LedgerOp::Reserve { .. }
+        );
+    let written = if single {
+        let mut conn = pool.acquire().await.map_err(map_error)?;
+        one_statement(&mut conn, request, &fingerprint).await
+    } else {
+        async {
+            let mut tx = pool.begin().await.map_err(map_error)?;
+            let receipt = write_op(&mut tx, request, &fingerprint).await?;
+            if let Some(event) = audit {
+                insert_audit(&mut tx, event).await?;
+            }
+            commit(tx).await?;
+            Ok(receipt)
+        }
+        .await
+    };
+    match written {
+        Err(e) if may_be_repeat(&e) => {
+            // Nothing was written. If the key was used before, that explains it: answer
+            // with the first result (or a conflict when the parameters differ).
+            let mut conn = pool.acquire().await.map_err(map_error)?;
+            match find_entry(&mut conn, request.org, &request.idempotency_key).await? {
+                Some((entry, seen)) if seen == fingerprint => replay(&mut conn, entry).await,
+                Some(_) => Err(Error::IdempotencyConflict),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The debit side of the store as [`GroupCommit`] sees it.
+#[derive(Clone)]
+struct PgLedger {
+    pool: PgPool,
+}
+
+/// How often a batch re-reads the balance after another writer changed it under the batch's
+/// feet, before falling back to applying its requests one by one.
+const BATCH_ATTEMPTS: usize = 3;
+
+/// What a batch decided for one request, before writing.
+enum Plan {
+    /// Debit it; the balance after it.
+    Write { after: u64 },
+    /// Refused: the balance it found.
+    Refuse { available: u64 },
+    /// The same idempotency key as the accepted request at this index of the batch.
+    Repeat(usize),
+}
+
+impl BatchApply for PgLedger {
+    async fn apply_one(&self, request: LedgerRequest) -> Result<LedgerReceipt> {
+        apply_alone(&self.pool, &request, None).await
+    }
+
+    async fn apply_batch(
+        &self,
+        org: OrgId,
+        requests: Vec<LedgerRequest>,
+        balance: &mut Option<i64>,
+    ) -> Vec<Result<LedgerReceipt>> {
+        match debit_batch(&self.pool, org, &requests, balance).await {
+            Ok(Some(answers)) => answers,
+            // Another writer kept moving the balance, or a key was already used: apply each
+            // request on its own, which handles every case.
+            Ok(None) => {
+                *balance = None;
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    answers.push(apply_alone(&self.pool, request, None).await);
+                }
+                answers
+            }
+            Err(e) => {
+                *balance = None;
+                requests
+                    .iter()
+                    .map(|_| Err(group_commit::replicate(&e)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Debits of one organization as one statement: the balance moves once, from the value the
+/// batch planned with (compare-and-set) to that minus everything accepted, and every accepted
+/// request gets its own entry with its own running `balance_after`. Each request is still all or
+/// nothing, in arrival order: a request that does not fit the running balance is refused and the
+/// ones after it are tried against the same running balance. `Ok(None)`: the batch could not be
+/// written as a whole (the balance kept changing, or an idempotency key was already used) and
+/// nothing was written.
+async fn debit_batch(
+    pool: &PgPool,
+    org: OrgId,
+    requests: &[LedgerRequest],
+    balance: &mut Option<i64>,
+) -> Result<Option<Vec<Result<LedgerReceipt>>>> {
+    let fingerprints: Vec<String> = requests.iter().map(|r| r.op.fingerprint()).collect();
+    let mut conn = pool.acquire().await.map_err(map_error)?;
+    for _ in 0..BATCH_ATTEMPTS {
+        let before = match *balance {
+            Some(b) => u64::try_from(b).map_err(|e| sql::corrupt("balance", e))?,
+            None => current_balance(&mut conn, org).await?,
+        };
+        let mut running = before;
+        let mut plan = Vec::with_capacity(requests.len());
+        let mut accepted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            let LedgerOp::Debit { amount } = r.op else {
+                return Err(Error::InvalidState("a debit batch holds only debits"));
+            };
+            if let Some(&first) = accepted.get(r.idempotency_key.as_str()) {
+                plan.push(Plan::Repeat(first));
+            } else if amount.get() <= running {
+                running -= amount.get();
+                plan.push(Plan::Write { after: running });
+                accepted.insert(r.idempotency_key.as_str(), i);
+            } else {
+                plan.push(Plan::Refuse { available: running });
+            }
+        }
+        let writes: Vec<usize> = (0..requests.len())
+            .filter(|&i| matches!(plan[i], Plan::Write { .. }))
+            .collect();
+        let mut seqs = std::collections::HashMap::new();
+        if !writes.is_empty() {
+            let after_of = |i: &usize| match plan[*i] {
+                Plan::Write { after } => signed(after),
+                _ => 0,
+            };
+            let written = sqlx::query_as::<_, (Uuid, i64)>(
+                "WITH b AS (UPDATE balances SET balance = $3 WHERE org = $1 AND balance = $2 \
+                 RETURNING balance) \
+                 INSERT INTO ledger_entries (id, org, kind, delta, amount, balance_after, \
+                 hold_id, job_id, idempotency_key, fingerprint, created_at) \
+                 SELECT r.id, $1, 'debit', -r.amount, r.amount, r.after, NULL::uuid, NULL::uuid, \
+                 r.key, r.fp, r.at FROM b, unnest($4::uuid[], $5::bigint[], $6::bigint[], \
+                 $7::text[], $8::text[], $9::bigint[]) WITH ORDINALITY \
+                 AS r(id, amount, after, key, fp, at, ord) ORDER BY r.ord RETURNING id, seq",
+            )
+            .bind(org.as_uuid())
+            .bind(signed(before))
+            .bind(signed(running))
+            .bind(
+                writes
+                    .iter()
+                    .map(|&i| requests[i].entry_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|&i| match requests[i].op {
+                        LedgerOp::Debit { amount } => amount.signed(),
+                        _ => 0,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .bind(writes.iter().map(after_of).collect::<Vec<_>>())
+            .bind(
+                writes
+                    .iter()
+                    .map(|&i| requests[i].idempotency_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|&i| fingerprints[i].as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                writes
+                    .iter()
+                    .map(|&i| requests[i].at.unix_ms())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await;
+            match written {
+                Ok(rows) if rows.len() == writes.len() => seqs.extend(rows),
+                Ok(_) => {
+                    // The balance was not what the plan assumed: read it and plan again.
+                    *balance = None;
+                    continue;
+                }
+                Err(e) => {
+                    let e = map_error(e);
+                    return match e {
+                        Error::Store {
+                            kind: StoreErrorKind::Conflict,
+                            ..
+                        } => Ok(None),
+                        e => Err(e),
+                    };
+                }
+            }
+        }
+        *balance = Some(signed(running));
+        // Refused requests may be repeats of earlier successes: one lookup for all of them.
+        let refused: Vec<&str> = (0..requests.len())
+            .filter(|&i| matches!(plan[i], Plan::Refuse { .. }))
+            .map(|i| requests[i].idempotency_key.as_str())
+            .collect();
+        let mut earlier = std::collections::HashMap::new();
+        if !refused.is_empty() {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {ENTRY_COLUMNS}, fingerprint FROM ledger_entries \
+                 WHERE org = $1 AND idempotency_key = ANY($2)"
+            )))
+            .bind(org.as_uuid())
+            .bind(&refused)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_error)?;
+            for row in &rows {
+                let entry = sql::entry(row)?;
+                earlier.insert(
+                    entry.idempotency_key.clone(),
+                    (entry, row.text("fingerprint")?),
+                );
+            }
+        }
+        let mut answers: Vec<Result<LedgerReceipt>> = Vec::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            let answer = match plan[i] {
+                Plan::Write { after } => {
+                    let seq = seqs
+                        .get(&r.entry_id.as_uuid())
+                        .copied()
+                        .ok_or_else(|| sql::corrupt("seq", "missing from the batch insert"))?;
+                    Ok(LedgerReceipt {
+                        entry: batch_entry(r, seq, after)?,
+                        hold: None,
+                        replayed: false,
+                    })
+                }
+                Plan::Repeat(first) => match &answers[first] {
+                    Ok(receipt) if fingerprints[first] == fingerprints[i] => Ok(LedgerReceipt {
+                        replayed: true,
+                        ..receipt.clone()
+                    }),
+                    _ => Err(Error::IdempotencyConflict),
+                },
+                Plan::Refuse { available } => match earlier.remove(&r.idempotency_key) {
+                    Some((entry, seen)) if seen == fingerprints[i] => {
+                        replay(&mut conn, entry).await
+                    }
+                    Some(_) => Err(Error::IdempotencyConflict),
+                    None => Err(Error::InsufficientCredits {
+                        needed: match r.op {
+                            LedgerOp::Debit { amount } => amount.get(),
+                            _ => 0,
+                        },
+                        available,
+                    }),
+                },
+            };
+            answers.push(answer);
+        }
+        return Ok(Some(answers));
+    }
+    Ok(None)
+}
+
+/// The entry a batch wrote for `r`.
+fn batch_entry(r: &LedgerRequest, seq: i64, after: u64) -> Result<LedgerEntry> {
+    let amount = match r.op {
+        LedgerOp::Debit { amount } => amount,
+        _ => return Err(Error::InvalidState("a debit batch holds only debits")),
+    };
+    Ok(LedgerEntry {
+        seq: u64::try_from(seq).map_err(|e| sql::corrupt("seq", e))?,
+        id: r.entry_id,
+        org: r.org,
+        kind: r.op.kind(),
+        delta: -amount.signed(),
+        amount,
+        balance_after: Credits::new(after)?,
+        hold: None,
+        job: None,
+        idempotency_key: r.idempotency_key.clone(),
+        created_at: r.at,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Jobs.
 
@@ -1222,42 +1527,15 @@ impl LedgerStore for PgStore {
         request: &LedgerRequest,
         audit: Option<&AuditEvent>,
     ) -> Result<LedgerReceipt> {
-        let fingerprint = request.op.fingerprint();
-        // Write first. Grant, debit and reserve without an audit event are one statement;
-        // everything else is a short transaction.
-        let single = audit.is_none()
-            && matches!(
-                request.op,
-                LedgerOp::Grant { .. } | LedgerOp::Debit { .. } | LedgerOp::Reserve { .. }
-            );
-        let written = if single {
-            let mut conn = self.pool.acquire().await.map_err(map_error)?;
-            one_statement(&mut conn, request, &fingerprint).await
-        } else {
-            async {
-                let mut tx = self.write().await?;
-                let receipt = write_op(&mut tx, request, &fingerprint).await?;
-                if let Some(event) = audit {
-                    insert_audit(&mut tx, event).await?;
-                }
-                commit(tx).await?;
-                Ok(receipt)
-            }
-            .await
-        };
-        match written {
-            Err(e) if may_be_repeat(&e) => {
-                // Nothing was written. If the key was used before, that explains it: answer
-                // with the first result (or a conflict when the parameters differ).
-                let mut conn = self.pool.acquire().await.map_err(map_error)?;
-                match find_entry(&mut conn, request.org, &request.idempotency_key).await? {
-                    Some((entry, seen)) if seen == fingerprint => replay(&mut conn, entry).await,
-                    Some(_) => Err(Error::IdempotencyConflict),
-                    None => Err(e),
-                }
-            }
-            other => other,
+        // A debit without an audit event is the hot path (every metered call): concurrent debits
+        // of one organization are group-committed. Everything else is applied on its own.
+        if audit.is_none() && matches!(request.op, LedgerOp::Debit { .. }) {
+            let ledger = PgLedger {
+                pool: self.pool.clone(),
+            };
+            return self.debits.submit(&ledger, request.clone()).await;
         }
+        apply_alone(&self.pool, request, audit).await
     }
 
     async fn balance(&self, org: OrgId) -> Result<Credits> {
