@@ -157,6 +157,12 @@ pub struct ServeArgs {
     /// Do not run a job runner in this process (run them elsewhere).
     #[arg(long)]
     pub no_runner: bool,
+    /// Requests per second each API key may send, sustained.
+    #[arg(long, default_value_t = 50, env = "CREAPIC_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: u32,
+    /// Requests each API key may send at once above the sustained rate.
+    #[arg(long, default_value_t = 100, env = "CREAPIC_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Subcommand)]

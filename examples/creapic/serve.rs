@@ -159,9 +159,27 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| CliError::new(format!("cannot install the metrics recorder: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            CliError::new(format!("cannot listen on {}: {e}", args.listen))
+                .hint("is another server using that port? try --listen 127.0.0.1:0")
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(format!("no local address: {e}")))?;
+    // Absolute image links by default, so `imageUrl` opens as it is.
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let config = KitConfig {
-        public_url: args.public_url.clone(),
+        public_url: Some(public_url),
         trust_forwarded_for: args.trust_forwarded_for,
+        rate_limit: creapic_server_kit::RateLimitConfig {
+            per_second: args.rate_limit_per_second,
+            burst: args.rate_limit_burst,
+        },
         ..KitConfig::default()
     };
     let job_notify = Arc::new(tokio::sync::Notify::new());
@@ -231,15 +249,6 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         })
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            CliError::new(format!("cannot listen on {}: {e}", args.listen))
-                .hint("is another server using that port? try --listen 127.0.0.1:0")
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::new(format!("no local address: {e}")))?;
     let provider = match args.provider {
         ProviderChoice::Offline => "the offline renderer (deterministic images, not a model)",
         ProviderChoice::Gemini => "Gemini",

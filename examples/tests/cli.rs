@@ -149,12 +149,15 @@ async fn the_binary_serves_the_seed_flow_end_to_end() {
     assert_eq!(resp.status(), 200);
     let generated: Value = resp.json().await.unwrap();
     assert_eq!(generated["tokens"], 18);
+    assert!(
+        generated["imageUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/api/media/", server.base)),
+        "image links are absolute by default: {generated}"
+    );
     let image = http
-        .get(format!(
-            "{}{}",
-            server.base,
-            generated["imageUrl"].as_str().unwrap()
-        ))
+        .get(generated["imageUrl"].as_str().unwrap())
         .send()
         .await
         .unwrap();
