@@ -27,30 +27,81 @@ use creapic_core::store::{ConnectOptions, Store};
 use creapic_core::{CoreConfig, Creapic, KeySpec};
 
 const LEVELS: [u32; 3] = [1, 8, 32];
+/// Organizations the spread measurement debits at random.
+const SPREAD_ORGS: u32 = 10_000;
 
-fn org_of(client: u32) -> OrgId {
-    // pgbench computes the same id: lpad(to_hex(:client_id + 1), 32, '0')::uuid
-    OrgId::from_uuid(uuid::Uuid::from_u128(u128::from(client) + 1))
+/// Organization number `n` (1-based); pgbench computes the same id:
+/// `lpad(to_hex(n), 32, '0')::uuid`.
+fn org_n(n: u32) -> OrgId {
+    OrgId::from_uuid(uuid::Uuid::from_u128(u128::from(n)))
 }
 
-async fn fund(store: &dyn Store, clients: u32) {
+/// Where the debits go.
+#[derive(Clone, Copy, PartialEq)]
+enum Spread {
+    /// Each debit on one of [`SPREAD_ORGS`] organizations, at random.
+    Wide,
+    /// Every debit on organization 1.
+    Hot,
+}
+
+/// Funds organizations 1..=`orgs` with [`AMOUNT_MAX`] each: one grant entry and its balance,
+/// written in two statements (10,000 applies would take longer than the measurement).
+async fn fund_pg(url: &str, schema: &str, orgs: u32) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path = {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let amount = i64::try_from(AMOUNT_MAX).unwrap();
+    sqlx::query(
+        "INSERT INTO balances (org, balance) \
+         SELECT lpad(to_hex(g), 32, '0')::uuid, $1 FROM generate_series(1, $2) g",
+    )
+    .bind(amount)
+    .bind(i64::from(orgs))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, org, kind, delta, amount, balance_after, hold_id, \
+         job_id, idempotency_key, fingerprint, created_at) \
+         SELECT gen_random_uuid(), lpad(to_hex(g), 32, '0')::uuid, 'grant', $1, $1, $1, NULL, \
+         NULL, 'fund-' || g, 'grant:' || $1, 0 FROM generate_series(1, $2) g",
+    )
+    .bind(amount)
+    .bind(i64::from(orgs))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+async fn fund(store: &dyn Store, orgs: u32) {
     let now = SystemClock.now();
-    for c in 0..clients {
+    for n in 1..=orgs {
         let request = LedgerRequest {
             entry_id: EntryId::generate(now, &OsRandom),
-            org: org_of(c),
+            org: org_n(n),
             op: LedgerOp::Grant {
                 amount: Credits::amount(AMOUNT_MAX).unwrap(),
             },
-            idempotency_key: IdempotencyKey::new(&format!("fund-{c}-{}", now.unix_ms())).unwrap(),
+            idempotency_key: IdempotencyKey::new(&format!("fund-{n}-{}", now.unix_ms())).unwrap(),
             at: now,
         };
         store.apply(&request, None).await.unwrap();
     }
 }
 
-/// Debits of 1 credit from `tasks` concurrent tasks, each on its own organization, for `secs`.
-async fn debit_tps(store: Arc<dyn Store>, tasks: u32, secs: Duration) -> f64 {
+/// Throughput and p99 latency of one measurement.
+struct Tps {
+    tps: f64,
+    p99_ms: f64,
+}
+
+/// Debits of 1 credit from `tasks` concurrent tasks for `secs`, each task sending its next
+/// debit when the previous one answered.
+async fn debit_tps(store: Arc<dyn Store>, tasks: u32, secs: Duration, spread: Spread) -> Tps {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -59,46 +110,73 @@ async fn debit_tps(store: Arc<dyn Store>, tasks: u32, secs: Duration) -> f64 {
         let done = Arc::clone(&done);
         handles.push(tokio::spawn(async move {
             let one = Credits::amount(1).unwrap();
+            let mut lat = Vec::new();
+            let mut n = c.wrapping_mul(2_654_435_761);
             while start.elapsed() < secs {
                 let now = SystemClock.now();
                 let id = EntryId::generate(now, &OsRandom);
+                n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let org = match spread {
+                    Spread::Wide => org_n(1 + (n >> 8) % SPREAD_ORGS),
+                    Spread::Hot => org_n(1),
+                };
                 let request = LedgerRequest {
                     entry_id: id,
-                    org: org_of(c),
+                    org,
                     op: LedgerOp::Debit { amount: one },
                     idempotency_key: IdempotencyKey::new(&id.to_string()).unwrap(),
                     at: now,
                 };
+                let t = Instant::now();
                 store.apply(&request, None).await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
                 done.fetch_add(1, Ordering::Relaxed);
             }
+            lat
         }));
     }
+    let mut lat = Vec::new();
     for h in handles {
-        h.await.unwrap();
+        lat.extend(h.await.unwrap());
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    lat.sort_by(f64::total_cmp);
+    Tps {
+        tps: done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        p99_ms: lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0),
+    }
 }
 
+/// The statement `PgStore::apply` sends for a lone debit, with the organization chosen by
+/// `:org` (set by the script's first line).
 const PGBENCH_SQL: &str = "WITH b AS (UPDATE balances SET balance = balance - 1 \
-WHERE org = lpad(to_hex(:client_id + 1), 32, '0')::uuid AND balance >= 1 RETURNING balance) \
+WHERE org = lpad(to_hex(CAST(:org AS bigint)), 32, '0')::uuid AND balance >= 1 RETURNING balance) \
 INSERT INTO ledger_entries (id, org, kind, delta, amount, balance_after, hold_id, job_id, \
 idempotency_key, fingerprint, created_at) \
-SELECT gen_random_uuid(), lpad(to_hex(:client_id + 1), 32, '0')::uuid, 'debit', -1, 1, \
+SELECT gen_random_uuid(), lpad(to_hex(CAST(:org AS bigint)), 32, '0')::uuid, 'debit', -1, 1, \
 b.balance, NULL::uuid, NULL::uuid, gen_random_uuid()::text, 'debit:1', \
 (extract(epoch from clock_timestamp()) * 1000)::bigint FROM b RETURNING seq, balance_after;\n";
 
-fn pgbench_tps(url: &str, schema: &str, clients: u32, secs: Duration) -> f64 {
-    let script = std::env::temp_dir().join(format!("creapic-debit-{}.sql", std::process::id()));
-    std::fs::write(&script, PGBENCH_SQL).unwrap();
+fn pgbench_tps(url: &str, schema: &str, clients: u32, secs: Duration, spread: Spread) -> Tps {
+    let dir = std::env::temp_dir().join(format!("creapic-pgbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("debit.sql");
+    let set = match spread {
+        Spread::Wide => format!("\\set org random(1, {SPREAD_ORGS})\n"),
+        Spread::Hot => "\\set org 1\n".to_owned(),
+    };
+    std::fs::write(&script, format!("{set}{PGBENCH_SQL}")).unwrap();
     let pgbench =
         std::env::var("PGBENCH").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pgbench".into());
     let out = std::process::Command::new(pgbench)
         .env("PGOPTIONS", format!("-c search_path={schema}"))
+        .current_dir(&dir)
         .args([
             "-n",
             "-M",
             "prepared",
+            "-l",
+            "--log-prefix=tx",
             "-c",
             &clients.to_string(),
             "-j",
@@ -117,11 +195,58 @@ fn pgbench_tps(url: &str, schema: &str, clients: u32, secs: Duration) -> f64 {
         "pgbench failed: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    text.lines()
+    let tps = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap()
+        .unwrap();
+    // Per-transaction log lines: client, transaction, latency (µs), script, epoch, µs.
+    let mut lat = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("tx."))
+        {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if let Some(us) = line
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    lat.push(us / 1e3);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    lat.sort_by(f64::total_cmp);
+    Tps {
+        tps,
+        p99_ms: lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0),
+    }
+}
+
+/// Checks organization 1 after the hot runs: balance = sum(entries) and no entry's
+/// `balance_after` below zero.
+async fn hot_ledger_holds(url: &str, schema: &str) -> bool {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path = {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (ok,): (bool,) = sqlx::query_as(
+        "SELECT (SELECT balance FROM balances WHERE org = $1) = \
+         (SELECT sum(delta) FROM ledger_entries WHERE org = $1) \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE org = $1 AND balance_after < 0)",
+    )
+    .bind(org_n(1).as_uuid())
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    ok
 }
 
 /// Cold verifications: a cache of capacity 0 sends every authentication to the store.
@@ -180,17 +305,24 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let schema = format!("bench_{}", std::process::id());
-        let mut rows = Vec::new();
-        for level in LEVELS {
+        let mut wide = Vec::new();
+        let mut hot = Vec::new();
+        for (i, level) in LEVELS.into_iter().enumerate() {
             let options = ConnectOptions::default()
                 .schema(schema.as_str())
                 .max_connections(level);
             let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url, &options).await.unwrap());
-            fund(store.as_ref(), level).await;
-            let ours = debit_tps(Arc::clone(&store), level, secs).await;
-            let theirs = pgbench_tps(&url, &schema, level, secs);
-            rows.push((level, ours, theirs));
+            if i == 0 {
+                fund_pg(&url, &schema, SPREAD_ORGS).await;
+            }
+            let ours = debit_tps(Arc::clone(&store), level, secs, Spread::Wide).await;
+            let theirs = pgbench_tps(&url, &schema, level, secs, Spread::Wide);
+            wide.push((level, ours, theirs));
+            let ours = debit_tps(Arc::clone(&store), level, secs, Spread::Hot).await;
+            let theirs = pgbench_tps(&url, &schema, level, secs, Spread::Hot);
+            hot.push((level, ours, theirs));
         }
+        let hot_ok = hot_ledger_holds(&url, &schema).await;
         let sqlite_path =
             std::env::temp_dir().join(format!("creapic-bench-{}.db", std::process::id()));
         let sqlite: Arc<dyn Store> = Arc::new(
@@ -201,9 +333,9 @@ fn main() {
             .await
             .unwrap(),
         );
-        fund(sqlite.as_ref(), 8).await;
-        let sqlite_1 = debit_tps(Arc::clone(&sqlite), 1, secs).await;
-        let sqlite_8 = debit_tps(Arc::clone(&sqlite), 8, secs).await;
+        fund(sqlite.as_ref(), 1).await;
+        let sqlite_1 = debit_tps(Arc::clone(&sqlite), 1, secs, Spread::Hot).await.tps;
+        let sqlite_8 = debit_tps(Arc::clone(&sqlite), 8, secs, Spread::Hot).await.tps;
         let pg_verify = {
             let options = ConnectOptions::default()
                 .schema(schema.as_str())
@@ -214,20 +346,43 @@ fn main() {
         let _ = std::fs::remove_file(&sqlite_path);
 
         println!(
-            "PostgreSQL debit + ledger entry (one conditional write and its entry, one \
-                  transaction), each task on its own organization, {}s per measurement:\n",
+            "PostgreSQL debit + ledger entry, spread: each debit on one of {SPREAD_ORGS} \
+             organizations at random (pgbench: `\\set org random(1, {SPREAD_ORGS})`), {}s per \
+             measurement:\n",
             secs.as_secs()
         );
-        println!("| concurrent tasks | PgStore::apply (tx/s) | pgbench, same SQL (tx/s) | ratio |");
-        println!("|---:|---:|---:|---:|");
-        for (level, ours, theirs) in rows {
+        println!("| concurrent clients | PgStore::apply (tx/s) | p99 | pgbench, same SQL (tx/s) | p99 | ratio | target |");
+        println!("|---:|---:|---:|---:|---:|---:|---|");
+        for (level, ours, theirs) in &wide {
+            let r = ours.tps / theirs.tps;
             println!(
-                "| {level} | {ours:.0} | {theirs:.0} | {:.2}× |",
-                ours / theirs
+                "| {level} | {:.0} | {:.1} ms | {:.0} | {:.1} ms | {r:.2}× | ≥ 0.8× {} |",
+                ours.tps, ours.p99_ms, theirs.tps, theirs.p99_ms, if r >= 0.8 { "✅" } else { "❌" }
             );
         }
         println!(
-            "\nSQLite debit + ledger entry (one `BEGIN IMMEDIATE` transaction, WAL, \
+            "\nPostgreSQL debits, hot: every debit on ONE organization. pgbench sends the same \
+             single-row statement per debit; PgStore group-commits the debits that queue while a \
+             batch commits (one compare-and-set of the balance + one multi-row insert of entries, \
+             ≤ 256 per batch). After the runs, organization 1 checks balance = sum(entries) and no \
+             `balance_after` < 0: {}.\n",
+            if hot_ok { "holds" } else { "VIOLATED" }
+        );
+        println!("| concurrent clients | PgStore::apply (tx/s) | p99 | pgbench, same SQL (tx/s) | p99 | ratio | target |");
+        println!("|---:|---:|---:|---:|---:|---:|---|");
+        for (level, ours, theirs) in &hot {
+            let r = ours.tps / theirs.tps;
+            let target = if *level == 1 { "(no contention: ≥ 0.8×)".to_owned() } else { format!("≥ 5× {}", if r >= 5.0 { "✅" } else { "❌" }) };
+            println!(
+                "| {level} | {:.0} | {:.1} ms | {:.0} | {:.1} ms | {r:.2}× | {target} |",
+                ours.tps, ours.p99_ms, theirs.tps, theirs.p99_ms
+            );
+        }
+        for (level, ours, theirs) in wide.iter().chain(&hot) {
+            eprintln!("BENCH store level={level} ours={:.0} theirs={:.0}", ours.tps, theirs.tps);
+        }
+        println!(
+            "\nSQLite debit + ledger entry, one organization (one `BEGIN IMMEDIATE` transaction, WAL, \
                   synchronous=NORMAL), {}s per measurement:\n",
             secs.as_secs()
         );
