@@ -41,6 +41,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod finished_jobs;
 pub mod generation;
 pub mod id;
 pub mod idempotency;

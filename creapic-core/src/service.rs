@@ -16,6 +16,7 @@ use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, Requ
 use crate::auth::{AuthConfig, Authenticator, Principal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
+use crate::finished_jobs::FinishedJobs;
 use crate::id::{AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, NewJob, WorkerId};
@@ -128,6 +129,7 @@ impl<S: Store + ?Sized> CreapicBuilder<S> {
             rng: self.rng,
             config: self.config,
             auth,
+            finished_jobs: FinishedJobs::default(),
         }
     }
 }
@@ -139,6 +141,8 @@ pub struct Creapic<S: ?Sized> {
     rng: Arc<dyn RandomSource>,
     config: CoreConfig,
     auth: Authenticator<S>,
+    /// Finished jobs, immutable, so polling one costs no store read.
+    finished_jobs: FinishedJobs,
 }
 
 impl<S: ?Sized> std::fmt::Debug for Creapic<S> {
@@ -632,10 +636,16 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// A job of the key's organization; another organization's job is "not found".
     pub async fn job(&self, principal: &Principal, id: JobId) -> Result<Job> {
-        self.store
+        if let Some(job) = self.finished_jobs.get(principal.org, id) {
+            return Ok(job);
+        }
+        let job = self
+            .store
             .job(principal.org, id)
             .await?
-            .ok_or(Error::NotFound { resource: "job" })
+            .ok_or(Error::NotFound { resource: "job" })?;
+        self.finished_jobs.note(&job);
+        Ok(job)
     }
 
     /// Cancels a job of the key's organization, refunding unfinished items.
