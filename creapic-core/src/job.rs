@@ -466,6 +466,62 @@ impl FinishItem {
         Ok(())
     }
 
+    /// Which item of `job` the report finishes: `Ok(None)` when that item already finished (a
+    /// repeat, left as it is and never charged again), an `Invalid` error when the job has no
+    /// such item, and the report's own limits checked otherwise. Every store calls this first.
+    pub fn pending_index(&self, job: &Job) -> Result<Option<usize>> {
+        let index = usize::try_from(self.index).unwrap_or(usize::MAX);
+        let Some(item) = job.items.get(index) else {
+            return Err(Error::invalid("item", "no such item in the job"));
+        };
+        if item.status != ItemStatus::Pending {
+            return Ok(None);
+        }
+        self.validate()?;
+        Ok(Some(index))
+    }
+
+    /// The ledger request that settles this item's cost from the job's hold — a capture when it
+    /// succeeded, a release (refund) when it failed — or `None` for a free job.
+    pub fn ledger_request(&self, job: &Job) -> Option<crate::ledger::LedgerRequest> {
+        let hold = job.hold?;
+        let op = match self.outcome {
+            ItemOutcome::Succeeded { .. } => crate::ledger::LedgerOp::Capture {
+                hold,
+                amount: job.unit_cost,
+            },
+            ItemOutcome::Failed(_) => crate::ledger::LedgerOp::Release {
+                hold,
+                amount: Some(job.unit_cost),
+            },
+        };
+        Some(crate::ledger::LedgerRequest {
+            entry_id: self.entry_id,
+            org: job.org,
+            op,
+            idempotency_key: FinishItem::ledger_key(job.id, self.index),
+            at: self.at,
+        })
+    }
+
+    /// Records the outcome on item `index` of `job` (as found by [`FinishItem::pending_index`]).
+    pub fn apply_to(&self, job: &mut Job, index: usize) {
+        if let Some(item) = job.items.get_mut(index) {
+            match &self.outcome {
+                ItemOutcome::Succeeded { output } => {
+                    item.status = ItemStatus::Succeeded;
+                    item.output = Some(output.clone());
+                }
+                ItemOutcome::Failed(error) => {
+                    item.status = ItemStatus::Failed;
+                    item.error = Some(error.clone());
+                }
+            }
+            item.finished_at = Some(self.at);
+        }
+        job.updated_at = self.at;
+    }
+
     /// The idempotency key of the ledger entry for this item: one per (job, item), so an item
     /// is never charged twice whoever reports it.
     pub fn ledger_key(job: JobId, index: u32) -> IdempotencyKey {

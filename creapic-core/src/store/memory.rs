@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{Enqueued, FinishItem, ItemOutcome, ItemStatus, Job, JobStatus, NewJob, WorkerId};
+use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
     BALANCE_MAX, Credits, EntryKind, Hold, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
@@ -633,46 +633,13 @@ impl JobStore for MemoryStore {
     async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
         let mut s = self.lock();
         let mut job = s.leased_job(report.job, &report.worker)?;
-        let index = usize::try_from(report.index).unwrap_or(usize::MAX);
-        let Some(item) = job.items.get(index) else {
-            return Err(Error::invalid("item", "no such item in the job"));
-        };
-        if item.status != ItemStatus::Pending {
+        let Some(index) = report.pending_index(&job)? else {
             return Ok(job);
+        };
+        if let Some(request) = report.ledger_request(&job) {
+            s.apply(&request)?;
         }
-        report.validate()?;
-        if let Some(hold) = job.hold {
-            let op = match report.outcome {
-                ItemOutcome::Succeeded { .. } => LedgerOp::Capture {
-                    hold,
-                    amount: job.unit_cost,
-                },
-                ItemOutcome::Failed(_) => LedgerOp::Release {
-                    hold,
-                    amount: Some(job.unit_cost),
-                },
-            };
-            s.apply(&LedgerRequest {
-                entry_id: report.entry_id,
-                org: job.org,
-                op,
-                idempotency_key: FinishItem::ledger_key(job.id, report.index),
-                at: report.at,
-            })?;
-        }
-        let item = &mut job.items[index];
-        match &report.outcome {
-            ItemOutcome::Succeeded { output } => {
-                item.status = ItemStatus::Succeeded;
-                item.output = Some(output.clone());
-            }
-            ItemOutcome::Failed(error) => {
-                item.status = ItemStatus::Failed;
-                item.error = Some(error.clone());
-            }
-        }
-        item.finished_at = Some(report.at);
-        job.updated_at = report.at;
+        report.apply_to(&mut job, index);
         s.store_job(job.clone());
         Ok(job)
     }
