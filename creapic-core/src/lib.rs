@@ -38,6 +38,7 @@
 //! ```
 
 pub mod audit;
+pub mod audit_chain;
 pub mod auth;
 pub mod clock;
 pub mod error;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, RequestContext};
+use crate::audit_chain::{ChainReport, ChainVerifier};
 use crate::auth::{AuthConfig, Authenticator, Principal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
@@ -27,6 +28,9 @@ use crate::page::{Page, PageLimit};
 use crate::random::{OsRandom, RandomSource};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{KeyQuery, Store};
+
+/// Most times [`Creapic::verify_audit_chain`] restarts because a purge moved the anchor.
+pub const VERIFY_RESTARTS_MAX: u32 = 3;
 
 /// Settings of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,6 +723,39 @@ impl<S: Store + ?Sized> Creapic<S> {
     pub async fn purge_audit(&self) -> Result<u64> {
         let cutoff = self.now().minus(self.config.audit_retention);
         self.store.purge_audit_before(cutoff).await
+    }
+
+    /// Checks the whole audit log's hash chain ([`crate::audit_chain`]) page by page and reports
+    /// the first edited, deleted or re-linked row. An operator's call (it reads every
+    /// organization's events). Events appended while it runs are left for the next check; a
+    /// retention purge that moves the anchor while it runs restarts the check (at most
+    /// [`VERIFY_RESTARTS_MAX`] times), so a purge is never reported as a deletion.
+    pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
+        let mut attempt = 0;
+        loop {
+            let head = self.store.audit_chain_head().await?;
+            let mut verifier = ChainVerifier::new(head);
+            while verifier.wants_more() {
+                let rows = self
+                    .store
+                    .audit_chain(verifier.cursor(), PageLimit::default())
+                    .await?;
+                let exhausted = rows.len() < PageLimit::default().as_usize();
+                verifier.feed(&rows);
+                if exhausted {
+                    break;
+                }
+            }
+            let report = verifier.finish();
+            attempt += 1;
+            if report.is_intact() || attempt > VERIFY_RESTARTS_MAX {
+                return Ok(report);
+            }
+            let now = self.store.audit_chain_head().await?;
+            if now.anchor_seq == head.anchor_seq {
+                return Ok(report);
+            }
+        }
     }
 
     // ----- HTTP idempotency -----

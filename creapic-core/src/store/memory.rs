@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, RequestContext};
+use crate::audit_chain::{self, AuditHash, ChainHead, ChainLink, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
@@ -68,8 +69,9 @@ struct State {
     /// Jobs not yet terminal, in claim order.
     open_jobs: BTreeSet<JobId>,
     job_keys: HashMap<(OrgId, IdempotencyKey), JobId>,
-    audit: Vec<AuditRecord>,
-    audit_seq: u64,
+    /// The audit log in `seq` order, each event with its chain link.
+    audit: Vec<(AuditRecord, ChainLink)>,
+    chain: ChainHead,
     requests: HashMap<(OrgId, IdempotencyKey), RequestSlot>,
 }
 
@@ -87,11 +89,13 @@ fn conflict(what: &str) -> Error {
 
 impl State {
     fn append_audit(&mut self, event: &AuditEvent) {
-        self.audit_seq += 1;
-        self.audit.push(AuditRecord {
-            seq: self.audit_seq,
-            event: event.clone(),
-        });
+        for l in audit_chain::link(&mut self.chain, std::slice::from_ref(event)) {
+            let record = AuditRecord {
+                seq: l.seq,
+                event: event.clone(),
+            };
+            self.audit.push((record, l));
+        }
     }
 
     fn replay(&self, index: usize) -> LedgerReceipt {
@@ -718,6 +722,7 @@ impl AuditStore for MemoryStore {
         let items: Vec<AuditRecord> = s
             .audit
             .iter()
+            .map(|(r, _)| r)
             .filter(|r| q.matches(r.seq, &r.event))
             .take(q.limit.as_usize() + 1)
             .cloned()
@@ -727,9 +732,33 @@ impl AuditStore for MemoryStore {
 
     async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64> {
         let mut s = self.lock();
-        let before = s.audit.len();
-        s.audit.retain(|r| r.event.at >= cutoff);
-        Ok((before - s.audit.len()) as u64)
+        let upto = audit_chain::purge_prefix(
+            s.audit
+                .iter()
+                .map(|(r, l)| (r.seq, r.event.at < cutoff, Some(&l.hash.as_bytes()[..]))),
+        );
+        let Some((seq, hash)) = upto else {
+            return Ok(0);
+        };
+        let n = s.audit.partition_point(|(r, _)| r.seq <= seq);
+        s.audit.drain(..n);
+        s.chain.anchor_seq = seq;
+        s.chain.anchor_hash = hash.unwrap_or(AuditHash::GENESIS);
+        Ok(n as u64)
+    }
+
+    async fn audit_chain_head(&self) -> Result<ChainHead> {
+        Ok(self.lock().chain)
+    }
+
+    async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
+        let s = self.lock();
+        let start = s.audit.partition_point(|(r, _)| r.seq <= after);
+        Ok(s.audit[start..]
+            .iter()
+            .take(limit.as_usize())
+            .map(|(r, l)| ChainRow::of(r.clone(), *l))
+            .collect())
     }
 }
 

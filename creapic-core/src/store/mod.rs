@@ -12,11 +12,13 @@
 //! - **Tenancy is in the signature.** Methods that read or change an organization's resource take
 //!   the organization and answer "not found" for another organization's resource.
 //! - **Audit rides along.** A change that must be audited takes its [`AuditEvent`] and commits it in
-//!   the same transaction.
+//!   the same transaction, linked into the audit hash chain ([`crate::audit_chain`]) as the last
+//!   write of that transaction.
 
 use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit_chain::{ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::id::{AuditId, EntryId, JobId, KeyId, OrgId, UserId};
@@ -207,12 +209,22 @@ pub trait JobStore: Send + Sync {
 /// The audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends events.
+    /// Appends events, linking each into the hash chain ([`crate::audit_chain::link`]) and
+    /// saving the chain head in the same transaction. Appends are serialized: `seq` order is
+    /// commit order, with no gaps. (Every other method that takes an `audit` event appends it
+    /// the same way.)
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// One page of an organization's events, oldest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord, u64>>;
-    /// Deletes every event older than `cutoff`; returns how many.
+    /// Deletes the oldest events while they are older than `cutoff` (a prefix of the log, see
+    /// [`crate::audit_chain::purge_prefix`]) and moves the chain's anchor to the last one
+    /// deleted; returns how many.
     async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64>;
+    /// The chain head: anchor and newest link.
+    async fn audit_chain_head(&self) -> Result<ChainHead>;
+    /// Up to `limit` events of every organization with `seq > after`, oldest first, exactly as
+    /// stored (an undecodable column is `None`, for the verifier to report).
+    async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>>;
 }
 
 /// HTTP idempotency records (see [`crate::idempotency`]).

@@ -14,6 +14,7 @@
 //! `NOTIFY` in the deleting transaction, so every replica's [`RevocationListener`] drops the key
 //! from its verification cache as soon as the delete commits.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
@@ -39,8 +41,8 @@ use crate::service::Creapic;
 use crate::store::connect::ConnectOptions;
 use crate::store::group_commit::{self, BatchApply, GroupCommit};
 use crate::store::sql::{
-    self, AUDIT_COLUMNS, AuditParams, Columns, ENTRY_COLUMNS, HOLD_COLUMNS, ITEM_COLUMNS,
-    JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
+    self, AUDIT_COLUMNS, AuditParams, CHAIN_COLUMNS, Columns, ENTRY_COLUMNS, HEAD_COLUMNS,
+    HOLD_COLUMNS, ITEM_COLUMNS, JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
 };
 use crate::store::{
     AuditStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore,
@@ -412,20 +414,45 @@ async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> Result<()>
 }
 
 /// Appends events with one multi-row insert (`unnest` of one array per column) per
-/// [`AUDIT_ROWS_PER_INSERT`] events, in order.
+/// [`AUDIT_ROWS_PER_INSERT`] events, in order, linked into the hash chain. The chain head is
+/// locked (`FOR UPDATE`) and advanced in the caller's transaction, which serializes every append:
+/// `seq` is assigned from the head, so `seq` order is commit order, without gaps. Every caller
+/// appends as the last write of its transaction, so the head lock is always taken last and held
+/// only until commit (no lock is ever awaited while holding it: no deadlock).
 async fn insert_audits(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<()> {
-    for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1 FOR UPDATE"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    let mut head = sql::chain_head(&row)?;
+    let links = audit_chain::link(&mut head, events);
+    for (chunk, links) in events
+        .chunks(AUDIT_ROWS_PER_INSERT)
+        .zip(links.chunks(AUDIT_ROWS_PER_INSERT))
+    {
         let rows: Vec<AuditParams> = chunk.iter().map(AuditParams::of).collect();
+        let seqs = links
+            .iter()
+            .map(|l| sql::seq_param(l.seq))
+            .collect::<Result<Vec<_>>>()?;
         sqlx::query(
-            "INSERT INTO audit_events (id, org, at, action, actor, ip, user_agent, key_id, \
-             key_prefix, detail) \
-             SELECT id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail \
-             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
-             WITH ORDINALITY AS e(id, org, at, action, actor, ip, user_agent, key_id, \
-                 key_prefix, detail, ord) \
-             ORDER BY ord",
+            "INSERT INTO audit_events (seq, id, org, at, action, actor, ip, user_agent, key_id, \
+             key_prefix, detail, prev_hash, hash) \
+             SELECT seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, \
+                 prev_hash, hash \
+             FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[], \
+                 $12::bytea[], $13::bytea[]) \
+             AS e(seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, \
+                 prev_hash, hash) \
+             ORDER BY seq",
         )
+        .bind(seqs)
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.org).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
@@ -444,10 +471,28 @@ async fn insert_audits(conn: &mut PgConnection, events: &[AuditEvent]) -> Result
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
+        .bind(
+            links
+                .iter()
+                .map(|l| l.prev_hash.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            links
+                .iter()
+                .map(|l| l.hash.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await
         .map_err(map_error)?;
     }
+    sqlx::query("UPDATE audit_chain SET last_seq = $1, last_hash = $2 WHERE id = 1")
+        .bind(sql::seq_param(head.last_seq)?)
+        .bind(head.last_hash.as_bytes().as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
     Ok(())
 }
 
@@ -1476,24 +1521,22 @@ impl KeyStore for PgStore {
     }
 
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        // Every key first, then every event: the chain head is locked last (see insert_audits).
+        let mut found: HashSet<(Uuid, Uuid)> = HashSet::with_capacity(usage.len());
         for chunk in usage.chunks(USAGE_ROWS_PER_UPDATE) {
             // One statement per chunk: the latest use per key moves last_used_at forward (never
-            // back), and one key.used event is inserted per usage of a key that exists.
-            let events: Vec<AuditParams> = chunk
-                .iter()
-                .map(|u| AuditParams::of(&sql::usage_event(u)))
-                .collect();
-            sqlx::query(
-                "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], \
-                     $4::uuid[], $5::text[], $6::text[], $7::text[]) \
-                     WITH ORDINALITY AS u(key_id, org, t, audit_id, actor, prefix, action, ord)), \
-                 upd AS (UPDATE api_keys k \
-                     SET last_used_at = GREATEST(COALESCE(k.last_used_at, m.t), m.t) \
-                     FROM (SELECT key_id, org, MAX(t) AS t FROM u GROUP BY key_id, org) m \
-                     WHERE k.id = m.key_id AND k.org = m.org RETURNING k.id, k.org) \
-                 INSERT INTO audit_events (id, org, at, action, actor, key_id, key_prefix) \
-                 SELECT u.audit_id, u.org, u.t, u.action, u.actor, u.key_id, u.prefix \
-                 FROM u JOIN upd ON upd.id = u.key_id AND upd.org = u.org ORDER BY u.ord",
+            // back); the keys that exist come back for their key.used events.
+            let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "UPDATE api_keys k \
+                 SET last_used_at = GREATEST(COALESCE(k.last_used_at, m.t), m.t) \
+                 FROM (SELECT key_id, org, MAX(t) AS t \
+                     FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS u(key_id, org, t) \
+                     GROUP BY key_id, org) m \
+                 WHERE k.id = m.key_id AND k.org = m.org RETURNING k.id, k.org",
             )
             .bind(chunk.iter().map(|u| u.key.as_uuid()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|u| u.org.as_uuid()).collect::<Vec<_>>())
@@ -1503,20 +1546,18 @@ impl KeyStore for PgStore {
                     .map(|u| u.last_used_at.unix_ms())
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.key_prefix.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.action).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
+            found.extend(rows);
         }
-        Ok(())
+        let events: Vec<AuditEvent> = usage
+            .iter()
+            .filter(|u| found.contains(&(u.key.as_uuid(), u.org.as_uuid())))
+            .map(sql::usage_event)
+            .collect();
+        insert_audits(&mut tx, &events).await?;
+        commit(tx).await
     }
 }
 
@@ -1806,22 +1847,77 @@ impl AuditStore for PgStore {
         let mut total = 0;
         for _ in 0..PURGE_BATCHES_MAX {
             let mut tx = self.write().await?;
-            let done = sqlx::query(
-                "DELETE FROM audit_events WHERE seq IN \
-                 (SELECT seq FROM audit_events WHERE at < $1 LIMIT $2)",
-            )
-            .bind(cutoff.unix_ms())
-            .bind(PURGE_BATCH)
-            .execute(&mut *tx)
+            // The head is locked first: a purge and an append never interleave.
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1 FOR UPDATE"
+            )))
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
+            let head = sql::chain_head(&row)?;
+            let oldest: Vec<(i64, i64, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT seq, at, hash FROM audit_events ORDER BY seq LIMIT $1")
+                    .bind(PURGE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            let upto = audit_chain::purge_prefix(oldest.iter().map(|(seq, at, hash)| {
+                (
+                    u64::try_from(*seq).unwrap_or(0),
+                    *at < cutoff.unix_ms(),
+                    hash.as_deref(),
+                )
+            }));
+            let Some((seq, hash)) = upto else {
+                break;
+            };
+            let done = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                .bind(sql::seq_param(seq)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            // Rows written before the chain existed carry no hash and leave the anchor alone.
+            if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
+                sqlx::query(
+                    "UPDATE audit_chain SET anchor_seq = $1, anchor_hash = $2 WHERE id = 1",
+                )
+                .bind(sql::seq_param(seq)?)
+                .bind(hash.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            }
             commit(tx).await?;
             total += done.rows_affected();
-            if done.rows_affected() < PURGE_BATCH.unsigned_abs() {
+            if oldest.len() < PURGE_BATCH.unsigned_abs() as usize
+                || done.rows_affected() < oldest.len() as u64
+            {
                 break;
             }
         }
         Ok(total)
+    }
+
+    async fn audit_chain_head(&self) -> Result<ChainHead> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_error)?;
+        sql::chain_head(&row)
+    }
+
+    async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(sql::seq_param(after)?)
+        .bind(i64::from(limit.get()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(sql::chain_row).collect()
     }
 }
 

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditRecord};
+use crate::audit_chain::{AuditHash, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
@@ -46,6 +47,12 @@ pub(crate) const ITEM_COLUMNS: &str =
 /// Columns of `audit_events`.
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail";
+
+/// Columns of `audit_events` as the chain verifier reads them.
+pub(crate) const CHAIN_COLUMNS: &str =
+    "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, prev_hash, hash";
+/// Columns of `audit_chain`, the chain's one-row head.
+pub(crate) const HEAD_COLUMNS: &str = "anchor_seq, anchor_hash, last_seq, last_hash";
 
 /// A stored value that does not decode.
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
@@ -283,6 +290,42 @@ pub(crate) fn audit(row: &impl Columns) -> Result<AuditRecord> {
             detail: row.opt_text("detail")?,
         },
     })
+}
+
+/// An `audit_events` row as verification reads it ([`CHAIN_COLUMNS`]): a column that does not
+/// decode becomes `None` (an edited row, for the verifier), only a bad `seq` is an error.
+pub(crate) fn chain_row(row: &impl Columns) -> Result<ChainRow> {
+    let hash = |col: &str| -> Result<Option<AuditHash>> {
+        Ok(row
+            .opt_bytes(col)?
+            .and_then(|b| AuditHash::from_slice(&b).ok()))
+    };
+    Ok(ChainRow {
+        seq: u64::try_from(row.int("seq")?).map_err(|e| corrupt("seq", e))?,
+        prev_hash: hash("prev_hash")?,
+        hash: hash("hash")?,
+        event: audit(row).ok().map(|r| r.event),
+    })
+}
+
+/// The `audit_chain` row ([`HEAD_COLUMNS`]).
+pub(crate) fn chain_head(row: &impl Columns) -> Result<ChainHead> {
+    let seq =
+        |col: &str| -> Result<u64> { u64::try_from(row.int(col)?).map_err(|e| corrupt(col, e)) };
+    let hash = |col: &str| -> Result<AuditHash> {
+        AuditHash::from_slice(&row.bytes(col)?).map_err(|e| corrupt(col, e))
+    };
+    Ok(ChainHead {
+        anchor_seq: seq("anchor_seq")?,
+        anchor_hash: hash("anchor_hash")?,
+        last_seq: seq("last_seq")?,
+        last_hash: hash("last_hash")?,
+    })
+}
+
+/// A stored `seq` or count as the i64 both databases bind.
+pub(crate) fn seq_param(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|e| corrupt("seq", e))
 }
 
 /// The columns of one audit event, ready to bind (everything but `seq`).

@@ -21,6 +21,7 @@ use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
@@ -34,8 +35,8 @@ use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 use crate::store::connect::ConnectOptions;
 use crate::store::sql::{
-    self, AUDIT_COLUMNS, AuditParams, Columns, ENTRY_COLUMNS, HOLD_COLUMNS, ITEM_COLUMNS,
-    JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
+    self, AUDIT_COLUMNS, AuditParams, CHAIN_COLUMNS, Columns, ENTRY_COLUMNS, HEAD_COLUMNS,
+    HOLD_COLUMNS, ITEM_COLUMNS, JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
 };
 use crate::store::{
     AuditStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore,
@@ -158,24 +159,35 @@ async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> Result
     insert_audits(conn, std::slice::from_ref(event)).await
 }
 
-/// Appends events with one multi-row insert per [`AUDIT_ROWS_PER_INSERT`] events.
+/// Appends events with one multi-row insert per [`AUDIT_ROWS_PER_INSERT`] events, linked into
+/// the hash chain: the head is read and advanced inside the caller's write transaction (SQLite
+/// has one writer, so appends are already serialized and `seq` order is commit order).
 async fn insert_audits(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
-    for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut head = chain_head(&mut *conn).await?;
+    let links = audit_chain::link(&mut head, events);
+    for (chunk, links) in events
+        .chunks(AUDIT_ROWS_PER_INSERT)
+        .zip(links.chunks(AUDIT_ROWS_PER_INSERT))
+    {
         let mut text = String::from(
-            "INSERT INTO audit_events (id, org, at, action, actor, ip, user_agent, key_id, \
-             key_prefix, detail) VALUES ",
+            "INSERT INTO audit_events (seq, id, org, at, action, actor, ip, user_agent, key_id, \
+             key_prefix, detail, prev_hash, hash) VALUES ",
         );
         for i in 0..chunk.len() {
             if i > 0 {
                 text.push(',');
             }
-            text.push_str("(?,?,?,?,?,?,?,?,?,?)");
+            text.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
         }
         // Only placeholders are formatted into the text; every value is bound.
         let mut q = sqlx::query(AssertSqlSafe(text));
-        for e in chunk {
+        for (e, l) in chunk.iter().zip(links) {
             let p = AuditParams::of(e);
             q = q
+                .bind(sql::seq_param(l.seq)?)
                 .bind(p.id)
                 .bind(p.org)
                 .bind(p.at)
@@ -185,11 +197,30 @@ async fn insert_audits(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Re
                 .bind(p.user_agent)
                 .bind(p.key_id)
                 .bind(p.key_prefix)
-                .bind(p.detail);
+                .bind(p.detail)
+                .bind(l.prev_hash.as_bytes().to_vec())
+                .bind(l.hash.as_bytes().to_vec());
         }
         q.execute(&mut *conn).await.map_err(map_error)?;
     }
+    sqlx::query("UPDATE audit_chain SET last_seq = ?, last_hash = ? WHERE id = 1")
+        .bind(sql::seq_param(head.last_seq)?)
+        .bind(head.last_hash.as_bytes().to_vec())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
     Ok(())
+}
+
+/// The chain head.
+async fn chain_head(conn: &mut SqliteConnection) -> Result<ChainHead> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    sql::chain_head(&row)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1235,22 +1266,63 @@ impl AuditStore for SqliteStore {
         let mut total = 0;
         for _ in 0..PURGE_BATCHES_MAX {
             let mut tx = self.write().await?;
-            let done = sqlx::query(
-                "DELETE FROM audit_events WHERE seq IN \
-                 (SELECT seq FROM audit_events WHERE at < $1 LIMIT $2)",
-            )
-            .bind(cutoff.unix_ms())
-            .bind(PURGE_BATCH)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+            let head = chain_head(&mut tx).await?;
+            let oldest: Vec<(i64, i64, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT seq, at, hash FROM audit_events ORDER BY seq LIMIT ?")
+                    .bind(PURGE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            let upto = audit_chain::purge_prefix(oldest.iter().map(|(seq, at, hash)| {
+                (
+                    u64::try_from(*seq).unwrap_or(0),
+                    *at < cutoff.unix_ms(),
+                    hash.as_deref(),
+                )
+            }));
+            let Some((seq, hash)) = upto else {
+                break;
+            };
+            let done = sqlx::query("DELETE FROM audit_events WHERE seq <= ?")
+                .bind(sql::seq_param(seq)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            // Rows written before the chain existed carry no hash and leave the anchor alone.
+            if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
+                sqlx::query("UPDATE audit_chain SET anchor_seq = ?, anchor_hash = ? WHERE id = 1")
+                    .bind(sql::seq_param(seq)?)
+                    .bind(hash.as_bytes().to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            }
             commit(tx).await?;
             total += done.rows_affected();
-            if done.rows_affected() < PURGE_BATCH.unsigned_abs() {
+            if oldest.len() < PURGE_BATCH.unsigned_abs() as usize
+                || done.rows_affected() < oldest.len() as u64
+            {
                 break;
             }
         }
         Ok(total)
+    }
+
+    async fn audit_chain_head(&self) -> Result<ChainHead> {
+        let mut conn = self.reader.acquire().await.map_err(map_error)?;
+        chain_head(&mut conn).await
+    }
+
+    async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
+        )))
+        .bind(sql::seq_param(after)?)
+        .bind(i64::from(limit.get()))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(sql::chain_row).collect()
     }
 }
 

@@ -61,6 +61,7 @@ macro_rules! conformance_suite {
             jobs_are_invisible_to_other_orgs,
             concurrent_claims_never_share_a_job,
             audit_queries_filter_page_and_purge,
+            audit_chain_links_every_append_and_survives_purge,
             idempotency_records_lock_replay_and_expire,
         );
     };
@@ -1349,6 +1350,116 @@ pub async fn audit_queries_filter_page_and_purge(store: Arc<dyn Store>) {
             .count(),
         5
     );
+}
+
+/// Every append, however it arrives (a key insert, a grant, a usage flush, 64 concurrent
+/// appenders), is linked into one gap-free hash chain in commit order; the chain verifies page by
+/// page, and still verifies from its new anchor after a retention purge.
+pub async fn audit_chain_links_every_append_and_survives_purge(store: Arc<dyn Store>) {
+    let f = Fixture::new(Arc::clone(&store));
+    let core = crate::Creapic::new(Arc::clone(&store));
+    let start = ok(store.audit_chain_head().await, "head");
+    let (org, owner) = ok(f.org().await, "org");
+    let key = ok(f.key(org.id, owner.id).await, "key");
+    let grant = crate::ledger::LedgerRequest {
+        entry_id: f.entry_id(),
+        org: org.id,
+        op: LedgerOp::Grant {
+            amount: ok(Credits::amount(50), "amount"),
+        },
+        idempotency_key: idem("chain-grant"),
+        at: f.now,
+    };
+    let granted = f.event(org.id, AuditAction::CreditsGranted);
+    ok(store.apply(&grant, Some(&granted)).await, "grant");
+    let usage = KeyUsage {
+        key: key.key.id,
+        org: org.id,
+        prefix: key.key.prefix,
+        last_used_at: f.now,
+        audit_id: crate::id::AuditId::generate(f.now, f.rng.as_ref()),
+    };
+    ok(store.record_key_usage(&[usage]).await, "usage");
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let events: Vec<_> = (0..=(i % 3))
+                .map(|j| {
+                    let mut e = f.event(org.id, AuditAction::CreditsGranted);
+                    e.at = f.now.plus(Duration::from_secs(3600 + i));
+                    e.detail = Some(format!("task={i} n={j}"));
+                    e
+                })
+                .collect();
+            tokio::spawn(async move { store.append_audit(&events).await })
+        })
+        .collect();
+    for t in tasks {
+        match t.await {
+            Ok(r) => ok(r, "concurrent append"),
+            Err(e) => panic!("append task: {e}"),
+        }
+    }
+    let head = ok(store.audit_chain_head().await, "head");
+    let mine = ok(f.all_audit(org.id).await, "audit");
+    // org.created (+ owner), key.created, credits.granted, key.used, 64 tasks of 1..=3 events.
+    let appended = head.last_seq - start.last_seq;
+    assert_eq!(
+        appended as usize,
+        mine.len(),
+        "every event of this fresh organization must take exactly one seq"
+    );
+    let report = ok(core.verify_audit_chain().await, "verify");
+    assert_eq!(report.broken, None, "an untouched chain must verify");
+    assert_eq!(report.checked, head.last_seq - head.anchor_seq);
+    // seq is commit order without gaps: the whole log pages back as 1, 2, 3, … after the anchor.
+    let mut after = head.anchor_seq;
+    let mut seen = 0u64;
+    loop {
+        let rows = ok(
+            store
+                .audit_chain(after, ok(PageLimit::new(7), "limit"))
+                .await,
+            "chain page",
+        );
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            assert_eq!(r.seq, after + 1, "audit seq must have no gaps");
+            assert!(r.hash.is_some() && r.prev_hash.is_some() && r.event.is_some());
+            after = r.seq;
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, report.checked);
+    // Purge everything up to the concurrent appends (all at now + 1 h and later).
+    let purged = ok(
+        store
+            .purge_audit_before(f.now.plus(Duration::from_secs(60)))
+            .await,
+        "purge",
+    );
+    assert!(
+        purged >= 4,
+        "org, key, grant and usage events are old enough: {purged}"
+    );
+    let after_purge = ok(store.audit_chain_head().await, "head");
+    assert!(after_purge.anchor_seq >= start.last_seq + 4);
+    assert_eq!(after_purge.last_seq, head.last_seq);
+    let report = ok(core.verify_audit_chain().await, "verify after purge");
+    assert_eq!(
+        report.broken, None,
+        "a purged log must verify from its anchor"
+    );
+    assert_eq!(report.checked, head.last_seq - after_purge.anchor_seq);
+    ok(
+        store
+            .append_audit(&[f.event(org.id, AuditAction::KeyUsed)])
+            .await,
+        "append",
+    );
+    assert!(ok(core.verify_audit_chain().await, "verify").is_intact());
 }
 
 /// Idempotency records lock, replay, detect mismatches, expire their lock, and are purged.
