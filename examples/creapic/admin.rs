@@ -284,7 +284,49 @@ pub async fn credits(args: &StoreArgs, cmd: CreditsCommand) -> CliResult {
     }
 }
 
+/// `creapic audit verify`: the whole chain, the first break, the head to record elsewhere.
+async fn verify(args: &StoreArgs, json: bool) -> CliResult {
+    let core = open(args).await?;
+    let report = core.verify_audit_chain().await?;
+    let head = report.head;
+    if json {
+        output::json(&json!({
+            "intact": report.is_intact(),
+            "checked": report.checked,
+            "anchorSeq": head.anchor_seq,
+            "lastSeq": head.last_seq,
+            "headHash": head.last_hash.to_hex(),
+            "broken": report.broken.map(|b| json!({
+                "seq": b.seq,
+                "kind": b.kind.as_str(),
+                "detail": b.kind.describe(),
+            })),
+        }))?;
+    } else if report.is_intact() {
+        output::line(format!(
+            "audit chain intact: {} events checked (seq {}..={})",
+            report.checked,
+            head.anchor_seq + 1,
+            head.last_seq
+        ));
+        output::line(format!("head hash {}", head.last_hash));
+    }
+    match report.broken {
+        None => Ok(()),
+        Some(b) => Err(CliError::new(format!(
+            "audit chain broken at seq {}: {} ({} events before it verified)",
+            b.seq,
+            b.kind.describe(),
+            report.checked
+        ))
+        .hint("restore the audit_events table from a backup and compare; the row at that seq or just before it was changed")),
+    }
+}
+
 pub async fn audit(args: &StoreArgs, audit: AuditArgs) -> CliResult {
+    if let Some(AuditCommand::Verify { json }) = audit.command {
+        return verify(args, json).await;
+    }
     if let Some(AuditCommand::Purge { json }) = audit.command {
         let core = open(args).await?;
         let events = core.purge_audit().await?;

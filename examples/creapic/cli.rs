@@ -291,6 +291,13 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check the audit log's hash chain: exit 0 if intact, 1 with the first broken seq if a row
+    /// was edited or deleted. Record the printed head hash elsewhere to detect a full rewrite.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

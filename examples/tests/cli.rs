@@ -341,3 +341,129 @@ fn bad_arguments_get_a_message_and_exit_code_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("AI_MEDIA_MAKER_API_KEY"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `sql` on the data directory's SQLite file, as someone with write access to it would.
+async fn tamper(dir: &Path, sql: &str) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("creapic.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+fn verify(dir: &Path) -> (i32, Value) {
+    let out = cli(dir, &["audit", "verify", "--json"]);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit verify --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_finds_an_edited_row_and_a_deleted_row() {
+    let dir = data_dir();
+    let org = cli_json(
+        &dir,
+        &[
+            "org",
+            "create",
+            "--name",
+            "Chain",
+            "--owner",
+            "o@example.com",
+            "--json",
+        ],
+    );
+    let org_id = org["organization"]["id"].as_str().unwrap().to_owned();
+    for amount in ["5", "7", "9"] {
+        cli_json(
+            &dir,
+            &[
+                "credits", "grant", "--org", &org_id, "--amount", amount, "--json",
+            ],
+        );
+    }
+    let key = cli_json(
+        &dir,
+        &[
+            "key",
+            "create",
+            "--org",
+            &org_id,
+            "--name",
+            "k",
+            "--scopes",
+            "IMAGE_GENERATION",
+            "--json",
+        ],
+    );
+    cli_json(
+        &dir,
+        &["key", "delete", key["id"].as_str().unwrap(), "--json"],
+    );
+
+    // org.created, member owner, three grants, key.created, key.deleted: all chained, intact.
+    let (code, report) = verify(&dir);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["intact"], true);
+    let checked = report["checked"].as_u64().unwrap();
+    assert!(checked >= 6, "{report}");
+    assert_eq!(report["lastSeq"].as_u64(), Some(checked));
+    let human = cli(&dir, &["audit", "verify"]);
+    assert!(human.status.success());
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains(report["headHash"].as_str().unwrap()),
+        "the human output prints the head hash to record"
+    );
+
+    // Someone inflates a grant in the audit trail: found at exactly that row, exit 1.
+    tamper(
+        &dir,
+        "UPDATE audit_events SET detail = 'amount=7000' \
+         WHERE action = 'credits.granted' AND detail = 'amount=7'",
+    )
+    .await;
+    let edited: u64 = {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("creapic.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let seq: i64 =
+            sqlx::query_scalar("SELECT seq FROM audit_events WHERE detail = 'amount=7000'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        u64::try_from(seq).unwrap()
+    };
+    let (code, report) = verify(&dir);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["broken"]["seq"].as_u64(), Some(edited), "{report}");
+    assert_eq!(report["broken"]["kind"], "edited");
+    let human = cli(&dir, &["audit", "verify"]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&human.stderr).contains(&format!("broken at seq {edited}")),
+        "{}",
+        String::from_utf8_lossy(&human.stderr)
+    );
+
+    // Undo the edit, then delete an earlier row instead: reported as missing at its seq.
+    tamper(
+        &dir,
+        "UPDATE audit_events SET detail = 'amount=7' WHERE detail = 'amount=7000'",
+    )
+    .await;
+    assert_eq!(verify(&dir).0, 0, "the restored row verifies again");
+    tamper(&dir, "DELETE FROM audit_events WHERE seq = 2").await;
+    let (code, report) = verify(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(report["broken"]["seq"], 2);
+    assert_eq!(report["broken"]["kind"], "missing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
