@@ -390,3 +390,298 @@ pub(crate) fn begin_outcome(
         None => Ok(IdempotencyBegin::InProgress),
     }
 }
+
+/// `impl JobStore` for a SQL backend. Every method but `enqueue` is the same SQL on SQLite and
+/// PostgreSQL, so it is written once, here; a macro rather than generics over `sqlx::Database`
+/// because the two backends' connection types share no trait the statements could be written
+/// against without a wall of bounds. The invoking module provides: an inherent
+/// `enqueue_job(&self, &NewJob)`, `read_pool(&self)`, `write(&self)` (a write transaction), the
+/// functions `load_job`, `load_items`, `lock_job` (the row locked for the transaction),
+/// `leased_job`, `set_job_state`, `close_hold`, `apply_in`, `commit`, `map_error`, the constant
+/// `CLAIM_LOCK` (what keeps two claimers off one job) and the names the bodies use in scope.
+macro_rules! sql_job_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::JobStore for $store {
+            async fn enqueue(&self, new: &NewJob) -> Result<Enqueued> {
+                self.enqueue_job(new).await
+            }
+
+            async fn job(&self, org: OrgId, id: JobId) -> Result<Option<Job>> {
+                let mut conn = self.read_pool().acquire().await.map_err(map_error)?;
+                Ok(load_job(&mut conn, id).await?.filter(|j| j.org == org))
+            }
+
+            async fn list_jobs(
+                &self,
+                org: OrgId,
+                after: Option<JobId>,
+                limit: PageLimit,
+            ) -> Result<Page<Job, JobId>> {
+                let mut conn = self.read_pool().acquire().await.map_err(map_error)?;
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
+                     ORDER BY id LIMIT $3"
+                )))
+                .bind(org.as_uuid())
+                .bind(after.map(|j| j.as_uuid()))
+                .bind(i64::from(limit.get()) + 1)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_error)?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let id = JobId::from_uuid(row.uuid("id")?);
+                    let items = load_items(&mut conn, id).await?;
+                    jobs.push(sql::job(row, items)?);
+                }
+                Ok(Page::from_overfetch(jobs, limit, |j| j.id))
+            }
+
+            async fn claim_job(
+                &self,
+                worker: &WorkerId,
+                now: Timestamp,
+                lease_until: Timestamp,
+            ) -> Result<Option<Job>> {
+                let mut tx = self.write().await?;
+                let id: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "UPDATE jobs SET status = 'running', lease_worker = $1, lease_expires_at = $3, \
+                     attempts = attempts + 1, updated_at = $2 \
+                     WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'running') \
+                         AND (status = 'queued' OR lease_expires_at IS NULL OR lease_expires_at <= $2) \
+                         ORDER BY id LIMIT 1 {CLAIM_LOCK}) \
+                     RETURNING id"
+                )))
+                .bind(worker.as_str())
+                .bind(now.unix_ms())
+                .bind(lease_until.unix_ms())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                let Some(id) = id else { return Ok(None) };
+                let job = load_job(&mut tx, JobId::from_uuid(id)).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+
+            async fn renew_lease(
+                &self,
+                id: JobId,
+                worker: &WorkerId,
+                lease_until: Timestamp,
+            ) -> Result<Job> {
+                let mut tx = self.write().await?;
+                let mut job = leased_job(&mut tx, id, worker).await?;
+                if let Some(lease) = job.lease.as_mut() {
+                    lease.expires_at = lease_until;
+                }
+                set_job_state(&mut tx, &job).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+
+            async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
+                let mut tx = self.write().await?;
+                let mut job = leased_job(&mut tx, report.job, &report.worker).await?;
+                let Some(index) = report.pending_index(&job)? else {
+                    return Ok(job);
+                };
+                if let Some(request) = report.ledger_request(&job) {
+                    apply_in(&mut tx, &request).await?;
+                }
+                report.apply_to(&mut job, index);
+                let item = &job.items[index];
+                sqlx::query(
+                    "UPDATE job_items SET status = $3, output = $4, error_code = $5, error_message = $6, \
+                     finished_at = $7 WHERE job_id = $1 AND idx = $2 AND status = 'pending'",
+                )
+                .bind(job.id.as_uuid())
+                .bind(i64::from(report.index))
+                .bind(item.status.as_str())
+                .bind(item.output.as_deref())
+                .bind(item.error.as_ref().map(|e| e.code.as_str()))
+                .bind(item.error.as_ref().map(|e| e.message.as_str()))
+                .bind(report.at.unix_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                set_job_state(&mut tx, &job).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+
+            async fn complete_job(
+                &self,
+                id: JobId,
+                worker: &WorkerId,
+                entry_id: EntryId,
+                at: Timestamp,
+            ) -> Result<Job> {
+                let mut tx = self.write().await?;
+                let mut job = leased_job(&mut tx, id, worker).await?;
+                if job.pending() > 0 {
+                    return Err(Error::InvalidState("the job still has pending items"));
+                }
+                close_hold(&mut tx, &job, entry_id, at).await?;
+                job.status = job.outcome();
+                job.lease = None;
+                job.finished_at = Some(at);
+                job.updated_at = at;
+                set_job_state(&mut tx, &job).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+
+            async fn cancel_job(
+                &self,
+                org: OrgId,
+                id: JobId,
+                entry_id: EntryId,
+                at: Timestamp,
+            ) -> Result<Job> {
+                let mut tx = self.write().await?;
+                let mut job = lock_job(&mut tx, id)
+                    .await?
+                    .filter(|j| j.org == org)
+                    .ok_or(Error::NotFound { resource: "job" })?;
+                if job.status == JobStatus::Canceled {
+                    return Ok(job);
+                }
+                if job.status.is_terminal() {
+                    return Err(Error::InvalidState("the job has already finished"));
+                }
+                close_hold(&mut tx, &job, entry_id, at).await?;
+                sqlx::query(
+                    "UPDATE job_items SET status = 'canceled', finished_at = $2 \
+                     WHERE job_id = $1 AND status = 'pending'",
+                )
+                .bind(job.id.as_uuid())
+                .bind(at.unix_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                for item in job
+                    .items
+                    .iter_mut()
+                    .filter(|i| i.status == ItemStatus::Pending)
+                {
+                    item.status = ItemStatus::Canceled;
+                    item.finished_at = Some(at);
+                }
+                job.status = JobStatus::Canceled;
+                job.lease = None;
+                job.finished_at = Some(at);
+                job.updated_at = at;
+                set_job_state(&mut tx, &job).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+        }
+    };
+}
+pub(crate) use sql_job_store;
+
+/// `impl AuditStore` for a SQL backend: the same SQL on SQLite and PostgreSQL, written once (see
+/// [`sql_job_store`] for why a macro). The invoking module provides `read_pool(&self)`,
+/// `write(&self)`, `insert_audits` (which links events into the chain), `chain_head(conn, lock)`
+/// (the head, locked for the transaction when `lock`), `commit`, `map_error` and the names the
+/// bodies use in scope.
+macro_rules! sql_audit_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::AuditStore for $store {
+            async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.write().await?;
+                insert_audits(&mut tx, events).await?;
+                commit(tx).await
+            }
+
+            async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
+                let after = i64::try_from(q.after.unwrap_or(0)).unwrap_or(i64::MAX);
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE org = $1 AND seq > $2 \
+                     AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) ORDER BY seq LIMIT $5"
+                )))
+                .bind(q.org.as_uuid())
+                .bind(after)
+                .bind(q.since.map(Timestamp::unix_ms))
+                .bind(q.until.map(Timestamp::unix_ms))
+                .bind(i64::from(q.limit.get()) + 1)
+                .fetch_all(self.read_pool())
+                .await
+                .map_err(map_error)?;
+                let items = rows.iter().map(sql::audit).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_overfetch(items, q.limit, |r| r.seq))
+            }
+
+            async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64> {
+                let mut total = 0;
+                for _ in 0..PURGE_BATCHES_MAX {
+                    let mut tx = self.write().await?;
+                    // The head is locked first: a purge and an append never interleave.
+                    let head = chain_head(&mut tx, true).await?;
+                    let oldest: Vec<(i64, i64, Option<Vec<u8>>)> =
+                        sqlx::query_as("SELECT seq, at, hash FROM audit_events ORDER BY seq LIMIT $1")
+                            .bind(PURGE_BATCH)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(map_error)?;
+                    let upto = audit_chain::purge_prefix(oldest.iter().map(|(seq, at, hash)| {
+                        (
+                            u64::try_from(*seq).unwrap_or(0),
+                            *at < cutoff.unix_ms(),
+                            hash.as_deref(),
+                        )
+                    }));
+                    let Some((seq, hash)) = upto else {
+                        break;
+                    };
+                    let done = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                        .bind(sql::seq_param(seq)?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?;
+                    // Rows written before the chain existed carry no hash and leave the anchor alone.
+                    if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
+                        sqlx::query("UPDATE audit_chain SET anchor_seq = $1, anchor_hash = $2 WHERE id = 1")
+                            .bind(sql::seq_param(seq)?)
+                            .bind(hash.as_bytes().to_vec())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_error)?;
+                    }
+                    commit(tx).await?;
+                    total += done.rows_affected();
+                    if oldest.len() < PURGE_BATCH.unsigned_abs() as usize
+                        || done.rows_affected() < oldest.len() as u64
+                    {
+                        break;
+                    }
+                }
+                Ok(total)
+            }
+
+            async fn audit_chain_head(&self) -> Result<ChainHead> {
+                let mut conn = self.read_pool().acquire().await.map_err(map_error)?;
+                chain_head(&mut conn, false).await
+            }
+
+            async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                )))
+                .bind(sql::seq_param(after)?)
+                .bind(i64::from(limit.get()))
+                .fetch_all(self.read_pool())
+                .await
+                .map_err(map_error)?;
+                rows.iter().map(sql::chain_row).collect()
+            }
+        }
+    };
+}
+pub(crate) use sql_audit_store;

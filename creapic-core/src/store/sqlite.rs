@@ -38,9 +38,7 @@ use crate::store::sql::{
     self, AUDIT_COLUMNS, AuditParams, CHAIN_COLUMNS, Columns, ENTRY_COLUMNS, HEAD_COLUMNS,
     HOLD_COLUMNS, ITEM_COLUMNS, JOB_COLUMNS, KEY_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX, signed,
 };
-use crate::store::{
-    AuditStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore,
-};
+use crate::store::{IdempotencyStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore};
 
 sql::impl_columns!(SqliteRow);
 
@@ -142,6 +140,105 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
+    /// The connections reads use (the writer is kept for writes).
+    fn read_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Enqueues `new`: a repeat of its idempotency key answers with the first job.
+    async fn enqueue_job(&self, new: &NewJob) -> Result<Enqueued> {
+        let mut tx = self.write().await?;
+        let existing: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE org = $1 AND idempotency_key = $2")
+                .bind(new.org.as_uuid())
+                .bind(new.idempotency_key.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        if let Some(id) = existing {
+            return enqueue_replay(&mut tx, new, JobId::from_uuid(id)).await;
+        }
+        new.validate()?;
+        let (job_exists, org_exists): (i64, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1), \
+             EXISTS (SELECT 1 FROM orgs WHERE id = $2)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.org.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if job_exists != 0 {
+            return Err(conflict("job"));
+        }
+        if org_exists == 0 {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        let total = new.total_cost()?;
+        let (hold, balance) = if total.get() > 0 {
+            let receipt = apply_in(
+                &mut tx,
+                &LedgerRequest {
+                    entry_id: new.hold_entry,
+                    org: new.org,
+                    op: LedgerOp::Reserve {
+                        amount: total,
+                        job: Some(new.id),
+                    },
+                    idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
+                    at: new.at,
+                },
+            )
+            .await?;
+            (receipt.hold, receipt.entry.balance_after)
+        } else {
+            (
+                None,
+                Credits::new(current_balance(&mut tx, new.org).await?)?,
+            )
+        };
+        let job = new.to_job(hold.as_ref().map(|h| h.id));
+        sqlx::query(
+            "INSERT INTO jobs (id, org, key_id, kind, mode, status, unit_cost, hold_id, \
+             idempotency_key, created_at, updated_at, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 0)",
+        )
+        .bind(job.id.as_uuid())
+        .bind(job.org.as_uuid())
+        .bind(job.key.map(|k| k.as_uuid()))
+        .bind(job.kind.as_str())
+        .bind(job.mode.as_str())
+        .bind(job.status.as_str())
+        .bind(job.unit_cost.signed())
+        .bind(job.hold.map(|h| h.as_uuid()))
+        .bind(job.idempotency_key.as_str())
+        .bind(job.created_at.unix_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        for item in &job.items {
+            sqlx::query(
+                "INSERT INTO job_items (job_id, idx, input, status) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(job.id.as_uuid())
+            .bind(i64::from(item.index))
+            .bind(item.input.as_str())
+            .bind(item.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        }
+        commit(tx).await?;
+        Ok(Enqueued {
+            job,
+            hold,
+            balance,
+            replayed: false,
+        })
+    }
+
     /// A write transaction holding the database's write lock from its first statement.
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
         self.writer
@@ -166,7 +263,7 @@ async fn insert_audits(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Re
     if events.is_empty() {
         return Ok(());
     }
-    let mut head = chain_head(&mut *conn).await?;
+    let mut head = chain_head(&mut *conn, true).await?;
     let links = audit_chain::link(&mut head, events);
     for (chunk, links) in events
         .chunks(AUDIT_ROWS_PER_INSERT)
@@ -212,8 +309,12 @@ async fn insert_audits(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Re
     Ok(())
 }
 
-/// The chain head.
-async fn chain_head(conn: &mut SqliteConnection) -> Result<ChainHead> {
+/// Nothing extra keeps two runners off one job: the claim runs in a write transaction, and SQLite
+/// has one writer.
+const CLAIM_LOCK: &str = "";
+
+/// The audit chain's head. `_lock` is implied inside a write transaction (SQLite has one writer).
+async fn chain_head(conn: &mut SqliteConnection, _lock: bool) -> Result<ChainHead> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1"
     )))
@@ -497,6 +598,11 @@ async fn load_items(conn: &mut SqliteConnection, id: JobId) -> Result<Vec<crate:
     .await
     .map_err(map_error)?;
     rows.iter().map(sql::item).collect()
+}
+
+/// A job for change: inside a write transaction SQLite already holds the database's write lock.
+async fn lock_job(conn: &mut SqliteConnection, id: JobId) -> Result<Option<Job>> {
+    load_job(conn, id).await
 }
 
 async fn load_job(conn: &mut SqliteConnection, id: JobId) -> Result<Option<Job>> {
@@ -966,365 +1072,8 @@ impl LedgerStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl JobStore for SqliteStore {
-    async fn enqueue(&self, new: &NewJob) -> Result<Enqueued> {
-        let mut tx = self.write().await?;
-        let existing: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE org = $1 AND idempotency_key = $2")
-                .bind(new.org.as_uuid())
-                .bind(new.idempotency_key.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_error)?;
-        if let Some(id) = existing {
-            return enqueue_replay(&mut tx, new, JobId::from_uuid(id)).await;
-        }
-        new.validate()?;
-        let (job_exists, org_exists): (i64, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1), \
-             EXISTS (SELECT 1 FROM orgs WHERE id = $2)",
-        )
-        .bind(new.id.as_uuid())
-        .bind(new.org.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if job_exists != 0 {
-            return Err(conflict("job"));
-        }
-        if org_exists == 0 {
-            return Err(Error::NotFound {
-                resource: "organization",
-            });
-        }
-        let total = new.total_cost()?;
-        let (hold, balance) = if total.get() > 0 {
-            let receipt = apply_in(
-                &mut tx,
-                &LedgerRequest {
-                    entry_id: new.hold_entry,
-                    org: new.org,
-                    op: LedgerOp::Reserve {
-                        amount: total,
-                        job: Some(new.id),
-                    },
-                    idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
-                    at: new.at,
-                },
-            )
-            .await?;
-            (receipt.hold, receipt.entry.balance_after)
-        } else {
-            (
-                None,
-                Credits::new(current_balance(&mut tx, new.org).await?)?,
-            )
-        };
-        let job = new.to_job(hold.as_ref().map(|h| h.id));
-        sqlx::query(
-            "INSERT INTO jobs (id, org, key_id, kind, mode, status, unit_cost, hold_id, \
-             idempotency_key, created_at, updated_at, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 0)",
-        )
-        .bind(job.id.as_uuid())
-        .bind(job.org.as_uuid())
-        .bind(job.key.map(|k| k.as_uuid()))
-        .bind(job.kind.as_str())
-        .bind(job.mode.as_str())
-        .bind(job.status.as_str())
-        .bind(job.unit_cost.signed())
-        .bind(job.hold.map(|h| h.as_uuid()))
-        .bind(job.idempotency_key.as_str())
-        .bind(job.created_at.unix_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        for item in &job.items {
-            sqlx::query(
-                "INSERT INTO job_items (job_id, idx, input, status) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(job.id.as_uuid())
-            .bind(i64::from(item.index))
-            .bind(item.input.as_str())
-            .bind(item.status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        }
-        commit(tx).await?;
-        Ok(Enqueued {
-            job,
-            hold,
-            balance,
-            replayed: false,
-        })
-    }
-
-    async fn job(&self, org: OrgId, id: JobId) -> Result<Option<Job>> {
-        let mut conn = self.reader.acquire().await.map_err(map_error)?;
-        Ok(load_job(&mut conn, id).await?.filter(|j| j.org == org))
-    }
-
-    async fn list_jobs(
-        &self,
-        org: OrgId,
-        after: Option<JobId>,
-        limit: PageLimit,
-    ) -> Result<Page<Job, JobId>> {
-        let mut conn = self.reader.acquire().await.map_err(map_error)?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3"
-        )))
-        .bind(org.as_uuid())
-        .bind(after.map(|j| j.as_uuid()))
-        .bind(i64::from(limit.get()) + 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_error)?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id = JobId::from_uuid(row.uuid("id")?);
-            let items = load_items(&mut conn, id).await?;
-            jobs.push(sql::job(row, items)?);
-        }
-        Ok(Page::from_overfetch(jobs, limit, |j| j.id))
-    }
-
-    async fn claim_job(
-        &self,
-        worker: &WorkerId,
-        now: Timestamp,
-        lease_until: Timestamp,
-    ) -> Result<Option<Job>> {
-        let mut tx = self.write().await?;
-        let id: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE jobs SET status = 'running', lease_worker = $1, lease_expires_at = $3, \
-             attempts = attempts + 1, updated_at = $2 \
-             WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'running') \
-                 AND (status = 'queued' OR lease_expires_at IS NULL OR lease_expires_at <= $2) \
-                 ORDER BY id LIMIT 1) \
-             RETURNING id",
-        )
-        .bind(worker.as_str())
-        .bind(now.unix_ms())
-        .bind(lease_until.unix_ms())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        let Some(id) = id else { return Ok(None) };
-        let job = load_job(&mut tx, JobId::from_uuid(id)).await?;
-        commit(tx).await?;
-        Ok(job)
-    }
-
-    async fn renew_lease(
-        &self,
-        id: JobId,
-        worker: &WorkerId,
-        lease_until: Timestamp,
-    ) -> Result<Job> {
-        let mut tx = self.write().await?;
-        let mut job = leased_job(&mut tx, id, worker).await?;
-        if let Some(lease) = job.lease.as_mut() {
-            lease.expires_at = lease_until;
-        }
-        set_job_state(&mut tx, &job).await?;
-        commit(tx).await?;
-        Ok(job)
-    }
-
-    async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
-        let mut tx = self.write().await?;
-        let mut job = leased_job(&mut tx, report.job, &report.worker).await?;
-        let Some(index) = report.pending_index(&job)? else {
-            return Ok(job);
-        };
-        if let Some(request) = report.ledger_request(&job) {
-            apply_in(&mut tx, &request).await?;
-        }
-        report.apply_to(&mut job, index);
-        let item = &job.items[index];
-        sqlx::query(
-            "UPDATE job_items SET status = $3, output = $4, error_code = $5, error_message = $6, \
-             finished_at = $7 WHERE job_id = $1 AND idx = $2 AND status = 'pending'",
-        )
-        .bind(job.id.as_uuid())
-        .bind(i64::from(report.index))
-        .bind(item.status.as_str())
-        .bind(item.output.as_deref())
-        .bind(item.error.as_ref().map(|e| e.code.as_str()))
-        .bind(item.error.as_ref().map(|e| e.message.as_str()))
-        .bind(report.at.unix_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        set_job_state(&mut tx, &job).await?;
-        commit(tx).await?;
-        Ok(job)
-    }
-
-    async fn complete_job(
-        &self,
-        id: JobId,
-        worker: &WorkerId,
-        entry_id: EntryId,
-        at: Timestamp,
-    ) -> Result<Job> {
-        let mut tx = self.write().await?;
-        let mut job = leased_job(&mut tx, id, worker).await?;
-        if job.pending() > 0 {
-            return Err(Error::InvalidState("the job still has pending items"));
-        }
-        close_hold(&mut tx, &job, entry_id, at).await?;
-        job.status = job.outcome();
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state(&mut tx, &job).await?;
-        commit(tx).await?;
-        Ok(job)
-    }
-
-    async fn cancel_job(
-        &self,
-        org: OrgId,
-        id: JobId,
-        entry_id: EntryId,
-        at: Timestamp,
-    ) -> Result<Job> {
-        let mut tx = self.write().await?;
-        let mut job = load_job(&mut tx, id)
-            .await?
-            .filter(|j| j.org == org)
-            .ok_or(Error::NotFound { resource: "job" })?;
-        if job.status == JobStatus::Canceled {
-            return Ok(job);
-        }
-        if job.status.is_terminal() {
-            return Err(Error::InvalidState("the job has already finished"));
-        }
-        close_hold(&mut tx, &job, entry_id, at).await?;
-        sqlx::query(
-            "UPDATE job_items SET status = 'canceled', finished_at = $2 \
-             WHERE job_id = $1 AND status = 'pending'",
-        )
-        .bind(job.id.as_uuid())
-        .bind(at.unix_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        for item in job
-            .items
-            .iter_mut()
-            .filter(|i| i.status == ItemStatus::Pending)
-        {
-            item.status = ItemStatus::Canceled;
-            item.finished_at = Some(at);
-        }
-        job.status = JobStatus::Canceled;
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state(&mut tx, &job).await?;
-        commit(tx).await?;
-        Ok(job)
-    }
-}
-
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write().await?;
-        insert_audits(&mut tx, events).await?;
-        commit(tx).await
-    }
-
-    async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
-        let after = i64::try_from(q.after.unwrap_or(0)).unwrap_or(i64::MAX);
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE org = $1 AND seq > $2 \
-             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) ORDER BY seq LIMIT $5"
-        )))
-        .bind(q.org.as_uuid())
-        .bind(after)
-        .bind(q.since.map(Timestamp::unix_ms))
-        .bind(q.until.map(Timestamp::unix_ms))
-        .bind(i64::from(q.limit.get()) + 1)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_error)?;
-        let items = rows.iter().map(sql::audit).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetch(items, q.limit, |r| r.seq))
-    }
-
-    async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64> {
-        let mut total = 0;
-        for _ in 0..PURGE_BATCHES_MAX {
-            let mut tx = self.write().await?;
-            let head = chain_head(&mut tx).await?;
-            let oldest: Vec<(i64, i64, Option<Vec<u8>>)> =
-                sqlx::query_as("SELECT seq, at, hash FROM audit_events ORDER BY seq LIMIT ?")
-                    .bind(PURGE_BATCH)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_error)?;
-            let upto = audit_chain::purge_prefix(oldest.iter().map(|(seq, at, hash)| {
-                (
-                    u64::try_from(*seq).unwrap_or(0),
-                    *at < cutoff.unix_ms(),
-                    hash.as_deref(),
-                )
-            }));
-            let Some((seq, hash)) = upto else {
-                break;
-            };
-            let done = sqlx::query("DELETE FROM audit_events WHERE seq <= ?")
-                .bind(sql::seq_param(seq)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
-            // Rows written before the chain existed carry no hash and leave the anchor alone.
-            if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
-                sqlx::query("UPDATE audit_chain SET anchor_seq = ?, anchor_hash = ? WHERE id = 1")
-                    .bind(sql::seq_param(seq)?)
-                    .bind(hash.as_bytes().to_vec())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_error)?;
-            }
-            commit(tx).await?;
-            total += done.rows_affected();
-            if oldest.len() < PURGE_BATCH.unsigned_abs() as usize
-                || done.rows_affected() < oldest.len() as u64
-            {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    async fn audit_chain_head(&self) -> Result<ChainHead> {
-        let mut conn = self.reader.acquire().await.map_err(map_error)?;
-        chain_head(&mut conn).await
-    }
-
-    async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
-        )))
-        .bind(sql::seq_param(after)?)
-        .bind(i64::from(limit.get()))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_error)?;
-        rows.iter().map(sql::chain_row).collect()
-    }
-}
+sql::sql_job_store!(SqliteStore);
+sql::sql_audit_store!(SqliteStore);
 
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
