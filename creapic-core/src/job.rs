@@ -296,6 +296,15 @@ impl Job {
             && self.lease.as_ref().is_some_and(|l| &l.worker == worker)
     }
 
+    /// Gives the job back (a runner shutting down): no lease, so any runner may claim it at
+    /// once, and the attempt it was on does not count against the attempt limit, because the
+    /// job did not fail. Items already finished stay finished.
+    pub fn hand_back(&mut self, at: Timestamp) {
+        self.lease = None;
+        self.attempts = self.attempts.saturating_sub(1);
+        self.updated_at = at;
+    }
+
     /// Whether a worker may claim the job at `now`.
     pub fn is_claimable(&self, now: Timestamp) -> bool {
         match self.status {

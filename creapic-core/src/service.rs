@@ -682,6 +682,11 @@ impl<S: Store + ?Sized> Creapic<S> {
         self.store.renew_lease(job, worker, until).await
     }
 
+    /// Hands `job` back: `worker` stops, and any runner may claim it at once (graceful shutdown).
+    pub async fn release_lease(&self, job: JobId, worker: &WorkerId) -> Result<Job> {
+        self.store.release_lease(job, worker, self.now()).await
+    }
+
     /// Reports how an item ended; captures or releases its cost exactly once.
     pub async fn finish_item(
         &self,

@@ -634,6 +634,14 @@ impl JobStore for MemoryStore {
         Ok(job)
     }
 
+    async fn release_lease(&self, id: JobId, worker: &WorkerId, at: Timestamp) -> Result<Job> {
+        let mut s = self.lock();
+        let mut job = s.leased_job(id, worker)?;
+        job.hand_back(at);
+        s.store_job(job.clone());
+        Ok(job)
+    }
+
     async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
         let mut s = self.lock();
         let mut job = s.leased_job(report.job, &report.worker)?;

@@ -181,6 +181,9 @@ pub trait JobStore: Send + Sync {
         worker: &WorkerId,
         lease_until: Timestamp,
     ) -> Result<Job>;
+    /// Hands back a job `worker` holds ([`crate::job::Job::hand_back`]): claimable by any runner
+    /// at once. `LeaseLost` unless `worker` holds the lease.
+    async fn release_lease(&self, job: JobId, worker: &WorkerId, at: Timestamp) -> Result<Job>;
     /// Records how one item ended and, in the same transaction, captures (succeeded) or releases
     /// (failed) its unit cost. An item that already finished is left as it is and the job is
     /// returned unchanged: it is never charged twice. `LeaseLost` unless `worker` holds the lease.

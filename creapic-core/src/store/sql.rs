@@ -481,6 +481,20 @@ macro_rules! sql_job_store {
                 Ok(job)
             }
 
+            async fn release_lease(
+                &self,
+                id: JobId,
+                worker: &WorkerId,
+                at: Timestamp,
+            ) -> Result<Job> {
+                let mut tx = self.write().await?;
+                let mut job = leased_job(&mut tx, id, worker).await?;
+                job.hand_back(at);
+                set_job_state(&mut tx, &job).await?;
+                commit(tx).await?;
+                Ok(job)
+            }
+
             async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
                 let mut tx = self.write().await?;
                 let mut job = leased_job(&mut tx, report.job, &report.worker).await?;

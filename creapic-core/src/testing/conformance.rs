@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             jobs_enqueue_is_refused_without_credits,
             jobs_free_jobs_need_no_hold,
             jobs_claim_lease_and_reclaim,
+            jobs_handed_back_are_claimable_at_once,
             jobs_items_are_charged_exactly_once,
             jobs_complete_releases_the_rest,
             jobs_cancel_refunds_unfinished_items,
@@ -1075,6 +1076,76 @@ pub async fn jobs_claim_lease_and_reclaim(store: Arc<dyn Store>) {
         .complete_job(new.id, &w1, f.entry_id(), expired)
         .await;
     assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+}
+
+/// Claims as `worker` at `now` until `id` comes up (other suites may share the store).
+async fn claim_mine(
+    f: &Fixture,
+    id: JobId,
+    worker: &WorkerId,
+    now: Timestamp,
+) -> Option<crate::job::Job> {
+    for _ in 0..1000 {
+        match ok(
+            f.store
+                .claim_job(worker, now, now.plus(Duration::from_secs(30)))
+                .await,
+            "claim",
+        ) {
+            Some(j) if j.id == id => return Some(j),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// A job handed back (graceful shutdown) is claimable by another runner at once, keeps its
+/// finished items, and the attempt does not count; only the holder can hand it back.
+pub async fn jobs_handed_back_are_claimable_at_once(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let new = new_job(&f, org, 2, 1, "hand-back");
+    ok(f.store.enqueue(&new).await, "enqueue");
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    let job = claim_mine(&f, new.id, &w1, f.now).await.expect("claimable");
+    assert_eq!(job.attempts, 1);
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w1, 0, true)).await,
+        "finish 0",
+    );
+    let r = f.store.release_lease(new.id, &w2, f.now).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost)),
+        "only the holder hands back: {r:?}"
+    );
+    let back = ok(f.store.release_lease(new.id, &w1, f.now).await, "hand back");
+    assert!(back.lease.is_none());
+    assert_eq!(back.attempts, 0, "a hand-back is not a failed attempt");
+    // Same instant, long before the old lease would have expired.
+    let job = claim_mine(&f, new.id, &w2, f.now)
+        .await
+        .expect("a handed-back job must be claimable at once");
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.items[0].status, ItemStatus::Succeeded);
+    let r = f.store.finish_item(&finish(&f, new.id, &w1, 1, true)).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost)),
+        "the old holder is out: {r:?}"
+    );
+    ok(
+        f.store.finish_item(&finish(&f, new.id, &w2, 1, true)).await,
+        "finish 1",
+    );
+    ok(
+        f.store.complete_job(new.id, &w2, f.entry_id(), f.now).await,
+        "complete",
+    );
+    assert_eq!(
+        ok(f.store.balance(org).await, "balance").get(),
+        8,
+        "two items of 1 charged once each"
+    );
 }
 
 /// Reporting an item twice (or from a retry) captures its cost once; failed items are refunded.

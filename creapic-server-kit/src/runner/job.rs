@@ -8,7 +8,6 @@
 //! polling", and no path needs cleanup beyond optionally shortening the lease.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use creapic_core::job::{ItemError, ItemOutcome, ItemStatus, Job, JobKind};
 use creapic_core::store::Store;
@@ -57,11 +56,8 @@ pub(super) async fn run<S: Store + ?Sized>(ctx: Arc<Context<S>>, job: Job) {
     match outcome {
         Ok(()) => {}
         Err(Stop::HandBack) => {
-            // A 1 ms lease lapses at once: the job is claimable by the next runner.
-            let result = ctx
-                .core
-                .renew_lease(id, &ctx.worker, Duration::from_millis(1))
-                .await;
+            // Without a lease the job is claimable by the next runner at once.
+            let result = ctx.core.release_lease(id, &ctx.worker).await;
             if let Err(e) = result {
                 tracing::info!(job = %id, error = %e, "hand-back: lease already gone");
             }

@@ -11,8 +11,8 @@
 //!
 //! Lifecycle: [`Runner::start`] spawns the claim loop and returns a [`RunnerHandle`].
 //! [`RunnerHandle::shutdown`] stops claiming, lets in-flight jobs finish for a grace period, and
-//! then hands the rest back (their leases are shortened to lapse at once, so another runner can
-//! take them). Dropping the handle is a crash: every task is aborted and nothing is handed back,
+//! then hands the rest back (`Creapic::release_lease`: no lease, claimable by another runner at
+//! once, the attempt not counted). Dropping the handle is a crash: every task is aborted and nothing is handed back,
 //! which is safe for the reason above, only slower to recover (a lease's length).
 //!
 //! Limits: at most `jobs_max` leased jobs, `concurrency_max` generations in flight, and
