@@ -107,7 +107,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
+        // No ping before each use (sqlx's default): a file has no network to lose.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(base.clone())
@@ -125,6 +127,7 @@ impl SqliteStore {
             writer.clone()
         } else {
             SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(options.max_connections.max(1))
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(base)
