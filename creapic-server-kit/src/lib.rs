@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod finished_status;
 pub mod handlers;
 pub mod idempotent;
 pub mod openapi;
