@@ -13,6 +13,7 @@ pub mod error;
 pub mod finished_status;
 pub mod handlers;
 pub mod idempotent;
+pub mod measure;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
