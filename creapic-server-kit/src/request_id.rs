@@ -43,10 +43,12 @@ fn new_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
         .unwrap_or(0);
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
     uuid::Builder::from_unix_timestamp_millis(ms, &bytes)
         .into_uuid()
         .simple()
-        .to_string()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Middleware: assigns the id, runs the request inside it, stamps the response.
