@@ -14,7 +14,7 @@ use creapic_core::id::KeyId;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter as Governor};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::RateLimitConfig;
 
@@ -31,19 +31,37 @@ pub struct RateDecision {
     pub reset: Duration,
 }
 
+const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+/// 0–9 as header values, without an allocation (resets are mostly 1 s).
+static DIGITS: [HeaderValue; 10] = [
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+    HeaderValue::from_static("9"),
+];
+
+fn number(n: u64) -> HeaderValue {
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(digit) => digit.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
 impl RateDecision {
     /// Writes the RateLimit headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         let secs = self.reset.as_secs() + u64::from(self.reset.subsec_nanos() > 0);
-        for (name, value) in [
-            ("ratelimit-limit", u64::from(self.limit)),
-            ("ratelimit-remaining", u64::from(self.remaining)),
-            ("ratelimit-reset", secs),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-                headers.insert(name, v);
-            }
-        }
+        headers.insert(LIMIT, number(u64::from(self.limit)));
+        headers.insert(REMAINING, number(u64::from(self.remaining)));
+        headers.insert(RESET, number(secs));
     }
 }
 

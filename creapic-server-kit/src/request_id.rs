@@ -43,10 +43,12 @@ fn new_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
         .unwrap_or(0);
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
     uuid::Builder::from_unix_timestamp_millis(ms, &bytes)
         .into_uuid()
         .simple()
-        .to_string()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Middleware: assigns the id, runs the request inside it, stamps the response.
@@ -77,35 +79,6 @@ pub async fn layer(request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, h);
     }
     response
-}
-
-/// Route middleware: counts requests and records their latency per route template (never per
-/// raw path, so ids do not explode the label set).
-pub async fn measure(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = method_label(request.method());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_str().to_owned();
-    metrics::counter!("creapic_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("creapic_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::DELETE => "DELETE",
-        http::Method::PUT => "PUT",
-        http::Method::HEAD => "HEAD",
-        _ => "OTHER",
-    }
 }
 
 #[cfg(test)]

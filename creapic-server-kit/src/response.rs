@@ -19,8 +19,9 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-/// A JSON response from already-serialized bytes.
-pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+/// A JSON response from already-serialized bytes (a `Vec<u8>`, or shared `Bytes`: no copy).
+pub fn bytes_response(status: StatusCode, bytes: impl Into<bytes::Bytes>) -> Response {
+    let bytes: bytes::Bytes = bytes.into();
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

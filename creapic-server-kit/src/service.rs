@@ -3,17 +3,20 @@
 //!
 //! Internally the routes are an axum `Router`; hosts do not need axum to mount it (any
 //! `tower`/`hyper` host works, see `examples/`). [`AppState`] is what every handler receives: the
-//! core service, configuration, rate limiter, media storage and generation pipeline, shared
-//! behind one `Arc`.
+//! core service, configuration, rate limiter, media storage and generation pipeline, the cache of
+//! finished jobs' status bodies, and the expiry of the media links minted now ([`LinkWindow`]),
+//! shared behind one `Arc`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use creapic_core::Creapic;
+use creapic_core::clock::Timestamp;
 use creapic_core::id::OrgId;
 use creapic_core::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -50,6 +53,38 @@ struct Inner {
     pipeline: Pipeline,
     metrics: Option<PrometheusHandle>,
     job_notify: Arc<tokio::sync::Notify>,
+    finished_status: crate::finished_status::FinishedStatus,
+}
+
+/// When the media links minted now expire: `now + media_url_ttl`, rounded down to a step of
+/// a tenth of the TTL (at least 1 s, at most 60 s). Every link minted within one step is the
+/// same URL — clients and CDNs can cache the image by URL, and a finished job's status body can
+/// be served from [`crate::finished_status`] for the whole step. A link lives between 90 % of
+/// the TTL (and at least TTL − 60 s) and the full TTL, never longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkWindow {
+    /// The time the links are minted at.
+    pub now: Timestamp,
+    /// When they expire.
+    pub until: Timestamp,
+}
+
+impl LinkWindow {
+    /// The window for links minted at `now` with a time to live of `ttl`.
+    pub fn at(now: Timestamp, ttl: Duration) -> Self {
+        let step_ms = i64::try_from((ttl / 10).as_millis())
+            .unwrap_or(i64::MAX)
+            .clamp(1_000, 60_000);
+        let exact = now.plus(ttl).unix_ms();
+        let until = Timestamp::from_unix_ms(exact - exact.rem_euclid(step_ms));
+        // A TTL under a second cannot be rounded: keep it exact.
+        let until = if until <= now {
+            Timestamp::from_unix_ms(exact)
+        } else {
+            until
+        };
+        LinkWindow { now, until }
+    }
 }
 
 /// What every handler receives. Cheap to clone.
@@ -105,19 +140,40 @@ impl AppState {
         Arc::clone(&self.0.job_notify)
     }
 
+    /// The expiry of the media links minted now (see [`LinkWindow`]).
+    pub fn link_window(&self) -> LinkWindow {
+        LinkWindow::at(
+            self.0.core.clock().now(),
+            self.0.config.limits.media_url_ttl,
+        )
+    }
+
+    /// Serialized status bodies of finished jobs (see [`crate::finished_status`]).
+    pub fn finished_status(&self) -> &crate::finished_status::FinishedStatus {
+        &self.0.finished_status
+    }
+
     /// A signed, expiring URL for an object of `org`.
     pub fn media_link(&self, org: OrgId, key: &MediaKey) -> Option<String> {
-        let now = self.0.core.clock().now();
-        let until = now.plus(self.0.config.limits.media_url_ttl);
-        let link = self.media().sign(org, key, now, until).ok()?;
+        self.media_link_in(self.link_window(), org, key)
+    }
+
+    /// A signed URL for an object of `org`, expiring at the end of `window`.
+    pub fn media_link_in(&self, window: LinkWindow, org: OrgId, key: &MediaKey) -> Option<String> {
+        let link = self.media().sign(org, key, window.now, window.until).ok()?;
         let base = self.0.config.public_url.as_deref().unwrap_or("");
         Some(link.url(&format!("{}/api/media", base.trim_end_matches('/'))))
     }
 
     /// The image URL of a finished job item's output, or `None` if it is not an image output.
     pub fn output_url(&self, org: OrgId, output: &str) -> Option<String> {
+        self.output_url_in(self.link_window(), org, output)
+    }
+
+    /// [`AppState::output_url`] with links expiring at the end of `window`.
+    pub fn output_url_in(&self, window: LinkWindow, org: OrgId, output: &str) -> Option<String> {
         let output = ItemOutput::parse(output).ok()?;
-        self.media_link(org, &output.media)
+        self.media_link_in(window, org, &output.media)
     }
 }
 
@@ -181,6 +237,7 @@ impl ServiceBuilder {
             pipeline: self.pipeline,
             metrics: self.metrics,
             job_notify: self.job_notify.unwrap_or_default(),
+            finished_status: crate::finished_status::FinishedStatus::default(),
         }))
     }
 

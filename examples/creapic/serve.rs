@@ -1,7 +1,8 @@
 //! `creapic serve`: the reference host. Mounts the server kit on axum with the store, media
 //! storage, the generation pipeline and a job runner, plus the background work a host owes the
-//! core: flushing coalesced last-used times, purging expired audit and idempotency records, and
-//! (on PostgreSQL) listening for key revocations made by other replicas.
+//! core: flushing coalesced last-used times, purging expired audit and idempotency records,
+//! running the metrics recorder's upkeep, and (on PostgreSQL) listening for key revocations made
+//! by other replicas.
 //!
 //! Shutdown on SIGINT/SIGTERM is graceful: stop accepting, finish in-flight requests, hand back
 //! or finish in-flight jobs, flush last-used times.
@@ -25,6 +26,8 @@ use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
 
 /// How often coalesced last-used times are written (each key at most once per minute).
 const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+/// How often the metrics recorder folds recorded histogram samples into its summaries.
+const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 /// How often expired audit events and idempotency records are purged.
 const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
 
@@ -182,6 +185,18 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         },
         ..KitConfig::default()
     };
+    // The recorder keeps every histogram sample until upkeep folds them in: run it, or memory
+    // grows with every request between scrapes.
+    let upkeep = {
+        let handle = prometheus.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP_PERIOD);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
     let job_notify = Arc::new(tokio::sync::Notify::new());
     let mut builder = ServiceBuilder::new(Arc::clone(&core), pipeline.clone())
         .config(config.clone())
@@ -296,6 +311,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     }
     flusher.abort();
     purger.abort();
+    upkeep.abort();
     if let Some(handle) = runner.and_then(|h| Arc::try_unwrap(h).ok()) {
         let stats = handle.shutdown(Duration::from_secs(10)).await;
         tracing::info!(?stats, "job runner stopped");

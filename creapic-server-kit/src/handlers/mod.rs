@@ -47,10 +47,26 @@ pub async fn job_of_kind(
     param: &'static str,
     resource: &'static str,
 ) -> Result<Job, Error> {
-    let id = JobId::parse(id).map_err(|_| Error::InvalidParameter {
+    let id = job_id_param(id, param, resource)?;
+    job_by_id(state, principal, id, kind, resource).await
+}
+
+/// The job id in path parameter `param`, or the 400 naming it.
+pub fn job_id_param(id: &str, param: &'static str, resource: &'static str) -> Result<JobId, Error> {
+    JobId::parse(id).map_err(|_| Error::InvalidParameter {
         name: param,
         message: format!("must be a {resource} id (a UUID)"),
-    })?;
+    })
+}
+
+/// A job of the caller's organization of the given kind (see [`job_of_kind`]).
+pub async fn job_by_id(
+    state: &AppState,
+    principal: &Principal,
+    id: JobId,
+    kind: JobKind,
+    resource: &'static str,
+) -> Result<Job, Error> {
     let job = state.core().job(principal, id).await.map_err(Error::Core)?;
     if job.kind != kind {
         return Err(Error::Core(creapic_core::Error::NotFound { resource }));

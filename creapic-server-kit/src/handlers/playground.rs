@@ -1,8 +1,10 @@
 //! `POST /api/playground/images` and `GET /api/playground/images/{jobId}`: bulk image jobs, as
-//! the 001 document specifies them — 1 credit per image, all or nothing, then polling.
+//! the 001 document specifies them — 1 credit per image, all or nothing, then polling. A finished
+//! job's status body is served from [`crate::finished_status`].
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use creapic_core::JobSpec;
 use creapic_core::job::JobKind;
 use creapic_core::ledger::Credits;
@@ -11,9 +13,9 @@ use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusRespons
 use http::StatusCode;
 
 use crate::body::read_json;
-use crate::handlers::{job_of_kind, with_key};
+use crate::handlers::{job_by_id, job_id_param, with_key};
 use crate::idempotent::{self, Replay};
-use crate::response::json;
+use crate::response::bytes_response;
 use crate::service::AppState;
 use crate::{Error, views};
 
@@ -134,15 +136,36 @@ pub async fn status(
         &parts.headers,
         Scope::ImageGeneration,
         |principal| async move {
-            let job = job_of_kind(&st, &principal, &job_id, JobKind::Bulk, "jobId", "job").await;
-            match job {
-                Ok(job) => {
-                    let body =
-                        views::job_status(&job, &|output| st.output_url(principal.org, output));
-                    json(StatusCode::OK, &body)
-                }
-                Err(e) => e.into_response(),
+            let id = match job_id_param(&job_id, "jobId", "job") {
+                Ok(id) => id,
+                Err(e) => return e.into_response(),
+            };
+            // A finished job's body is the same for every poll within one link window.
+            let window = st.link_window();
+            if let Some(body) = st.finished_status().get(principal.org, id, window.until) {
+                return bytes_response(StatusCode::OK, body);
             }
+            let job = match job_by_id(&st, &principal, id, JobKind::Bulk, "job").await {
+                Ok(job) => job,
+                Err(e) => return e.into_response(),
+            };
+            let view = views::job_status(&job, &|output| {
+                st.output_url_in(window, principal.org, output)
+            });
+            let body = match serde_json::to_vec(&view) {
+                Ok(body) => Bytes::from(body),
+                Err(e) => {
+                    return Error::Internal {
+                        message: format!("serializing a response: {e}"),
+                    }
+                    .into_response();
+                }
+            };
+            if job.status.is_terminal() {
+                st.finished_status()
+                    .put(principal.org, id, window.until, body.clone());
+            }
+            bytes_response(StatusCode::OK, body)
         },
     )
     .await
