@@ -292,6 +292,8 @@ async fn matrix(store: Arc<dyn Store>) {
     for key in [&b_key, &b_test_key] {
         probes.push(
             Probe::new(
+                // A's last poll saw the job completed, so its status body is in the kit's
+                // finished-status cache by now: B must still get a 404, never A's cached body.
                 "job of A by B's key",
                 M::GET,
                 format!("/api/playground/images/{}", a.job_id),
