@@ -65,7 +65,7 @@ parts = [
     ("RateLimit headers", inclusive("serve", "RateDecision::apply")),
     ("request metrics (pre-registered handles)", inclusive("serve", "RouteMetrics::record")),
     ("finished status body lookup", inclusive("serve", "FinishedStatus::get")),
-    ("request id", inclusive("serve", "request_id::new_id")),
+    ("request id", inclusive("serve", "RequestId::generate")),
 ]
 print("Where the serve-like request's instructions go (inclusive, per request; the rest is axum routing,")
 print("middleware futures, the request and response themselves, shared with the bare handler):")

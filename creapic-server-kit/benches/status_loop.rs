@@ -144,6 +144,16 @@ async fn kit(serve: bool) -> Target {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(false)
+            .fmt_fields(tracing_subscriber::field::MakeExt::delimited(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        write!(w, "{field}={value:?}")
+                    }
+                }),
+                " ",
+            ))
             .init();
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()

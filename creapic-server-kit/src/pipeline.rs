@@ -129,9 +129,22 @@ impl Pipeline {
         }
     }
 
+    /// Draws with the mode's provider, retrying transient failures. A provider that panics is a
+    /// failed provider (502 `provider_failed`, not retried): the panic is caught here so that
+    /// whoever holds credits for this image (a request's hold, a job item) releases them
+    /// instead of unwinding past the release.
     async fn draw(&self, mode: KeyMode, req: &ImageRequest) -> Result<GeneratedImage, Error> {
         let provider = self.provider_for(mode);
-        self.retry.run("generate", || provider.generate(req)).await
+        let attempts =
+            std::panic::AssertUnwindSafe(self.retry.run("generate", || provider.generate(req)));
+        futures::FutureExt::catch_unwind(attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::ProviderFailed {
+                    provider: provider.name(),
+                    message: "the provider panicked".into(),
+                })
+            })
     }
 
     async fn store(

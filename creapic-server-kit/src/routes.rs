@@ -43,13 +43,18 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                axum::response::IntoResponse::into_response(Error::Internal {
-                    message: "a handler panicked".into(),
-                })
-            },
-        ))
-        .layer(axum::middleware::from_fn(crate::request_id::layer))
+        // One layer around the router (axum boxes each `.layer` separately): the request id and
+        // span outermost, so a panic's 500 carries the id too.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(crate::request_id::RequestIdLayer)
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                    |_: Box<dyn std::any::Any + Send>| {
+                        axum::response::IntoResponse::into_response(Error::Internal {
+                            message: "a handler panicked".into(),
+                        })
+                    },
+                )),
+        )
         .with_state(state)
 }

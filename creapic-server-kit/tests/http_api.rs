@@ -668,3 +668,39 @@ async fn the_service_mounts_without_a_server() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
 }
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_when_plain_and_replaced_otherwise() {
+    let app = app().await;
+    let send = |path: &'static str, id: &'static str| {
+        let http = app.http.clone();
+        let url = app.url(path);
+        async move {
+            body(
+                http.get(url)
+                    .header("x-request-id", id)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // Kept: echoed in the header and repeated in the error body, on a handler's error and on
+    // the router's own 404.
+    for path in ["/api/playground/images/nope", "/api/no-such-route"] {
+        let (status, headers, b) = send(path, "support-ticket_42.a").await;
+        assert!(status == 401 || status == 404, "{path}: {status}");
+        assert_eq!(headers["x-request-id"], "support-ticket_42.a", "{path}");
+        assert_eq!(b["requestId"], "support-ticket_42.a", "{path}");
+    }
+    // Replaced: not the documented alphabet, or longer than 64 bytes.
+    let long: &'static str = "a".repeat(65).leak();
+    for bad in ["has space", "semi;colon", long] {
+        let (_, headers, b) = send("/api/no-such-route", bad).await;
+        let id = headers["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 32, "{bad:?} → {id}");
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(b["requestId"], id);
+    }
+}

@@ -322,3 +322,64 @@ async fn a_provider_failure_refunds_the_tokens_and_test_keys_stay_offline() {
         "test keys always use the offline renderer: {b}"
     );
 }
+
+#[tokio::test]
+async fn a_panicking_provider_is_a_failed_provider_refunded_and_the_server_stays_up() {
+    use creapic_server_kit::media::{MediaStore, SigningKey};
+    use creapic_server_kit::pipeline::Pipeline;
+    use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Panics;
+    #[async_trait::async_trait]
+    impl ImageProvider for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+
+        async fn generate(
+            &self,
+            _: &ImageRequest,
+        ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+            panic!("a provider bug");
+        }
+    }
+
+    let media = MediaStore::in_memory(SigningKey::generate());
+    let pipeline = Pipeline::new(
+        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(Panics),
+        media,
+    );
+    let app = common::app_with_pipeline(
+        Arc::new(creapic_core::store::memory::MemoryStore::new()),
+        creapic_server_kit::KitConfig::default(),
+        pipeline,
+    )
+    .await;
+    app.grant(app.org, 10).await;
+    let key = app.key(&[Scope::ImageGeneration]).await;
+    for attempt in 0..2 {
+        let (status, headers, b) = body(
+            app.http
+                .post(app.url("/api/public/images/generate"))
+                .bearer_auth(&key)
+                .json(&json!({"source": {"type": "text", "text": "a lighthouse"}}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 502, "attempt {attempt}: {b}");
+        assert_eq!(b["code"], "provider_failed");
+        assert_eq!(b["requestId"], headers["x-request-id"].to_str().unwrap());
+        assert_eq!(
+            app.core.balance(app.org).await.unwrap().get(),
+            10,
+            "the hold was released, not left open"
+        );
+    }
+    let health = app.http.get(app.url("/api/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the server survived");
+}
