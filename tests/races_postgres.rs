@@ -320,3 +320,135 @@ async fn a_key_deleted_on_one_replica_is_refused_by_the_other_within_a_second() 
     assert!(took < Duration::from_secs(1), "{took:?}");
     listener.shutdown().await;
 }
+
+/// 120 holds of requests that died (older than `stale_hold_after`), swept by two replicas at
+/// once while a third of them are settled by their own (slow, still alive) requests: every hold
+/// ends either captured by its request or released by exactly one sweep, never both, a sweep
+/// takes at most `STALE_HOLDS_PER_SWEEP`, fresh holds are left alone, and the ledger adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_holds_are_released_once_by_sweepers_on_two_replicas() {
+    use creapic_core::clock::ManualClock;
+    use creapic_core::ledger::LedgerRequest;
+    use creapic_core::service::STALE_HOLDS_PER_SWEEP;
+
+    let (a, b) = replicas().await;
+    let f = Arc::new(Fixture::new(Arc::clone(&a)));
+    let org = f.funded_org(200).await.expect("funded org");
+    let mut stale = Vec::new();
+    for i in 0..120 {
+        let r = f
+            .apply(
+                org,
+                LedgerOp::Reserve {
+                    amount: Credits::amount(1).expect("amount"),
+                    job: None,
+                },
+                &format!("dead-{i}"),
+            )
+            .await
+            .expect("reserve");
+        stale.push(r.hold.expect("hold").id);
+    }
+    // A request still within its time: reserved 5 minutes before the sweepers' "now".
+    let fresh = a
+        .apply(
+            &LedgerRequest {
+                entry_id: f.entry_id(),
+                org,
+                op: LedgerOp::Reserve {
+                    amount: Credits::amount(7).expect("amount"),
+                    job: None,
+                },
+                idempotency_key: IdempotencyKey::new("alive").expect("key"),
+                at: f.now.plus(Duration::from_secs(15 * 60)),
+            },
+            None,
+        )
+        .await
+        .expect("fresh reserve")
+        .hold
+        .expect("hold")
+        .id;
+    let clock = Arc::new(ManualClock::new(f.now.plus(Duration::from_secs(20 * 60))));
+    let replica = |store: &Arc<dyn Store>| {
+        Arc::new(
+            Creapic::builder(Arc::clone(store))
+                .clock(Arc::clone(&clock) as Arc<dyn creapic_core::clock::Clock>)
+                .config(CoreConfig {
+                    stale_hold_after: Duration::from_secs(15 * 60),
+                    ..CoreConfig::default()
+                })
+                .build(),
+        )
+    };
+    let (ra, rb) = (replica(&a), replica(&b));
+    let sweeper = |core: Arc<Creapic<dyn Store>>| {
+        tokio::spawn(async move {
+            let (mut total, mut largest) = (0u64, 0u64);
+            for _ in 0..20 {
+                let n = core.release_stale_holds().await.expect("sweep");
+                total += n;
+                largest = largest.max(n);
+                if n == 0 {
+                    break;
+                }
+            }
+            (total, largest)
+        })
+    };
+    let (sa, sb) = (sweeper(Arc::clone(&ra)), sweeper(Arc::clone(&rb)));
+    // The slow requests settle their own holds meanwhile (capture), racing the sweeps.
+    let mut captures = Vec::new();
+    for (i, hold) in stale
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+    {
+        let core = if i % 2 == 0 {
+            Arc::clone(&ra)
+        } else {
+            Arc::clone(&rb)
+        };
+        captures.push(tokio::spawn(async move {
+            core.capture(org, hold, 1, &format!("capture-{i}"))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut captured = 0u64;
+    for c in captures {
+        captured += u64::from(c.await.expect("capture task"));
+    }
+    let ((ta, la), (tb, lb)) = (sa.await.expect("sweeper a"), sb.await.expect("sweeper b"));
+    assert!(
+        la <= u64::from(STALE_HOLDS_PER_SWEEP) && lb <= u64::from(STALE_HOLDS_PER_SWEEP),
+        "one sweep releases at most the bound: {la}, {lb}"
+    );
+    // Sweeps that ended early may leave a few for the next period: sweep until nothing is left.
+    let mut rest = 0;
+    loop {
+        let n = ra.release_stale_holds().await.expect("last sweep");
+        if n == 0 {
+            break;
+        }
+        rest += n;
+    }
+    assert_eq!(
+        ta + tb + rest + captured,
+        120,
+        "each abandoned hold released once or captured once (released {ta}+{tb}+{rest}, captured {captured})"
+    );
+    for hold in &stale {
+        let h = a.hold(org, *hold).await.expect("hold").expect("exists");
+        assert_eq!(h.remaining(), 0, "nothing left open in {hold}");
+        assert!(
+            h.captured.get() + h.released.get() == 1,
+            "settled exactly once: {h:?}"
+        );
+    }
+    let h = a.hold(org, fresh).await.expect("hold").expect("exists");
+    assert_eq!(h.remaining(), 7, "a request within its time keeps its hold");
+    let balance = f.assert_ledger_consistent(org).await.expect("ledger");
+    assert_eq!(balance, 200 - captured - 7);
+}

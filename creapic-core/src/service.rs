@@ -32,6 +32,13 @@ use crate::store::{KeyQuery, Store};
 /// Most times [`Creapic::verify_audit_chain`] restarts because a purge moved the anchor.
 pub const VERIFY_RESTARTS_MAX: u32 = 3;
 
+/// Default [`CoreConfig::stale_hold_after`]: 15 minutes, several times the longest provider call
+/// with its retries.
+pub const STALE_HOLD_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Most holds one [`Creapic::release_stale_holds`] call releases (the next call takes the rest).
+pub const STALE_HOLDS_PER_SWEEP: u32 = 100;
+
 /// Settings of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreConfig {
@@ -45,6 +52,10 @@ pub struct CoreConfig {
     pub keys_per_org_max: u64,
     /// Longest lease a worker may ask for.
     pub lease_max: Duration,
+    /// Age after which an open hold of a synchronous request (no job) counts as abandoned and
+    /// [`Creapic::release_stale_holds`] gives its credits back. Keep it well above the longest a
+    /// request may spend between reserve and capture (provider timeouts × retries).
+    pub stale_hold_after: Duration,
 }
 
 impl Default for CoreConfig {
@@ -55,6 +66,7 @@ impl Default for CoreConfig {
             idempotency_retention: crate::idempotency::RETENTION,
             keys_per_org_max: 1000,
             lease_max: Duration::from_secs(15 * 60),
+            stale_hold_after: STALE_HOLD_AFTER,
         }
     }
 }
@@ -800,5 +812,36 @@ impl<S: Store + ?Sized> Creapic<S> {
     pub async fn purge_requests(&self) -> Result<u64> {
         let cutoff = self.now().minus(self.config.idempotency_retention);
         self.store.purge_requests_before(cutoff).await
+    }
+
+    /// Gives back the credits of abandoned holds: open holds of synchronous requests (no job)
+    /// older than [`CoreConfig::stale_hold_after`], whose request died between its reserve and
+    /// its capture or release (a crash, a kill). Each gets what it had left released by an
+    /// ordinary ledger request under the key `stale-hold:{id}`, so sweepers on several replicas
+    /// release a hold once, and a request settling it meanwhile wins (the release no longer
+    /// fits and is skipped). Releases at most [`STALE_HOLDS_PER_SWEEP`] holds; returns how many.
+    pub async fn release_stale_holds(&self) -> Result<u64> {
+        let cutoff = self.now().minus(self.config.stale_hold_after);
+        let stale = self
+            .store
+            .stale_holds(cutoff, PageLimit::new(STALE_HOLDS_PER_SWEEP)?)
+            .await?;
+        let mut released = 0;
+        for hold in stale {
+            // Exactly what the listing saw left: if the request captured or released since,
+            // the hold no longer has it and the release is refused (`InvalidState`) — a
+            // request settling its own hold always wins over the sweep.
+            let key = format!("stale-hold:{}", hold.id);
+            match self
+                .release(hold.org, hold.id, Some(hold.remaining()), &key)
+                .await
+            {
+                Ok(receipt) if !receipt.replayed => released += 1,
+                // Released by another sweep (same key), or settled meanwhile.
+                Ok(_) | Err(Error::InvalidState(_) | Error::IdempotencyConflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
     }
 }

@@ -30,6 +30,8 @@ const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
 const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 /// How often expired audit events and idempotency records are purged.
 const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// How often abandoned holds (requests that died between reserve and capture) are released.
+const STALE_HOLD_PERIOD: Duration = Duration::from_secs(60);
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -276,6 +278,21 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         })
     };
 
+    let sweeper = {
+        let core = Arc::clone(&core);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STALE_HOLD_PERIOD);
+            loop {
+                tick.tick().await;
+                match core.release_stale_holds().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(holds = n, "released the holds of abandoned requests"),
+                    Err(e) => tracing::warn!(error = %e, "releasing abandoned holds failed"),
+                }
+            }
+        })
+    };
+
     let provider = match args.provider {
         ProviderChoice::Offline => "the offline renderer (deterministic images, not a model)",
         ProviderChoice::Gemini => "Gemini",
@@ -323,6 +340,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     }
     flusher.abort();
     purger.abort();
+    sweeper.abort();
     upkeep.abort();
     if let Some(handle) = runner.and_then(|h| Arc::try_unwrap(h).ok()) {
         let stats = handle.shutdown(Duration::from_secs(10)).await;

@@ -476,6 +476,24 @@ impl LedgerStore for MemoryStore {
         Ok(self.lock().holds.get(&id).filter(|h| h.org == org).cloned())
     }
 
+    async fn stale_holds(&self, before: Timestamp, limit: PageLimit) -> Result<Vec<Hold>> {
+        let s = self.lock();
+        let mut stale: Vec<Hold> = s
+            .holds
+            .values()
+            .filter(|h| {
+                h.job.is_none()
+                    && h.closed_at.is_none()
+                    && h.remaining() > 0
+                    && h.created_at < before
+            })
+            .cloned()
+            .collect();
+        stale.sort_by_key(|h| (h.created_at, h.id.as_uuid()));
+        stale.truncate(limit.as_usize());
+        Ok(stale)
+    }
+
     async fn entries(
         &self,
         org: OrgId,

@@ -139,6 +139,11 @@ pub trait LedgerStore: Send + Sync {
     async fn balance(&self, org: OrgId) -> Result<Credits>;
     /// A hold of `org`.
     async fn hold(&self, org: OrgId, id: crate::id::HoldId) -> Result<Option<Hold>>;
+    /// Open holds with credits left that no job pays through (those of synchronous requests),
+    /// created before `before`, of every organization, oldest first, at most `limit`. A request
+    /// whose process died between its reserve and its capture or release leaves one behind;
+    /// [`crate::Creapic::release_stale_holds`] gives their credits back.
+    async fn stale_holds(&self, before: Timestamp, limit: PageLimit) -> Result<Vec<Hold>>;
     /// Entries of `org` in ledger order, after the cursor `after` (an entry's `seq`).
     async fn entries(
         &self,

@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             ledger_idempotency_is_scoped_per_org,
             ledger_holds_capture_and_release,
             ledger_holds_belong_to_their_org,
+            ledger_stale_holds_are_open_unpaid_and_old,
             ledger_grant_respects_the_balance_limit,
             ledger_entries_page_in_order,
             concurrent_debits_and_holds_never_overdraw,
@@ -731,6 +732,107 @@ pub async fn ledger_holds_capture_and_release(store: Arc<dyn Store>) {
     );
     assert!(replay.replayed);
     assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 14);
+}
+
+/// The sweep's listing: open holds with credits left, of no job, created before the cutoff, of
+/// every organization, oldest first, bounded by the limit.
+pub async fn ledger_stale_holds_are_open_unpaid_and_old(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (a, b) = (
+        ok(f.funded_org(20).await, "org a"),
+        ok(f.funded_org(20).await, "org b"),
+    );
+    let minutes_ago = |m: u64| f.now.minus(Duration::from_secs(m * 60));
+    let reserve_at = |org: OrgId, n: u64, at: Timestamp, key: &'static str| {
+        let request = crate::ledger::LedgerRequest {
+            entry_id: f.entry_id(),
+            org,
+            op: LedgerOp::Reserve {
+                amount: amount(n),
+                job: None,
+            },
+            idempotency_key: idem(key),
+            at,
+        };
+        let store = Arc::clone(&f.store);
+        async move { ok(store.apply(&request, None).await, key) }
+    };
+    let hold_of = |r: &crate::ledger::LedgerReceipt| r.hold.as_ref().map(|h| h.id).expect("hold");
+    let oldest = hold_of(&reserve_at(a, 3, minutes_ago(30), "oldest").await);
+    let older_b = hold_of(&reserve_at(b, 2, minutes_ago(20), "older-b").await);
+    let fresh = hold_of(&reserve_at(a, 1, f.now, "fresh").await);
+    // Settled holds are never stale, however old: used up by a capture, or released.
+    let used = hold_of(&reserve_at(a, 1, minutes_ago(40), "used").await);
+    ok(
+        f.apply(
+            a,
+            LedgerOp::Capture {
+                hold: used,
+                amount: amount(1),
+            },
+            "use",
+        )
+        .await,
+        "capture",
+    );
+    let closed = hold_of(&reserve_at(a, 1, minutes_ago(40), "closed").await);
+    ok(
+        f.apply(
+            a,
+            LedgerOp::Release {
+                hold: closed,
+                amount: None,
+            },
+            "close",
+        )
+        .await,
+        "release",
+    );
+    // A job's hold is settled by its job, never by the sweep.
+    ok(
+        f.store.enqueue(&new_job(&f, a, 2, 1, "job")).await,
+        "enqueue",
+    );
+
+    let ids = |holds: Vec<crate::ledger::Hold>| holds.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let limit = |n| ok(PageLimit::new(n), "limit");
+    let before_ten_minutes = ok(
+        f.store.stale_holds(minutes_ago(10), limit(100)).await,
+        "stale",
+    );
+    assert_eq!(
+        ids(before_ten_minutes),
+        vec![oldest, older_b],
+        "open, unpaid, older than the cutoff, every organization, oldest first"
+    );
+    let later = f.now.plus(Duration::from_secs(60));
+    let all = ids(ok(f.store.stale_holds(later, limit(100)).await, "stale"));
+    assert_eq!(all, vec![oldest, older_b, fresh], "never a job's hold");
+    assert_eq!(
+        ids(ok(f.store.stale_holds(later, limit(1)).await, "stale")),
+        vec![oldest],
+        "the limit keeps the oldest"
+    );
+    // Partly released holds are still open with credits left.
+    ok(
+        f.apply(
+            a,
+            LedgerOp::Release {
+                hold: oldest,
+                amount: Some(amount(1)),
+            },
+            "part",
+        )
+        .await,
+        "partial release",
+    );
+    let after = ok(
+        f.store.stale_holds(minutes_ago(10), limit(100)).await,
+        "stale",
+    );
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].remaining(), 2, "what is left of the oldest");
+    ok(f.assert_ledger_consistent(a).await, "ledger a");
 }
 
 /// Another organization cannot capture, release or read a hold.
