@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{BIN, Serve, cli, cli_json, spawn_serve};
 
-const BIN: &str = env!("CARGO_BIN_EXE_creapic");
+mod support;
+
 const DASHBOARD_TOKEN: &str = "e2e-dashboard-token";
 
 fn data_dir() -> PathBuf {
@@ -21,67 +22,15 @@ fn data_dir() -> PathBuf {
     dir
 }
 
-fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("CREAPIC_DATABASE_URL")
-        .output()
-        .unwrap()
-}
-
-fn cli_json(dir: &Path, args: &[&str]) -> Value {
-    let out = cli(dir, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed more than one JSON document ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
+fn serve(dir: &Path) -> Serve {
+    let mut command = Command::new(BIN);
+    command
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("creapic listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its address");
-    Server { child, base }
+        .env("RUST_LOG", "warn");
+    spawn_serve(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,44 +7,17 @@
 #![cfg(feature = "s3")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use creapic_core::id::OrgId;
 use creapic_server_kit::media::{MediaKey, MediaStore, SigningKey};
 use serde_json::Value;
+use support::{BIN, cli_json, spawn_serve};
 
-const BIN: &str = env!("CARGO_BIN_EXE_creapic");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 fn endpoint() -> String {
     std::env::var("S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
-}
-
-fn cli_json(dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("CREAPIC_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +70,8 @@ async fn generated_images_live_in_the_bucket_and_come_back_through_signed_links(
         .unwrap()
         .to_owned();
 
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("--data-dir")
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--media"])
@@ -108,24 +82,9 @@ async fn generated_images_live_in_the_bucket_and_come_back_through_signed_links(
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "creapic-test")
         .env("AWS_SECRET_ACCESS_KEY", "creapic-test")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("creapic listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its address");
+        .env("RUST_LOG", "warn");
+    let server = spawn_serve(command);
+    let base = server.base.clone();
 
     let resp = http
         .post(format!("{base}/api/public/images/generate"))

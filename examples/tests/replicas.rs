@@ -10,15 +10,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection as _;
+use support::{BIN, Serve, spawn_serve};
 
-const BIN: &str = env!("CARGO_BIN_EXE_creapic");
+mod support;
+
 const DASHBOARD_TOKEN: &str = "replicas-dashboard-token";
 const CREDITS: u64 = 20;
 
@@ -100,20 +101,9 @@ fn cli_json(db: &Database, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn replica(db: &Database, dir: &Path) -> Replica {
-    let mut child = Command::new(BIN)
+fn replica(db: &Database, dir: &Path) -> Serve {
+    let mut command = Command::new(BIN);
+    command
         .arg("--data-dir")
         .arg(dir)
         .arg("--database")
@@ -122,24 +112,8 @@ fn replica(db: &Database, dir: &Path) -> Replica {
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
         // One signing key for both, as the binary's docs ask of replicas.
         .env("CREAPIC_MEDIA_SIGNING_KEY", "42".repeat(32))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("creapic listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its address");
-    Replica { child, base }
+        .env("RUST_LOG", "warn");
+    spawn_serve(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,6 +38,15 @@ pub(crate) const ENTRY_COLUMNS: &str = "seq, id, org, kind, delta, amount, balan
 /// Columns of `holds`.
 pub(crate) const HOLD_COLUMNS: &str =
     "id, org, job_id, amount, captured, released, created_at, closed_at";
+
+/// `LedgerStore::stale_holds` on both SQL backends: `$1` the cutoff (Unix ms), `$2` the limit.
+/// The partial index `holds_open_unpaid` keeps it a range scan of open holds.
+pub(crate) fn stale_holds_sql() -> String {
+    format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE closed_at IS NULL AND job_id IS NULL \
+         AND captured + released < amount AND created_at < $1 ORDER BY created_at, id LIMIT $2"
+    )
+}
 /// Columns of `jobs`.
 pub(crate) const JOB_COLUMNS: &str = "id, org, key_id, kind, mode, status, unit_cost, hold_id, \
      idempotency_key, created_at, updated_at, finished_at, lease_worker, lease_expires_at, attempts";

@@ -1054,17 +1054,12 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn stale_holds(&self, before: Timestamp, limit: PageLimit) -> Result<Vec<Hold>> {
-        // `holds_open_unpaid` (a partial index) keeps this a range scan of open holds.
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {HOLD_COLUMNS} FROM holds WHERE closed_at IS NULL AND job_id IS NULL \
-             AND captured + released < amount AND created_at < $1 \
-             ORDER BY created_at, id LIMIT $2"
-        )))
-        .bind(before.unix_ms())
-        .bind(i64::from(limit.get()))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_error)?;
+        let rows = sqlx::query(AssertSqlSafe(sql::stale_holds_sql()))
+            .bind(before.unix_ms())
+            .bind(i64::from(limit.get()))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_error)?;
         rows.iter().map(sql::hold).collect()
     }
 
