@@ -393,7 +393,13 @@ async fn a_crashed_runner_loses_nothing_and_nothing_is_charged_twice() {
     // Nobody can take the job while A's lease stands...
     let b = start(&w, Arc::new(small()), "runner-b");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(w.core.job(&w.live, id).await.unwrap().attempts, 1);
+    let held = w.core.job(&w.live, id).await.unwrap();
+    assert_eq!(held.attempts, 1);
+    assert_eq!(
+        held.lease.map(|l| l.worker.as_str().to_owned()).as_deref(),
+        Some("runner-a"),
+        "a crash hands nothing back: the lease stays the dead runner's until it lapses"
+    );
     // ...and once it lapses, B finishes only what was left.
     w.clock.advance(LEASE + Duration::from_secs(1));
     b.wake();
@@ -413,7 +419,18 @@ async fn a_crashed_runner_loses_nothing_and_nothing_is_charged_twice() {
 async fn a_runner_that_lost_its_lease_cannot_charge_again() {
     let w = world().await;
     let (gated, gate) = StandIn::gated();
-    let a = start(&w, gated.clone(), "runner-a");
+    // One job at a time: while A is stuck on this job its claim loop has no free slot, so once
+    // the lease lapses it is B, not A re-claiming its own job, that takes it over.
+    let a = Runner::new(
+        Arc::clone(&w.core),
+        pipeline(&w, gated.clone()),
+        RunnerConfig {
+            jobs_max: 1,
+            ..config("runner-a")
+        },
+    )
+    .start()
+    .unwrap();
     let id = submit(&w, &w.live, &["a slow one", "a slow two"], "bulk-zombie").await;
     wait_for(&w, &w.live, id, |j| j.status == JobStatus::Running).await;
     // A is alive but stuck; its lease lapses and B takes the job over and finishes it.
@@ -722,7 +739,13 @@ async fn heartbeats_keep_a_long_job_leased() {
     assert!(creapic_core::clock::Clock::now(w.clock.as_ref()) > first_expiry);
     let b = start(&w, Arc::new(small()), "runner-b");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(w.core.job(&w.live, id).await.unwrap().attempts, 1);
+    let held = w.core.job(&w.live, id).await.unwrap();
+    assert_eq!(held.attempts, 1);
+    assert_eq!(
+        held.lease.map(|l| l.worker.as_str().to_owned()).as_deref(),
+        Some("runner-a"),
+        "a crash hands nothing back: the lease stays the dead runner's until it lapses"
+    );
     gate.add_permits(1);
     let job = terminal(&w, &w.live, id).await;
     assert_eq!(job.status, JobStatus::Completed);

@@ -87,7 +87,9 @@ async fn hand_back_requested<S: Store + ?Sized>(ctx: &Context<S>) -> Stop {
             return Stop::HandBack;
         }
         if phase.changed().await.is_err() {
-            return Stop::HandBack;
+            // The handle was dropped: a crash by contract, whose abort is on its way to this
+            // task. Handing the lease back here would race it and make a crash look graceful.
+            std::future::pending::<()>().await;
         }
     }
 }
