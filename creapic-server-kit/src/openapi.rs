@@ -66,7 +66,64 @@ impl Modify for Security {
     }
 }
 
-/// The document.
+/// The document as derived, with the default limits.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// Path and query parameters that are ids (UUIDs) wherever they appear.
+const UUID_PARAMETERS: [&str; 4] = ["jobId", "id", "org", "organizationId"];
+
+/// The document a service serves: the derived one, with what the types cannot say written in —
+/// ids as `format: uuid`, and the host's own [`Limits`](crate::config::Limits) (they are
+/// configurable, so no attribute on a type could state them) as `minItems`/`maxItems`/
+/// `maxLength` of the request bodies. Clients generated from it validate what the server checks.
+pub fn document_for(limits: &crate::config::Limits) -> serde_json::Value {
+    use serde_json::json;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+            for operation in item.values_mut() {
+                let Some(params) = operation
+                    .get_mut("parameters")
+                    .and_then(|p| p.as_array_mut())
+                else {
+                    continue;
+                };
+                for param in params {
+                    let name = param.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                    if UUID_PARAMETERS.contains(&name) {
+                        param["schema"] = json!({"type": "string", "format": "uuid"});
+                    }
+                }
+            }
+        }
+    }
+    let prompt = json!({"type": "string", "minLength": 1, "maxLength": limits.prompt_max_chars});
+    let schemas = &mut doc["components"]["schemas"];
+    if schemas.is_object() {
+        let prompts = &mut schemas["BulkImagesRequest"]["properties"]["prompts"];
+        if prompts.is_object() {
+            prompts["minItems"] = json!(1);
+            prompts["maxItems"] = json!(limits.prompts_max);
+            prompts["items"] = prompt;
+        }
+        let key = &mut schemas["CreateKeyRequest"]["properties"];
+        if key.is_object() {
+            key["organizationId"]["format"] = json!("uuid");
+            key["name"]["minLength"] = json!(1);
+            key["name"]["maxLength"] = json!(creapic_core::key::NAME_MAX_CHARS);
+            key["scopes"]["minItems"] = json!(1);
+        }
+        let org = &mut schemas["CreateOrganizationRequest"]["properties"]["name"];
+        if org.is_object() {
+            org["minLength"] = json!(1);
+            org["maxLength"] = json!(creapic_core::org::ORG_NAME_MAX_CHARS);
+        }
+        let layers = &mut schemas["SceneRenderRequest"]["properties"]["layers"];
+        if layers.is_object() {
+            layers["maxItems"] = json!(limits.scene_layers_max);
+        }
+    }
+    doc
 }

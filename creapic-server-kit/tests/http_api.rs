@@ -704,3 +704,54 @@ async fn a_client_request_id_is_kept_when_plain_and_replaced_otherwise() {
         assert_eq!(b["requestId"], id);
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_states_ids_and_the_hosts_own_limits() {
+    let mut config = creapic_server_kit::KitConfig::default();
+    config.limits.prompts_max = 7;
+    config.limits.prompt_max_chars = 300;
+    let app = common::app_with(
+        std::sync::Arc::new(creapic_core::store::memory::MemoryStore::new()),
+        config,
+    )
+    .await;
+    let (status, _, doc) = body(app.http.get(app.url("/api/openapi")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has {name}"))["schema"]
+            .clone()
+    };
+    for (path, method, name) in [
+        ("/api/playground/images/{jobId}", "get", "jobId"),
+        ("/api/keys/{id}", "delete", "id"),
+        ("/api/keys", "get", "organizationId"),
+        ("/api/media/{org}/{key}", "get", "org"),
+    ] {
+        assert_eq!(param(path, method, name)["format"], "uuid", "{path} {name}");
+    }
+    let prompts = &doc["components"]["schemas"]["BulkImagesRequest"]["properties"]["prompts"];
+    assert_eq!(prompts["minItems"], 1);
+    assert_eq!(prompts["maxItems"], 7, "the host's limit, not the default");
+    assert_eq!(prompts["items"]["maxLength"], 300);
+    // What the document says is what the server enforces.
+    let key = app.key(&[Scope::ImageGeneration]).await;
+    app.grant(app.org, 100).await;
+    let eight: Vec<String> = (0..8).map(|i| format!("prompt {i}")).collect();
+    let (status, _, b) = body(
+        app.http
+            .post(app.url("/api/playground/images"))
+            .bearer_auth(&key)
+            .json(&json!({ "prompts": eight }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{b}");
+    assert_eq!(b["code"], "limit_exceeded");
+}

@@ -15,8 +15,11 @@ use crate::service::AppState;
     tag = "system",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
-pub async fn openapi() -> Response {
-    json(StatusCode::OK, &crate::openapi::document())
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    json(
+        StatusCode::OK,
+        &crate::openapi::document_for(&state.config().limits),
+    )
 }
 
 /// Liveness and store reachability.
