@@ -148,6 +148,17 @@ async fn submit(w: &World, who: &Principal, prompts: &[&str], key: &str) -> JobI
     w.core.submit_job(who, spec, key).await.unwrap().job.id
 }
 
+/// Asserts that the job is on its first attempt and leased to `worker`.
+async fn assert_held(w: &World, id: JobId, worker: &str, why: &str) {
+    let held = w.core.job(&w.live, id).await.unwrap();
+    assert_eq!(held.attempts, 1, "{why}");
+    assert_eq!(
+        held.lease.map(|l| l.worker.as_str().to_owned()).as_deref(),
+        Some(worker),
+        "{why}"
+    );
+}
+
 /// Polls the job until `done` holds (at most 10 s).
 async fn wait_for(w: &World, who: &Principal, id: JobId, done: impl Fn(&Job) -> bool) -> Job {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -393,13 +404,13 @@ async fn a_crashed_runner_loses_nothing_and_nothing_is_charged_twice() {
     // Nobody can take the job while A's lease stands...
     let b = start(&w, Arc::new(small()), "runner-b");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let held = w.core.job(&w.live, id).await.unwrap();
-    assert_eq!(held.attempts, 1);
-    assert_eq!(
-        held.lease.map(|l| l.worker.as_str().to_owned()).as_deref(),
-        Some("runner-a"),
-        "a crash hands nothing back: the lease stays the dead runner's until it lapses"
-    );
+    assert_held(
+        &w,
+        id,
+        "runner-a",
+        "a crash hands nothing back: the lease stays the dead runner's until it lapses",
+    )
+    .await;
     // ...and once it lapses, B finishes only what was left.
     w.clock.advance(LEASE + Duration::from_secs(1));
     b.wake();
@@ -739,13 +750,13 @@ async fn heartbeats_keep_a_long_job_leased() {
     assert!(creapic_core::clock::Clock::now(w.clock.as_ref()) > first_expiry);
     let b = start(&w, Arc::new(small()), "runner-b");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let held = w.core.job(&w.live, id).await.unwrap();
-    assert_eq!(held.attempts, 1);
-    assert_eq!(
-        held.lease.map(|l| l.worker.as_str().to_owned()).as_deref(),
-        Some("runner-a"),
-        "a crash hands nothing back: the lease stays the dead runner's until it lapses"
-    );
+    assert_held(
+        &w,
+        id,
+        "runner-a",
+        "heartbeats keep the lease with its live runner",
+    )
+    .await;
     gate.add_permits(1);
     let job = terminal(&w, &w.live, id).await;
     assert_eq!(job.status, JobStatus::Completed);
