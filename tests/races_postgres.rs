@@ -328,7 +328,6 @@ async fn a_key_deleted_on_one_replica_is_refused_by_the_other_within_a_second() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandoned_holds_are_released_once_by_sweepers_on_two_replicas() {
     use creapic_core::clock::ManualClock;
-    use creapic_core::ledger::LedgerRequest;
     use creapic_core::service::STALE_HOLDS_PER_SWEEP;
 
     let (a, b) = replicas().await;
@@ -350,19 +349,15 @@ async fn abandoned_holds_are_released_once_by_sweepers_on_two_replicas() {
         stale.push(r.hold.expect("hold").id);
     }
     // A request still within its time: reserved 5 minutes before the sweepers' "now".
-    let fresh = a
-        .apply(
-            &LedgerRequest {
-                entry_id: f.entry_id(),
-                org,
-                op: LedgerOp::Reserve {
-                    amount: Credits::amount(7).expect("amount"),
-                    job: None,
-                },
-                idempotency_key: IdempotencyKey::new("alive").expect("key"),
-                at: f.now.plus(Duration::from_secs(15 * 60)),
+    let fresh = f
+        .apply_at(
+            org,
+            LedgerOp::Reserve {
+                amount: Credits::amount(7).expect("amount"),
+                job: None,
             },
-            None,
+            "alive",
+            f.now.plus(Duration::from_secs(15 * 60)),
         )
         .await
         .expect("fresh reserve")

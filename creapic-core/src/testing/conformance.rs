@@ -744,18 +744,12 @@ pub async fn ledger_stale_holds_are_open_unpaid_and_old(store: Arc<dyn Store>) {
     );
     let minutes_ago = |m: u64| f.now.minus(Duration::from_secs(m * 60));
     let reserve_at = |org: OrgId, n: u64, at: Timestamp, key: &'static str| {
-        let request = crate::ledger::LedgerRequest {
-            entry_id: f.entry_id(),
-            org,
-            op: LedgerOp::Reserve {
-                amount: amount(n),
-                job: None,
-            },
-            idempotency_key: idem(key),
-            at,
+        let op = LedgerOp::Reserve {
+            amount: amount(n),
+            job: None,
         };
-        let store = Arc::clone(&f.store);
-        async move { ok(store.apply(&request, None).await, key) }
+        let f = &f;
+        async move { ok(f.apply_at(org, op, key, at).await, key) }
     };
     let hold_of = |r: &crate::ledger::LedgerReceipt| r.hold.as_ref().map(|h| h.id).expect("hold");
     let oldest = hold_of(&reserve_at(a, 3, minutes_ago(30), "oldest").await);

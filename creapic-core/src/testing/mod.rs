@@ -102,19 +102,30 @@ impl Fixture {
         Ok(org.id)
     }
 
-    /// Applies a ledger operation with a fresh entry id.
+    /// Applies a ledger operation with a fresh entry id, at the fixture's "now".
     pub async fn apply(
         &self,
         org: OrgId,
         op: LedgerOp,
         key: &str,
     ) -> Result<crate::ledger::LedgerReceipt> {
+        self.apply_at(org, op, key, self.now).await
+    }
+
+    /// Applies a ledger operation with a fresh entry id, dated `at` (e.g. a hold made earlier).
+    pub async fn apply_at(
+        &self,
+        org: OrgId,
+        op: LedgerOp,
+        key: &str,
+        at: Timestamp,
+    ) -> Result<crate::ledger::LedgerReceipt> {
         let request = LedgerRequest {
             entry_id: self.entry_id(),
             org,
             op,
             idempotency_key: IdempotencyKey::new(key)?,
-            at: self.now,
+            at,
         };
         self.store.apply(&request, None).await
     }
