@@ -66,7 +66,8 @@ impl Modify for Security {
     }
 }
 
-/// The document as derived, with the default limits.
+/// The document exactly as the types and annotations derive it: ids are plain strings and no
+/// limit is stated. What `GET /api/openapi` serves is [`document_for`] the service's limits.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
