@@ -521,6 +521,71 @@ async fn graceful_shutdown_hands_leases_back() {
     assert_eq!(stats.completed, 1);
 }
 
+/// Shutdown finishes the items that are generating and starts no other: with two items in
+/// flight and two waiting for a permit, the first two are reported (and charged) and the job is
+/// handed back at once with the other two pending, long before the grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_items_in_flight_and_hands_back_the_rest() {
+    let w = world().await;
+    let (gated, gate) = StandIn::gated();
+    let a = Runner::new(
+        Arc::clone(&w.core),
+        pipeline(&w, gated.clone()),
+        RunnerConfig {
+            concurrency_max: 2,
+            ..config("runner-a")
+        },
+    )
+    .start()
+    .unwrap();
+    let id = submit(
+        &w,
+        &w.live,
+        &["slow one", "slow two", "slow three", "slow four"],
+        "bulk-drain",
+    )
+    .await;
+    // Every item waits at the gate once it has a permit: two hold both permits, two wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gated.in_flight.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "items never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopping = tokio::spawn(a.shutdown(Duration::from_secs(60)));
+    // Draining has begun before the gated items are let through (bounded wait for the flag).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(2);
+    let stats = tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("shutdown returned long before its grace period")
+        .unwrap();
+    assert_eq!((stats.completed, stats.handed_back), (0, 1));
+    assert_eq!(
+        gated.calls.load(Ordering::SeqCst),
+        2,
+        "no item started after draining began"
+    );
+    let back = w.core.job(&w.live, id).await.unwrap();
+    assert!(back.lease.is_none(), "handed back: claimable at once");
+    assert_eq!(back.succeeded(), 2);
+    assert_eq!(
+        back.items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Pending)
+            .count(),
+        2
+    );
+    // The next runner does only what was left; every item is charged once.
+    let b = start(&w, Arc::new(small()), "runner-b");
+    let job = terminal(&w, &w.live, id).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(charged_once(&w, &job).await, (4, 0));
+    assert_eq!(b.shutdown(Duration::from_secs(1)).await.completed, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_keys_always_use_the_offline_renderer() {
     let w = world().await;

@@ -133,8 +133,13 @@ async fn work<S: Store + ?Sized>(ctx: &Context<S>, job: &Job) -> Result<(), Stop
             .filter(|i| i.status == ItemStatus::Pending)
             .map(|item| run_item(ctx, job, item.index, &item.input))
             .collect();
+        let mut not_started = false;
         while let Some(result) = items.next().await {
-            result?;
+            not_started |= result? == Ran::NotStarted;
+        }
+        if not_started {
+            // Draining: what is done is reported; the rest belongs to the next runner.
+            return Err(Stop::HandBack);
         }
     }
     let done = ctx
@@ -162,14 +167,38 @@ async fn work<S: Store + ?Sized>(ctx: &Context<S>, job: &Job) -> Result<(), Stop
     }
 }
 
+/// What became of one item of a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Generated (or failed) and reported to core.
+    Reported,
+    /// The runner began draining before the item got a permit: not started, still pending.
+    NotStarted,
+}
+
+/// Resolves once the runner stops starting new work (draining or handing back). Never resolves
+/// if the handle was dropped: that is a crash, whose abort is on its way.
+async fn draining<S: Store + ?Sized>(ctx: &Context<S>) {
+    let mut phase = ctx.phase.clone();
+    if phase.wait_for(|p| *p != Phase::Running).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn run_item<S: Store + ?Sized>(
     ctx: &Context<S>,
     job: &Job,
     index: u32,
     input: &str,
-) -> Result<(), Stop> {
+) -> Result<Ran, Stop> {
     let generated = {
-        let Some(_permit) = ctx.limits.acquire(job.org).await else {
+        // An item that has not got its permit when draining begins is not started.
+        let permit = tokio::select! {
+            biased;
+            () = draining(ctx) => return Ok(Ran::NotStarted),
+            permit = ctx.limits.acquire(job.org) => permit,
+        };
+        let Some(_permit) = permit else {
             return Err(Stop::HandBack);
         };
         match job.kind {
@@ -190,7 +219,8 @@ async fn run_item<S: Store + ?Sized>(
             ItemOutcome::Failed(ItemError::new(e.code(), &e.to_string()))
         }
     };
-    report(ctx, job, index, outcome).await
+    report(ctx, job, index, outcome).await?;
+    Ok(Ran::Reported)
 }
 
 /// Reports an item, retrying transient store failures.

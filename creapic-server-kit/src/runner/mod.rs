@@ -10,10 +10,16 @@
 //! is ever charged twice. What a crash can cost is a repeated generation, never a repeated charge.
 //!
 //! Lifecycle: [`Runner::start`] spawns the claim loop and returns a [`RunnerHandle`].
-//! [`RunnerHandle::shutdown`] stops claiming, lets in-flight jobs finish for a grace period, and
-//! then hands the rest back (`Creapic::release_lease`: no lease, claimable by another runner at
-//! once, the attempt not counted). Dropping the handle is a crash: every task is aborted and nothing is handed back,
-//! which is safe for the reason above, only slower to recover (a lease's length).
+//! [`RunnerHandle::shutdown`] stops claiming and starting items, lets the items already
+//! generating finish for a grace period, and hands every job back (`Creapic::release_lease`: no
+//! lease, claimable by another runner at once, the attempt not counted) as soon as its in-flight
+//! items are reported, or when the grace period ends, whichever is first. Dropping the handle is
+//! a crash: every task is aborted and nothing is handed back, which is safe for the reason
+//! above, only slower to recover (a lease's length).
+//!
+//! The handle is owned, never shared: a host that wakes the runner when a job is submitted
+//! gives it the kit's signal ([`Runner::wake_on`]) instead of keeping a clone of the handle in a
+//! task, so the handle can always be shut down.
 //!
 //! Limits: at most `jobs_max` leased jobs, `concurrency_max` generations in flight, and
 //! `org_concurrency_max` per organization; transient failures are retried under the pipeline's
@@ -89,7 +95,7 @@ impl Default for RunnerConfig {
 enum Phase {
     /// Claiming and running.
     Running,
-    /// Not claiming; finishing what it holds.
+    /// Not claiming and not starting items; finishing the items in flight, then handing back.
     Draining,
     /// Stopping what it holds and handing the leases back.
     HandBack,
@@ -124,6 +130,8 @@ struct Context<S: Store + ?Sized> {
     phase: watch::Receiver<Phase>,
     webhooks: Option<WebhookQueue>,
     counters: Arc<Counters>,
+    /// The host's "a job was queued" signal, besides the handle's own.
+    wake_on: Option<Arc<Notify>>,
 }
 
 /// The job runner, before it starts.
@@ -132,6 +140,7 @@ pub struct Runner<S: Store + ?Sized> {
     pipeline: Pipeline,
     config: RunnerConfig,
     webhooks: Option<(Arc<dyn WebhookEndpoints>, WebhookConfig)>,
+    wake_on: Option<Arc<Notify>>,
 }
 
 impl<S: Store + ?Sized> std::fmt::Debug for Runner<S> {
@@ -150,7 +159,15 @@ impl<S: Store + ?Sized> Runner<S> {
             pipeline,
             config,
             webhooks: None,
+            wake_on: None,
         }
+    }
+
+    /// Also looks for work whenever `signal` is notified — the kit's job signal
+    /// (`AppState::job_notify`, `ServiceBuilder::job_notify`), so a submitted job starts at once.
+    pub fn wake_on(mut self, signal: Arc<Notify>) -> Self {
+        self.wake_on = Some(signal);
+        self
     }
 
     /// Sends a signed `job.completed` webhook to organizations that registered an endpoint.
@@ -206,6 +223,7 @@ impl<S: Store + ?Sized> Runner<S> {
             webhooks: sender.as_ref().map(WebhookSender::queue),
             counters: Arc::clone(&counters),
             config: self.config,
+            wake_on: self.wake_on,
         });
         let hand_back_max = ctx.config.hand_back_max;
         let claimer = tokio::spawn(claim_loop(ctx, Arc::clone(&wake)));
@@ -254,9 +272,10 @@ impl RunnerHandle {
         }
     }
 
-    /// Stops claiming, waits up to `grace` for leased jobs to finish, then hands the rest back
-    /// (waiting at most `hand_back_max` for that) and flushes webhooks for what remains of the
-    /// grace period. Returns what the runner did.
+    /// Stops claiming and starting items; waits up to `grace` for the items in flight to finish
+    /// (each job is handed back as soon as its in-flight items are reported), then stops what
+    /// is still running and hands it back (waiting at most `hand_back_max` for that), and
+    /// flushes webhooks for what remains of the grace period. Returns what the runner did.
     pub async fn shutdown(mut self, grace: Duration) -> RunnerStats {
         let started = tokio::time::Instant::now();
         self.phase.send_replace(Phase::Draining);
@@ -349,10 +368,18 @@ async fn claim_loop<S: Store + ?Sized>(ctx: Arc<Context<S>>, wake: Arc<Notify>) 
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = wake.notified() => {}
+                () = woken_by_host(ctx.wake_on.as_deref()) => {}
                 changed = phase.changed() => if changed.is_err() { break },
             }
         }
     }
     // Draining or handing back: the job tasks watch the phase themselves.
     while jobs.join_next().await.is_some() {}
+}
+
+async fn woken_by_host(signal: Option<&Notify>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
+    }
 }
