@@ -2,7 +2,9 @@
 //! SQLite, rows are edited, deleted, re-hashed and cut off with plain SQL behind creapic's back,
 //! and `Creapic::verify_audit_chain` must name the first broken `seq` and how, each time. On
 //! PostgreSQL the log is first written by two replicas at once, which must still make one
-//! gap-free chain.
+//! gap-free chain. Recent rows deleted with the chain's anchor moved past them (every row, or a
+//! prefix) are reported at the anchor and change the head hash; a purge past the retention
+//! still verifies.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -11,13 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use creapic_core::Creapic;
-use creapic_core::audit::{Actor, RequestContext};
+use creapic_core::audit::{Actor, DEFAULT_RETENTION, RequestContext};
 use creapic_core::audit_chain::{BreakKind, ChainBreak, link_hash};
+use creapic_core::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use creapic_core::page::PageLimit;
 use creapic_core::store::Store;
 use sqlx::AssertSqlSafe;
 
 type Core = Arc<Creapic<dyn Store>>;
+
+/// The columns of an audit row as the chain reads them (`audit_anchor` has them too).
+const CHAIN: &str =
+    "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, prev_hash, hash";
 
 /// Raw SQL access to the store's database, as an intruder would have.
 enum Db {
@@ -164,6 +171,8 @@ async fn tamper_suite(core: &Core, db: &Db) {
     db.exec("INSERT INTO audit_events SELECT * FROM audit_copy")
         .await;
 
+    anchor_cases(core, db, s, last).await;
+
     // The newest row cut off and the head moved back to match its count: the head's hash is
     // not the new newest row's.
     db.exec(&format!("DELETE FROM audit_events WHERE seq = {last}"))
@@ -174,6 +183,111 @@ async fn tamper_suite(core: &Core, db: &Db) {
     ))
     .await;
     assert_eq!(broken(core).await, at(last - 1, BreakKind::HeadMismatch));
+    restore(db).await;
+
+    // A legitimate purge, run by a clock past the retention, deletes every event (all minutes
+    // old by the real clock) and moves the anchor: that clock verifies it, the real clock —
+    // at which those events are young — reports the anchor.
+    let later = now_plus(DEFAULT_RETENTION + Duration::from_secs(2 * 3600));
+    let purger: Core = Arc::new(
+        Creapic::builder(Arc::clone(core.store()))
+            .clock(Arc::new(ManualClock::new(later)))
+            .build(),
+    );
+    let purged = purger.purge_audit().await.expect("purge");
+    assert_eq!(
+        purged, last,
+        "by that clock every event is past the retention"
+    );
+    let report = purger.verify_audit_chain().await.expect("verify");
+    assert_eq!(report.broken, None, "a purge past the retention verifies");
+    assert_eq!((report.head.anchor_seq, report.checked), (last, 0));
+    assert_eq!(broken(core).await, at(last, BreakKind::AnchorTooRecent));
+}
+
+/// `now` by the system clock, plus `d`.
+fn now_plus(d: Duration) -> Timestamp {
+    SystemClock.now().plus(d)
+}
+
+/// Puts back the log, the head and the (empty) anchor event saved by [`anchor_cases`].
+async fn restore(db: &Db) {
+    db.exec("DELETE FROM audit_events").await;
+    db.exec("INSERT INTO audit_events SELECT * FROM audit_copy")
+        .await;
+    db.exec("DELETE FROM audit_chain").await;
+    db.exec("INSERT INTO audit_chain SELECT * FROM chain_copy")
+        .await;
+    db.exec("DELETE FROM audit_anchor").await;
+}
+
+/// Recent rows deleted and the anchor moved past them, the anchor pointed at a real row's hash
+/// (so every remaining link holds): with and without a copy of that row as the anchor event,
+/// every row or a prefix. Each is reported at the anchor and changes the head hash.
+async fn anchor_cases(core: &Core, db: &Db, s: u64, last: u64) {
+    db.exec("CREATE TABLE chain_copy AS SELECT * FROM audit_chain")
+        .await;
+    let untouched = core.store().audit_chain_head().await.expect("head");
+    let move_anchor = |k: u64| {
+        format!(
+            "UPDATE audit_chain SET anchor_seq = {k}, \
+             anchor_hash = (SELECT hash FROM audit_copy WHERE seq = {k}) WHERE id = 1"
+        )
+    };
+    let copy_anchor_event = |k: u64| {
+        format!(
+            "INSERT INTO audit_anchor (slot, {CHAIN}) SELECT 1, {CHAIN} FROM audit_copy \
+             WHERE seq = {k}"
+        )
+    };
+    let cases: Vec<(&str, Vec<String>, Option<ChainBreak>)> = vec![
+        (
+            "every row deleted, the anchor moved to the newest",
+            vec!["DELETE FROM audit_events".into(), move_anchor(last)],
+            at(last, BreakKind::AnchorUnproven),
+        ),
+        (
+            "every row deleted, the anchor moved to the newest, its row kept as anchor event",
+            vec![
+                "DELETE FROM audit_events".into(),
+                move_anchor(last),
+                copy_anchor_event(last),
+            ],
+            at(last, BreakKind::AnchorTooRecent),
+        ),
+        (
+            "a recent prefix deleted, the anchor moved to its last row",
+            vec![
+                format!("DELETE FROM audit_events WHERE seq <= {s}"),
+                move_anchor(s),
+            ],
+            at(s, BreakKind::AnchorUnproven),
+        ),
+        (
+            "a recent prefix deleted, the anchor moved to its last row, kept as anchor event",
+            vec![
+                format!("DELETE FROM audit_events WHERE seq <= {s}"),
+                move_anchor(s),
+                copy_anchor_event(s),
+            ],
+            at(s, BreakKind::AnchorTooRecent),
+        ),
+    ];
+    for (what, statements, want) in cases {
+        for sql in &statements {
+            db.exec(sql).await;
+        }
+        let report = core.verify_audit_chain().await.expect("verify");
+        assert_eq!(report.broken, want, "{what}");
+        assert_ne!(
+            report.head.digest(),
+            untouched.digest(),
+            "{what}: the head hash must change with the set of events"
+        );
+        assert_eq!(report.head.last_hash, untouched.last_hash, "{what}");
+        restore(db).await;
+        assert_eq!(broken(core).await, None, "restored after: {what}");
+    }
 }
 
 /// The stored row at `seq`.

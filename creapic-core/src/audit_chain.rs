@@ -11,19 +11,41 @@
 //! still verifies and a deleted first row is still detected. Deleting the newest rows is detected
 //! because the head remembers the last hash.
 //!
+//! The anchor may only move past events older than the retention, and verification checks that
+//! it did: a purge keeps a copy of the event the anchor names (its *anchor event*), so the verifier
+//! recomputes the anchor's hash from it and reads its time. Someone who deletes recent rows and
+//! points the anchor at a real row's hash must show that row, whose time says it is too young to
+//! have been purged ([`BreakKind::AnchorTooRecent`]); pointing the anchor at a hash without its
+//! event is [`BreakKind::AnchorUnproven`]; forging an older event with the same hash needs a
+//! SHA-256 preimage. Because the log is in commit order, every event before the anchor event was
+//! committed before it, so "the anchor event is past the retention" covers every deleted event,
+//! up to clock skew between replicas ([`ANCHOR_CLOCK_SKEW_MAX`]). The printed head hash
+//! ([`ChainHead::digest`]) commits to the anchor as well as to the newest link, so it changes
+//! whenever the set of events in the chain changes, a purge included.
+//!
 //! What the chain does not do: someone who can write the database can rewrite every hash and the
 //! head together. Operators who need that covered record the head hash printed by
 //! `creapic audit verify` somewhere the database's writers cannot reach, and compare later.
 
 use std::fmt;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 
 /// Domain tag hashed first, so a chain hash can never be confused with any other SHA-256 here.
 const DOMAIN: &[u8] = b"creapic/audit-chain/v1\0";
+
+/// Domain tag of [`ChainHead::digest`].
+const HEAD_DOMAIN: &[u8] = b"creapic/audit-head/v1\0";
+
+/// How much younger than the retention an anchor event may be and still verify: the clock of
+/// the process that purged may run ahead of the verifier's. Deleting events younger than the
+/// retention by more than this is reported; within it, it is indistinguishable from skew.
+pub const ANCHOR_CLOCK_SKEW_MAX: Duration = Duration::from_secs(60 * 60);
 
 /// A link of the chain: 32 bytes of SHA-256.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +147,20 @@ impl ChainHead {
         last_seq: 0,
         last_hash: AuditHash::GENESIS,
     };
+
+    /// The head hash to record elsewhere: SHA-256 over a domain tag, the anchor (`seq` and hash)
+    /// and the newest link (`seq` and hash). It commits to both ends of the chain, so it changes
+    /// whenever the set of events the chain holds changes — an append, a purge, or rows deleted
+    /// with the anchor moved to match.
+    pub fn digest(&self) -> AuditHash {
+        let mut h = Sha256::new();
+        h.update(HEAD_DOMAIN);
+        h.update(self.anchor_seq.to_be_bytes());
+        h.update(self.anchor_hash.0);
+        h.update(self.last_seq.to_be_bytes());
+        h.update(self.last_hash.0);
+        AuditHash(h.finalize().into())
+    }
 }
 
 impl Default for ChainHead {
@@ -203,6 +239,11 @@ pub enum BreakKind {
     Relinked,
     /// Every row links up, but the newest one is not the one the head recorded.
     HeadMismatch,
+    /// The anchor names a hash that no stored anchor event produces: it was moved by hand.
+    AnchorUnproven,
+    /// The anchor's event is younger than the retention: events that retention would have kept
+    /// were deleted and the anchor moved past them.
+    AnchorTooRecent,
 }
 
 impl BreakKind {
@@ -213,6 +254,8 @@ impl BreakKind {
             BreakKind::Edited => "edited",
             BreakKind::Relinked => "relinked",
             BreakKind::HeadMismatch => "head_mismatch",
+            BreakKind::AnchorUnproven => "anchor_unproven",
+            BreakKind::AnchorTooRecent => "anchor_too_recent",
         }
     }
 
@@ -223,6 +266,12 @@ impl BreakKind {
             BreakKind::Edited => "the row's contents do not match its hash (edited)",
             BreakKind::Relinked => "the row does not link to the row before it",
             BreakKind::HeadMismatch => "the newest row is not the one the chain head recorded",
+            BreakKind::AnchorUnproven => {
+                "the chain's anchor names a hash no stored anchor event produces (moved by hand)"
+            }
+            BreakKind::AnchorTooRecent => {
+                "the chain's anchor moved past events younger than the retention (deleted)"
+            }
         }
     }
 }
@@ -266,7 +315,8 @@ pub struct ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// A verifier of the rows after `head.anchor_seq` up to `head.last_seq`.
+    /// A verifier of the rows after `head.anchor_seq` up to `head.last_seq`. It trusts the
+    /// anchor until [`ChainVerifier::check_anchor`] is called.
     pub fn new(head: ChainHead) -> Self {
         ChainVerifier {
             head,
@@ -274,6 +324,36 @@ impl ChainVerifier {
             prev: head.anchor_hash,
             checked: 0,
             broken: None,
+        }
+    }
+
+    /// Checks the anchor against its stored event (`anchor`, what the last purge kept) before
+    /// any row: the event must hash to the anchor at the anchor's `seq`, and must have been
+    /// written before `purgeable_before` (now − retention + [`ANCHOR_CLOCK_SKEW_MAX`]), or the
+    /// anchor moved past events retention would have kept. An anchor at the genesis hash (a log
+    /// never purged past a chained event) has no event to show.
+    pub fn check_anchor(&mut self, anchor: Option<&ChainRow>, purgeable_before: Timestamp) {
+        let seq = self.head.anchor_seq;
+        if self.head.anchor_hash == AuditHash::GENESIS {
+            if anchor.is_some() {
+                self.fail(seq, BreakKind::AnchorUnproven);
+            }
+            return;
+        }
+        let proven = anchor.and_then(|row| match (row.prev_hash, row.hash, &row.event) {
+            (Some(prev), Some(hash), Some(event))
+                if row.seq == seq
+                    && hash == self.head.anchor_hash
+                    && link_hash(&prev, seq, event) == hash =>
+            {
+                Some(event.at)
+            }
+            _ => None,
+        });
+        match proven {
+            None => self.fail(seq, BreakKind::AnchorUnproven),
+            Some(at) if at >= purgeable_before => self.fail(seq, BreakKind::AnchorTooRecent),
+            Some(_) => {}
         }
     }
 
@@ -514,6 +594,101 @@ mod tests {
             verify(anchored, &rows[4..], 4).broken.map(|b| b.seq),
             Some(4)
         );
+    }
+
+    /// A verifier of `head` whose anchor event is `anchor`, judged at `purgeable_before`.
+    fn verify_anchored(
+        head: ChainHead,
+        anchor: Option<&ChainRow>,
+        purgeable_before: Timestamp,
+        rows: &[ChainRow],
+    ) -> ChainReport {
+        let mut v = ChainVerifier::new(head);
+        v.check_anchor(anchor, purgeable_before);
+        v.feed(rows);
+        v.finish()
+    }
+
+    #[test]
+    fn an_anchor_moved_past_recent_events_is_reported() {
+        let (head, rows) = chain(6);
+        let written = rows[0].event.as_ref().map(|e| e.at).unwrap_or_default();
+        let later = written.plus(Duration::from_secs(1));
+        let earlier = written.minus(Duration::from_secs(1));
+        // Every row deleted, the anchor pointed at the newest: same last hash, nothing to check.
+        let moved = ChainHead {
+            anchor_seq: 6,
+            anchor_hash: head.last_hash,
+            ..head
+        };
+        assert!(
+            verify(moved, &[], 4).is_intact(),
+            "what the anchor check adds"
+        );
+        let at = |seq, kind| Some(ChainBreak { seq, kind });
+        assert_eq!(
+            verify_anchored(moved, None, later, &[]).broken,
+            at(6, BreakKind::AnchorUnproven),
+            "an anchor without its event"
+        );
+        assert_eq!(
+            verify_anchored(moved, Some(&rows[5]), earlier, &[]).broken,
+            at(6, BreakKind::AnchorTooRecent),
+            "an anchor whose event is younger than the retention"
+        );
+        assert_eq!(
+            verify_anchored(moved, Some(&rows[4]), later, &[]).broken,
+            at(6, BreakKind::AnchorUnproven),
+            "another row's event"
+        );
+        let mut older = rows[5].clone();
+        if let Some(e) = older.event.as_mut() {
+            e.at = e.at.minus(Duration::from_secs(86_400 * 365));
+        }
+        assert_eq!(
+            verify_anchored(moved, Some(&older), earlier, &[]).broken,
+            at(6, BreakKind::AnchorUnproven),
+            "the event back-dated: its hash no longer matches"
+        );
+        // A recent prefix deleted and the anchor moved to its last row.
+        let prefix = ChainHead {
+            anchor_seq: 3,
+            anchor_hash: rows[2].hash.unwrap_or(AuditHash::GENESIS),
+            ..head
+        };
+        assert_eq!(
+            verify_anchored(prefix, Some(&rows[2]), earlier, &rows[3..]).broken,
+            at(3, BreakKind::AnchorTooRecent)
+        );
+        // The same anchor once its event is past the retention: a legitimate purge.
+        let r = verify_anchored(prefix, Some(&rows[2]), later, &rows[3..]);
+        assert!(r.is_intact(), "{r:?}");
+        assert_eq!(r.checked, 3);
+        // A log never purged: the genesis anchor has no event, and may not claim one.
+        assert!(verify_anchored(head, None, earlier, &rows).is_intact());
+        assert_eq!(
+            verify_anchored(head, Some(&rows[0]), later, &rows).broken,
+            at(0, BreakKind::AnchorUnproven)
+        );
+    }
+
+    #[test]
+    fn the_head_hash_commits_to_both_ends() {
+        let (head, rows) = chain(4);
+        let moved = ChainHead {
+            anchor_seq: 4,
+            anchor_hash: head.last_hash,
+            ..head
+        };
+        assert_ne!(head.digest(), moved.digest());
+        let purged = ChainHead {
+            anchor_seq: 1,
+            anchor_hash: rows[0].hash.unwrap_or(AuditHash::GENESIS),
+            ..head
+        };
+        assert_ne!(head.digest(), purged.digest());
+        assert_eq!(head.digest(), head.digest());
+        assert_ne!(head.digest(), head.last_hash);
     }
 
     #[test]

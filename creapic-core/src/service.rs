@@ -744,14 +744,19 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// Checks the whole audit log's hash chain ([`crate::audit_chain`]) page by page and reports
     /// the first edited, deleted or re-linked row. An operator's call (it reads every
-    /// organization's events). Events appended while it runs are left for the next check; a
-    /// retention purge that moves the anchor while it runs restarts the check (at most
-    /// [`VERIFY_RESTARTS_MAX`] times), so a purge is never reported as a deletion.
+    /// organization's events). The anchor is checked first: its stored event must hash to it
+    /// and be older than the retention (less [`crate::audit_chain::ANCHOR_CLOCK_SKEW_MAX`]) by
+    /// this service's clock, so recent rows deleted with the anchor moved past them are
+    /// reported. Events appended while it runs are left for the next check; a retention purge
+    /// that moves the anchor while it runs restarts the check (at most [`VERIFY_RESTARTS_MAX`]
+    /// times), so a purge is never reported as a deletion.
     pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
         let mut attempt = 0;
         loop {
             let head = self.store.audit_chain_head().await?;
+            let anchor = self.store.audit_chain_anchor().await?;
             let mut verifier = ChainVerifier::new(head);
+            verifier.check_anchor(anchor.as_ref(), self.anchor_purgeable_before());
             while verifier.wants_more() {
                 let rows = self
                     .store
@@ -773,6 +778,15 @@ impl<S: Store + ?Sized> Creapic<S> {
                 return Ok(report);
             }
         }
+    }
+
+    /// The time before which the anchor event must have been written: a purge run now would
+    /// delete only events before `now - retention`; the skew allowance covers a purging replica
+    /// whose clock runs ahead.
+    fn anchor_purgeable_before(&self) -> Timestamp {
+        self.now()
+            .minus(self.config.audit_retention)
+            .plus(crate::audit_chain::ANCHOR_CLOCK_SKEW_MAX)
     }
 
     // ----- HTTP idempotency -----

@@ -295,7 +295,8 @@ async fn verify(args: &StoreArgs, json: bool) -> CliResult {
             "checked": report.checked,
             "anchorSeq": head.anchor_seq,
             "lastSeq": head.last_seq,
-            "headHash": head.last_hash.to_hex(),
+            "headHash": head.digest().to_hex(),
+            "lastHash": head.last_hash.to_hex(),
             "broken": report.broken.map(|b| json!({
                 "seq": b.seq,
                 "kind": b.kind.as_str(),
@@ -309,7 +310,7 @@ async fn verify(args: &StoreArgs, json: bool) -> CliResult {
             head.anchor_seq + 1,
             head.last_seq
         ));
-        output::line(format!("head hash {}", head.last_hash));
+        output::line(format!("head hash {}", head.digest()));
     }
     match report.broken {
         None => Ok(()),

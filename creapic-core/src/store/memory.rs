@@ -72,6 +72,8 @@ struct State {
     /// The audit log in `seq` order, each event with its chain link.
     audit: Vec<(AuditRecord, ChainLink)>,
     chain: ChainHead,
+    /// The last event a purge deleted, which the chain's anchor names.
+    anchor: Option<(AuditRecord, ChainLink)>,
     requests: HashMap<(OrgId, IdempotencyKey), RequestSlot>,
 }
 
@@ -767,7 +769,8 @@ impl AuditStore for MemoryStore {
             return Ok(0);
         };
         let n = s.audit.partition_point(|(r, _)| r.seq <= seq);
-        s.audit.drain(..n);
+        let anchor = s.audit.drain(..n).next_back();
+        s.anchor = anchor;
         s.chain.anchor_seq = seq;
         s.chain.anchor_hash = hash.unwrap_or(AuditHash::GENESIS);
         Ok(n as u64)
@@ -775,6 +778,14 @@ impl AuditStore for MemoryStore {
 
     async fn audit_chain_head(&self) -> Result<ChainHead> {
         Ok(self.lock().chain)
+    }
+
+    async fn audit_chain_anchor(&self) -> Result<Option<ChainRow>> {
+        Ok(self
+            .lock()
+            .anchor
+            .as_ref()
+            .map(|(r, l)| ChainRow::of(r.clone(), *l)))
     }
 
     async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {

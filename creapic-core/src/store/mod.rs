@@ -226,10 +226,15 @@ pub trait AuditStore: Send + Sync {
     async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord, u64>>;
     /// Deletes the oldest events while they are older than `cutoff` (a prefix of the log, see
     /// [`crate::audit_chain::purge_prefix`]) and moves the chain's anchor to the last one
-    /// deleted; returns how many.
+    /// deleted, keeping a copy of that event as the anchor event
+    /// ([`AuditStore::audit_chain_anchor`]); returns how many.
     async fn purge_audit_before(&self, cutoff: Timestamp) -> Result<u64>;
     /// The chain head: anchor and newest link.
     async fn audit_chain_head(&self) -> Result<ChainHead>;
+    /// The anchor event: the last event a purge deleted (the one the head's anchor names), kept
+    /// by that purge so verification can prove the anchor and read its time; `None` for a log
+    /// never purged past a chained event.
+    async fn audit_chain_anchor(&self) -> Result<Option<ChainRow>>;
     /// Up to `limit` events of every organization with `seq > after`, oldest first, exactly as
     /// stored (an undecodable column is `None`, for the verifier to report).
     async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>>;

@@ -663,13 +663,22 @@ macro_rules! sql_audit_store {
                     let Some((seq, hash)) = upto else {
                         break;
                     };
-                    let done = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                    // Rows written before the chain existed carry no hash and leave the anchor
+                    // alone. Otherwise the last deleted row becomes the anchor event, copied
+                    // before it goes, so verification can prove the anchor and read its time.
+                    if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
+                        sqlx::query("DELETE FROM audit_anchor")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_error)?;
+                        sqlx::query(AssertSqlSafe(format!(
+                            "INSERT INTO audit_anchor (slot, {CHAIN_COLUMNS}) \
+                             SELECT 1, {CHAIN_COLUMNS} FROM audit_events WHERE seq = $1"
+                        )))
                         .bind(sql::seq_param(seq)?)
                         .execute(&mut *tx)
                         .await
                         .map_err(map_error)?;
-                    // Rows written before the chain existed carry no hash and leave the anchor alone.
-                    if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
                         sqlx::query("UPDATE audit_chain SET anchor_seq = $1, anchor_hash = $2 WHERE id = 1")
                             .bind(sql::seq_param(seq)?)
                             .bind(hash.as_bytes().to_vec())
@@ -677,6 +686,11 @@ macro_rules! sql_audit_store {
                             .await
                             .map_err(map_error)?;
                     }
+                    let done = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                        .bind(sql::seq_param(seq)?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?;
                     commit(tx).await?;
                     total += done.rows_affected();
                     if oldest.len() < PURGE_BATCH.unsigned_abs() as usize
@@ -691,6 +705,16 @@ macro_rules! sql_audit_store {
             async fn audit_chain_head(&self) -> Result<ChainHead> {
                 let mut conn = self.read_pool().acquire().await.map_err(map_error)?;
                 chain_head(&mut conn, false).await
+            }
+
+            async fn audit_chain_anchor(&self) -> Result<Option<ChainRow>> {
+                let row = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {CHAIN_COLUMNS} FROM audit_anchor WHERE slot = 1"
+                )))
+                .fetch_optional(self.read_pool())
+                .await
+                .map_err(map_error)?;
+                row.as_ref().map(sql::chain_row).transpose()
             }
 
             async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {

@@ -1524,7 +1524,15 @@ pub async fn audit_queries_filter_page_and_purge(store: Arc<dyn Store>) {
 /// page, and still verifies from its new anchor after a retention purge.
 pub async fn audit_chain_links_every_append_and_survives_purge(store: Arc<dyn Store>) {
     let f = Fixture::new(Arc::clone(&store));
-    let core = crate::Creapic::new(Arc::clone(&store));
+    // The verifier's clock is past the retention of the fixture's events (the purge below is
+    // a legitimate one), so the anchor it leaves is old enough.
+    let past_retention = f
+        .now
+        .plus(crate::audit::DEFAULT_RETENTION + Duration::from_secs(2 * 3600));
+    let clock = Arc::new(crate::clock::ManualClock::new(past_retention));
+    let core = crate::Creapic::builder(Arc::clone(&store))
+        .clock(clock.clone())
+        .build();
     let start = ok(store.audit_chain_head().await, "head");
     let (org, owner) = ok(f.org().await, "org");
     let key = ok(f.key(org.id, owner.id).await, "key");
@@ -1620,6 +1628,29 @@ pub async fn audit_chain_links_every_append_and_survives_purge(store: Arc<dyn St
         "a purged log must verify from its anchor"
     );
     assert_eq!(report.checked, head.last_seq - after_purge.anchor_seq);
+    assert_ne!(
+        after_purge.digest(),
+        head.digest(),
+        "the head hash commits to the anchor: a purge changes it"
+    );
+    let anchor = ok(store.audit_chain_anchor().await, "anchor event");
+    assert_eq!(
+        anchor.map(|a| (a.seq, a.hash)),
+        Some((after_purge.anchor_seq, Some(after_purge.anchor_hash))),
+        "the purge keeps the event its anchor names"
+    );
+    // The same anchor, judged by a clock at which its event is younger than the retention, is
+    // a deletion of recent events.
+    clock.set(f.now.plus(Duration::from_secs(3600)));
+    let early = ok(core.verify_audit_chain().await, "verify early");
+    assert_eq!(
+        early.broken.map(|b| (b.seq, b.kind)),
+        Some((
+            after_purge.anchor_seq,
+            crate::audit_chain::BreakKind::AnchorTooRecent
+        ))
+    );
+    clock.set(past_retention);
     ok(
         store
             .append_audit(&[f.event(org.id, AuditAction::KeyUsed)])
