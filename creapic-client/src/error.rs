@@ -248,6 +248,9 @@ error_codes! {
     InvalidApiKeyFormat => "invalid_api_key_format",
     /// 401: a well-formed key that is unknown, deleted or expired.
     InvalidApiKey => "invalid_api_key",
+    /// 429: too many failed authentications from this address; keys this server has not
+    /// verified recently are refused until `Retry-After` (retried automatically).
+    TooManyAuthFailures => "too_many_auth_failures",
     /// 403: the key lacks the endpoint's scope.
     MissingScope => "missing_scope",
     /// 403: the key belongs to another organization.

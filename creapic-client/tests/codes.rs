@@ -19,6 +19,9 @@ fn every_server_error_code_is_known_to_the_client() {
         C::MissingAuthorization,
         C::InvalidKeyFormat,
         C::InvalidKey,
+        C::TooManyAuthFailures {
+            retry_after: Duration::from_secs(1),
+        },
         C::MissingScope(Scope::SceneRender),
         C::WrongOrganization,
         C::Forbidden { action: "x" },

@@ -13,9 +13,22 @@
 //! returns, and an epoch counter stops a lookup that raced the delete from re-caching the key.
 //! Deletes made by *other* processes are seen when a cached entry's [`AuthConfig::cache_ttl`] runs
 //! out (1 s by default), or sooner where a backend pushes revocations.
+//!
+//! Bad keys are cheap too. A well-formed key the store refused (unknown, deleted, expired) is
+//! remembered for [`AuthConfig::miss_ttl`] in a bounded set of misses, so repeating it costs no
+//! store call; a key created through this process leaves that set when its insert commits (a
+//! creation epoch, like the revocation one, stops a racing lookup from re-adding it). And every
+//! lookup that is not a warm hit is charged to the client's address
+//! ([`Authenticator::authenticate_from`]): each address (IPv6 by /64) may fail
+//! [`AuthConfig::failures_burst`] times at once and one more per
+//! [`AuthConfig::failure_interval`]; past that its cold lookups are refused with
+//! [`Error::TooManyAuthFailures`] before the store is asked, while warm keys — and keys this
+//! process verified recently — still pass. A success gives its charge back. So a client trying
+//! random keys costs the store a bounded number of lookups, whatever it sends.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -49,6 +62,20 @@ pub struct AuthConfig {
     pub cache_capacity: usize,
     /// The shortest time between two last-used writes of the same key.
     pub usage_flush_interval: Duration,
+    /// How long a key the store refused is refused from memory. Short: a key created by
+    /// another process with a digest missed here (only possible if the key was known before it
+    /// existed) waits at most this long.
+    pub miss_ttl: Duration,
+    /// Most refused keys remembered; past it (after dropping expired ones) misses are not
+    /// remembered, and the per-address limit alone bounds the store's work.
+    pub miss_capacity: usize,
+    /// Failed authentications a client address may make at once.
+    pub failures_burst: u32,
+    /// After the burst, one more failed authentication per this interval and address.
+    pub failure_interval: Duration,
+    /// Most client addresses tracked; past it (after dropping addresses back at a full budget)
+    /// new addresses share one budget until room frees up.
+    pub failure_addresses_max: usize,
 }
 
 impl Default for AuthConfig {
@@ -57,8 +84,185 @@ impl Default for AuthConfig {
             cache_ttl: Duration::from_secs(1),
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(60),
+            miss_ttl: Duration::from_secs(10),
+            miss_capacity: 10_000,
+            failures_burst: 20,
+            failure_interval: Duration::from_secs(3),
+            failure_addresses_max: 65_536,
         }
     }
+}
+
+/// Where a credential came from, as the failure limit counts it: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber's prefix; its 2^64 addresses are one client). IPv4-mapped IPv6
+/// addresses count as their IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(IpAddr);
+
+impl ClientAddr {
+    /// The counted form of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientAddr(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientAddr(IpAddr::V4(v4)),
+                None => {
+                    let s = v6.segments();
+                    ClientAddr(IpAddr::V6(std::net::Ipv6Addr::new(
+                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                    )))
+                }
+            },
+        }
+    }
+}
+
+/// Failed-authentication budgets per client address: GCRA, one "theoretical arrival time" per
+/// address in unix ms. A charge is allowed while `tat - now <= tolerance`, and moves `tat` one
+/// interval on; a refund moves it back. An address whose `tat` is in the past has its whole
+/// budget and is dropped when room is needed.
+#[derive(Debug)]
+struct FailureBudgets {
+    interval_ms: i64,
+    /// `(burst - 1) * interval`: how far ahead of now `tat` may run.
+    tolerance_ms: i64,
+    capacity: usize,
+    table: Mutex<BudgetTable>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetTable {
+    tats: HashMap<ClientAddr, i64>,
+    /// The shared budget of new addresses while the table is full.
+    overflow: i64,
+}
+
+/// Which budget a charge went to, for its refund.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    Addr(ClientAddr),
+    Overflow,
+}
+
+impl FailureBudgets {
+    fn new(config: &AuthConfig) -> Self {
+        let interval_ms = i64::try_from(config.failure_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        FailureBudgets {
+            interval_ms,
+            tolerance_ms: interval_ms.saturating_mul(i64::from(config.failures_burst.max(1) - 1)),
+            capacity: config.failure_addresses_max.max(1),
+            table: Mutex::new(BudgetTable::default()),
+        }
+    }
+
+    /// Charges one lookup to `addr`, or says how long until it may try again.
+    fn charge(&self, addr: ClientAddr, now_ms: i64) -> std::result::Result<Charge, Duration> {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if !t.tats.contains_key(&addr) && t.tats.len() >= self.capacity {
+            t.tats.retain(|_, tat| *tat > now_ms);
+        }
+        let charge = if t.tats.len() < self.capacity || t.tats.contains_key(&addr) {
+            Charge::Addr(addr)
+        } else {
+            Charge::Overflow
+        };
+        let tat = match charge {
+            Charge::Addr(addr) => t.tats.entry(addr).or_insert(now_ms),
+            Charge::Overflow => &mut t.overflow,
+        };
+        let start = (*tat).max(now_ms);
+        if start - now_ms > self.tolerance_ms {
+            let wait = start - now_ms - self.tolerance_ms;
+            return Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
+        }
+        *tat = start.saturating_add(self.interval_ms);
+        Ok(charge)
+    }
+
+    /// Gives a charge back (the lookup succeeded, or the store failed).
+    fn refund(&self, charge: Charge) {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let interval = self.interval_ms;
+        match charge {
+            Charge::Addr(addr) => {
+                if let Some(tat) = t.tats.get_mut(&addr) {
+                    *tat = tat.saturating_sub(interval);
+                }
+            }
+            Charge::Overflow => t.overflow = t.overflow.saturating_sub(interval),
+        }
+    }
+}
+
+/// Digests the store refused, each with when that answer expires (unix ms). Keyed with the
+/// standard library's randomly seeded hasher, not [`DigestHasher`]: the digests here are chosen
+/// by whoever sends keys, so they must not be able to aim at one bucket.
+#[derive(Debug)]
+struct Misses {
+    capacity: usize,
+    ttl_ms: i64,
+    table: Mutex<MissTable>,
+}
+
+#[derive(Debug, Default)]
+struct MissTable {
+    until: HashMap<KeyDigest, i64>,
+    /// No sweep of expired misses before this time (a full table of fresh misses is not
+    /// rescanned on every insert).
+    next_sweep_ms: i64,
+}
+
+impl Misses {
+    fn new(config: &AuthConfig) -> Self {
+        Misses {
+            capacity: config.miss_capacity,
+            ttl_ms: i64::try_from(config.miss_ttl.as_millis()).unwrap_or(i64::MAX),
+            table: Mutex::new(MissTable::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MissTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn contains(&self, digest: &KeyDigest, now_ms: i64) -> bool {
+        self.ttl_ms > 0 && self.lock().until.get(digest).is_some_and(|&u| now_ms < u)
+    }
+
+    fn insert(&self, digest: KeyDigest, now_ms: i64) {
+        if self.capacity == 0 || self.ttl_ms <= 0 {
+            return;
+        }
+        let mut t = self.lock();
+        if t.until.len() >= self.capacity && !t.until.contains_key(&digest) {
+            if now_ms < t.next_sweep_ms {
+                return;
+            }
+            t.until.retain(|_, u| now_ms < *u);
+            t.next_sweep_ms = now_ms.saturating_add(self.ttl_ms / 4);
+            if t.until.len() >= self.capacity {
+                return;
+            }
+        }
+        t.until.insert(digest, now_ms.saturating_add(self.ttl_ms));
+    }
+
+    fn remove(&self, digest: &KeyDigest) {
+        self.lock().until.remove(digest);
+    }
+}
+
+/// What the verification cache knows about a digest.
+enum Lookup {
+    /// A fresh answer.
+    Hit(Result<Principal>),
+    /// A valid key whose entry is past its TTL: ask the store again, without charging the
+    /// client's address (this process verified the key recently).
+    Stale,
+    /// Nothing.
+    Absent,
 }
 
 /// Who is calling: what a verified key stands for. `Copy`, so handlers pass it freely.
@@ -174,6 +378,15 @@ pub struct Authenticator<S: ?Sized> {
     epoch: AtomicU64,
     /// Usage of keys that left the cache before their use was flushed.
     orphans: Mutex<Vec<(Principal, i64)>>,
+    /// Keys the store refused recently.
+    misses: Misses,
+    /// Bumped by every `note_created`; a lookup only remembers a miss if no key was created
+    /// since it started, so a key created mid-lookup is never remembered as missing.
+    created_epoch: AtomicU64,
+    /// Failed-authentication budgets per client address.
+    failures: FailureBudgets,
+    /// Store lookups made (cache misses that reached the store).
+    lookups: AtomicU64,
 }
 
 impl<S: ?Sized> std::fmt::Debug for Authenticator<S> {
@@ -219,6 +432,10 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
                 .collect(),
             epoch: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
+            misses: Misses::new(&config),
+            created_epoch: AtomicU64::new(0),
+            failures: FailureBudgets::new(&config),
+            lookups: AtomicU64::new(0),
         }
     }
 
@@ -228,26 +445,71 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
     }
 
     /// Verifies the credential in the request headers (`Authorization` and `x-api-key` values,
-    /// raw bytes) and returns who is calling, or the 401 error of the 001 table.
+    /// raw bytes) and returns who is calling, or the 401 error of the 001 table. No client
+    /// address: nothing is charged to one (see [`Authenticator::authenticate_from`]).
     pub async fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         x_api_key: Option<&[u8]>,
     ) -> Result<Principal> {
+        self.authenticate_from(authorization, x_api_key, None).await
+    }
+
+    /// [`Authenticator::authenticate`] for a request from `client`. A warm hit costs nothing;
+    /// anything else is charged to the client's address first — refused with
+    /// [`Error::TooManyAuthFailures`] once its failures are past the budget, without asking the
+    /// store — and the charge is given back when the key turns out valid (or the store fails).
+    /// A key refused within [`AuthConfig::miss_ttl`] is refused again from memory.
+    pub async fn authenticate_from(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+        client: Option<IpAddr>,
+    ) -> Result<Principal> {
         let parsed = extract_key(authorization, x_api_key)?;
         let digest = parsed.digest();
         let now = self.clock.now();
-        if let Some(hit) = self.cached(&digest, now) {
-            return hit;
+        let stale = match self.cached(&digest, now) {
+            Lookup::Hit(hit) => return hit,
+            Lookup::Stale => true,
+            Lookup::Absent => false,
+        };
+        let charge = match client.filter(|_| !stale) {
+            Some(ip) => Some(
+                self.failures
+                    .charge(ClientAddr::of(ip), now.unix_ms())
+                    .map_err(|retry_after| Error::TooManyAuthFailures { retry_after })?,
+            ),
+            None => None,
+        };
+        let refund = || {
+            if let Some(c) = charge {
+                self.failures.refund(c);
+            }
+        };
+        if self.misses.contains(&digest, now.unix_ms()) {
+            return Err(Error::InvalidKey);
         }
+        let created = self.created_epoch.load(Ordering::Acquire);
         let epoch = self.epoch.load(Ordering::Acquire);
-        let Some(key) = self.store.key_by_digest(&digest).await? else {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let found = match self.store.key_by_digest(&digest).await {
+            Ok(found) => found,
+            Err(e) => {
+                refund();
+                return Err(e);
+            }
+        };
+        let Some(key) = found else {
+            self.remember_miss(digest, now, created);
             return Err(Error::InvalidKey);
         };
         if !key.is_usable_at(now) || key.mode != parsed.mode() {
             self.drop_entry(&digest);
+            self.remember_miss(digest, now, created);
             return Err(Error::InvalidKey);
         }
+        refund();
         let principal = Principal {
             org: key.org,
             key: key.id,
@@ -268,6 +530,27 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
         Ok(principal)
     }
 
+    /// Remembers that the store refused `digest`, unless a key was created since the lookup
+    /// started (`created` is the creation epoch it read first).
+    fn remember_miss(&self, digest: KeyDigest, now: Timestamp, created: u64) {
+        if self.created_epoch.load(Ordering::Acquire) == created {
+            self.misses.insert(digest, now.unix_ms());
+        }
+    }
+
+    /// A key with `digest` now exists: it is no longer refused from memory, and no lookup that
+    /// started before this call will remember it as missing. Called by key creation after the
+    /// key is stored.
+    pub fn note_created(&self, digest: &KeyDigest) {
+        self.created_epoch.fetch_add(1, Ordering::AcqRel);
+        self.misses.remove(digest);
+    }
+
+    /// How many lookups reached the store since this authenticator was built.
+    pub fn store_lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
     /// Authenticates, then checks `scope`: the common guard of an endpoint.
     pub async fn authorize(
         &self,
@@ -280,18 +563,20 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
         Ok(principal)
     }
 
-    /// A warm hit, if the cache has a fresh entry. `None` means "ask the store".
-    fn cached(&self, digest: &KeyDigest, now: Timestamp) -> Option<Result<Principal>> {
+    /// A warm hit, if the cache has a fresh entry; else whether it has a stale one.
+    fn cached(&self, digest: &KeyDigest, now: Timestamp) -> Lookup {
         let shard = read(self.shard(digest));
-        let entry = shard.get(digest)?;
+        let Some(entry) = shard.get(digest) else {
+            return Lookup::Absent;
+        };
         if now.since(entry.fetched_at) >= self.config.cache_ttl {
-            return None;
+            return Lookup::Stale;
         }
         if !entry.usable_at(now) {
-            return Some(Err(Error::InvalidKey));
+            return Lookup::Hit(Err(Error::InvalidKey));
         }
         entry.touch(now.unix_ms());
-        Some(Ok(entry.principal))
+        Lookup::Hit(Ok(entry.principal))
     }
 
     fn insert(&self, digest: KeyDigest, entry: Cached, epoch: u64) {

@@ -28,6 +28,13 @@ pub enum Error {
     /// A well-formed key that is unknown, deleted or expired.
     #[error("Invalid API key")]
     InvalidKey,
+    /// Too many failed authentications from the client's address: its well-formed keys are
+    /// not looked up until `retry_after` has passed (warm keys still pass).
+    #[error("too many failed authentications from this address")]
+    TooManyAuthFailures {
+        /// How long until the address may try a key the cache does not know again.
+        retry_after: std::time::Duration,
+    },
     /// The key is valid but does not hold the scope the operation needs.
     #[error("API key is missing the {0} scope")]
     MissingScope(Scope),
@@ -114,6 +121,7 @@ impl Error {
             Error::MissingAuthorization => "missing_authorization",
             Error::InvalidKeyFormat => "invalid_api_key_format",
             Error::InvalidKey => "invalid_api_key",
+            Error::TooManyAuthFailures { .. } => "too_many_auth_failures",
             Error::MissingScope(_) => "missing_scope",
             Error::WrongOrganization => "wrong_organization",
             Error::Forbidden { .. } => "forbidden",
@@ -187,6 +195,9 @@ mod tests {
             Error::MissingAuthorization,
             Error::InvalidKeyFormat,
             Error::InvalidKey,
+            Error::TooManyAuthFailures {
+                retry_after: std::time::Duration::from_secs(1),
+            },
             Error::MissingScope(Scope::SceneRender),
             Error::WrongOrganization,
             Error::Forbidden { action: "x" },

@@ -412,6 +412,7 @@ impl<S: Store + ?Sized> Creapic<S> {
             digest: secret.digest(),
         };
         self.store.insert_key(&new, &audit).await?;
+        self.auth.note_created(&new.digest);
         Ok(CreatedKey {
             secret,
             key: new.key,
@@ -475,6 +476,19 @@ impl<S: Store + ?Sized> Creapic<S> {
         x_api_key: Option<&[u8]>,
     ) -> Result<Principal> {
         self.auth.authenticate(authorization, x_api_key).await
+    }
+
+    /// [`Creapic::authenticate`] for a request from `client`, whose failed authentications are
+    /// limited (see [`Authenticator::authenticate_from`]).
+    pub async fn authenticate_from(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Principal> {
+        self.auth
+            .authenticate_from(authorization, x_api_key, client)
+            .await
     }
 
     /// Writes coalesced last-used times (see [`Authenticator::flush_usage`]).

@@ -1,7 +1,8 @@
 //! Who is calling: API-key principals for the public routes, dashboard users for key management.
 //!
 //! API keys come from `Authorization: Bearer …` or `x-api-key` and are verified by
-//! `creapic_core`'s authenticator (warm verifications touch no store). Dashboard routes are
+//! `creapic_core`'s authenticator (warm verifications touch no store; failed ones are limited
+//! per client address). Dashboard routes are
 //! called by a person signed in to the host's own application: the host's login layer inserts a
 //! [`DashboardUser`] into the request extensions, and the kit checks that user's role in the
 //! organization. The kit never authenticates people itself.
@@ -26,13 +27,24 @@ use crate::service::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DashboardUser(pub UserId);
 
-/// Verifies the request's API key.
+/// Verifies the request's API key. A lookup that is not a warm hit is charged to the client's
+/// address — the entry of `X-Forwarded-For` the trusted proxies vouch for, else the peer the
+/// request-id layer recorded — and refused with 429 `too_many_auth_failures` (and
+/// `Retry-After`) once that address has failed too often (see
+/// `creapic_core::auth::Authenticator::authenticate_from`). A host that serves without
+/// `ConnectInfo` and trusts no proxy gives no address: then only the memory of refused keys
+/// protects the store.
 pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     let x_api_key = headers.get("x-api-key").map(|v| v.as_bytes());
-    let principal = state.core().authenticate(authorization, x_api_key).await?;
+    let client = crate::handlers::forwarded_for(headers, state.config().trust_forwarded_for)
+        .or_else(crate::request_id::peer);
+    let principal = state
+        .core()
+        .authenticate_from(authorization, x_api_key, client)
+        .await?;
     tracing::Span::current().record("key", principal.prefix.as_str());
     Ok(principal)
 }

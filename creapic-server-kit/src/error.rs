@@ -169,6 +169,7 @@ impl Error {
                 C::MissingAuthorization | C::InvalidKeyFormat | C::InvalidKey => {
                     StatusCode::UNAUTHORIZED
                 }
+                C::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
                 C::MissingScope(_) | C::WrongOrganization | C::Forbidden { .. } => {
                     StatusCode::FORBIDDEN
                 }
@@ -211,7 +212,10 @@ impl Error {
     /// How long a client should wait before retrying, where that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited { retry_after }
+            | Error::Core(creapic_core::Error::TooManyAuthFailures { retry_after }) => {
+                Some(*retry_after)
+            }
             Error::ProviderRateLimited { retry_after, .. } => *retry_after,
             Error::Media { .. } => Some(Duration::from_secs(1)),
             Error::Core(creapic_core::Error::Store {

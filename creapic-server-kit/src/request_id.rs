@@ -2,7 +2,8 @@
 //! error body repeats it, so a client can quote it to support.
 //!
 //! The id lives in a task-local for the duration of the request, so an error turned into a
-//! response deep inside a handler finds it without threading it through every signature. A
+//! response deep inside a handler finds it without threading it through every signature. The
+//! peer's address rides along ([`peer`]): API-key authentication charges failed lookups to it. A
 //! client-supplied `x-request-id` is kept when it is short visible ASCII (≤ 64 bytes); anything
 //! else is replaced, so logs never carry attacker-sized or control-character ids.
 //!
@@ -92,15 +93,29 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
+/// What the task-local holds for one request: its id and the peer's address (from
+/// `axum::extract::ConnectInfo<SocketAddr>`, when the host serves with it), which API-key
+/// authentication charges failed lookups to.
+#[derive(Clone, Copy)]
+struct Current {
+    id: RequestId,
+    peer: Option<std::net::IpAddr>,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: RequestId;
+    static REQUEST_ID: Current;
 }
 
 /// The current request's id (empty outside a request).
 pub fn current() -> String {
     REQUEST_ID
-        .try_with(|id| id.as_str().to_owned())
+        .try_with(|c| c.id.as_str().to_owned())
         .unwrap_or_default()
+}
+
+/// The current request's peer address, if the host provided `ConnectInfo<SocketAddr>`.
+pub fn peer() -> Option<std::net::IpAddr> {
+    REQUEST_ID.try_with(|c| c.peer).ok().flatten()
 }
 
 /// The layer [`routes`](crate::routes) puts around the whole router.
@@ -149,13 +164,20 @@ where
             status = tracing::field::Empty,
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
+        let current = Current {
+            id,
+            peer: request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        };
         // Routing and the handler's first steps may run inside `call`: give them the id too.
         let inner = {
             let _entered = span.enter();
-            REQUEST_ID.sync_scope(id, || self.inner.call(request))
+            REQUEST_ID.sync_scope(current, || self.inner.call(request))
         };
         RequestIdFuture {
-            inner: REQUEST_ID.scope(id, inner).instrument(span),
+            inner: REQUEST_ID.scope(current, inner).instrument(span),
             header,
         }
     }
@@ -165,7 +187,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`RequestIds`].
     pub struct RequestIdFuture<F> {
         #[pin]
-        inner: Instrumented<TaskLocalFuture<RequestId, F>>,
+        inner: Instrumented<TaskLocalFuture<Current, F>>,
         header: Option<HeaderValue>,
     }
 }
