@@ -100,6 +100,12 @@ id_type!(
     /// An audit event.
     AuditId, "audit event id"
 );
+id_type!(
+    /// One attempt of an HTTP request under an `Idempotency-Key`: the ledger keys the request
+    /// derives carry it, so a new attempt is a new charge and a resumed one replays its charge
+    /// (see [`crate::idempotency`]).
+    AttemptId, "attempt id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -18,8 +18,8 @@ use crate::auth::{AuthConfig, Authenticator, Principal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::finished_jobs::FinishedJobs;
-use crate::id::{AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
-use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::id::{AttemptId, AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, NewJob, WorkerId};
 use crate::key::{ApiKey, ApiKeySecret, KeyMode, KeyName, NewKey, generate_key};
 use crate::ledger::{Credits, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest};
@@ -355,6 +355,15 @@ impl<S: Store + ?Sized> Creapic<S> {
     }
 
     // ----- keys -----
+
+    /// Checks, without changing anything, that `by` may create and delete keys of `org`
+    /// (the checks [`Creapic::create_key`] starts with): an unknown organization, or one `by`
+    /// is not a member of, is `NotFound`; a member who is neither owner nor admin `Forbidden`.
+    /// For handlers that must authorize a caller before recording anything on their behalf.
+    pub async fn authorize_key_management(&self, by: Actor, org: OrgId) -> Result<()> {
+        self.require_org(org).await?;
+        self.require_manager(by, org, "create keys").await
+    }
 
     /// Creates a key for `org`. People must be owners or admins; keys created by the operator
     /// are attributed to the organization's first owner.
@@ -805,7 +814,8 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     // ----- HTTP idempotency -----
 
-    /// Starts a request under an `Idempotency-Key`, locking it for `lock`.
+    /// Starts a request under an `Idempotency-Key`, locking it for `lock`. A new record gets a
+    /// new [`AttemptId`]; a takeover of an expired lock resumes the record's attempt.
     pub async fn begin_request(
         &self,
         org: OrgId,
@@ -814,8 +824,9 @@ impl<S: Store + ?Sized> Creapic<S> {
         lock: Duration,
     ) -> Result<IdempotencyBegin> {
         let now = self.now();
+        let attempt = AttemptId::generate(now, self.rng.as_ref());
         self.store
-            .begin_request(org, key, fingerprint, now, now.plus(lock))
+            .begin_request(org, key, fingerprint, attempt, now, now.plus(lock))
             .await
     }
 
@@ -831,9 +842,15 @@ impl<S: Store + ?Sized> Creapic<S> {
             .await
     }
 
-    /// Unlocks a started request so it may be retried.
-    pub async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()> {
-        self.store.abandon_request(org, key).await
+    /// Gives back a started request so it may be retried: as a new attempt when nothing of it
+    /// is charged ([`Abandon::Settled`]), as the same attempt when that is unknown.
+    pub async fn abandon_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        how: Abandon,
+    ) -> Result<()> {
+        self.store.abandon_request(org, key, how).await
     }
 
     /// Deletes idempotency records past their retention.

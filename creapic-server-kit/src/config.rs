@@ -46,7 +46,36 @@ pub struct Limits {
     /// How long a signed media URL stays valid.
     pub media_url_ttl: Duration,
     /// How long an in-flight idempotent request holds its key before a retry may take over.
+    /// A synchronous generation holds it longer: see [`Limits::generation_lock`].
     pub idempotency_lock: Duration,
+    /// Longest a synchronous generation (`POST /api/public/images/generate`) may run, provider
+    /// retries included; past it the request is a 504 `provider_timeout` and its hold is
+    /// released. Also capped below the core's `stale_hold_after`, so the stale-hold sweeper
+    /// never releases the hold of a request still running.
+    pub generation_timeout: Duration,
+}
+
+/// How much longer than [`Limits::generation_timeout`] a generation's idempotency lock and
+/// hold outlive it: the capture or release after the deadline, and clock skew between replicas.
+pub const GENERATION_MARGIN: Duration = Duration::from_secs(60);
+
+impl Limits {
+    /// How long a synchronous generation holds its `Idempotency-Key`: never less than the
+    /// request can run, so a client's retry cannot take over (and call the provider again)
+    /// while the first request is still working.
+    pub fn generation_lock(&self) -> Duration {
+        self.idempotency_lock
+            .max(self.generation_timeout.saturating_add(GENERATION_MARGIN))
+    }
+
+    /// The deadline of a synchronous generation: [`Limits::generation_timeout`], but always
+    /// [`GENERATION_MARGIN`] short of `stale_hold_after`, the age at which the core's sweeper
+    /// releases a request's hold as abandoned.
+    pub fn generation_deadline(&self, stale_hold_after: Duration) -> Duration {
+        self.generation_timeout
+            .min(stale_hold_after.saturating_sub(GENERATION_MARGIN))
+            .max(Duration::from_secs(1))
+    }
 }
 
 impl Default for Limits {
@@ -59,6 +88,7 @@ impl Default for Limits {
             layer_max_bytes: 700 * 1024,
             media_url_ttl: Duration::from_secs(24 * 60 * 60),
             idempotency_lock: Duration::from_secs(60),
+            generation_timeout: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -4,15 +4,23 @@
 //! Two layers keep the promise. This module stores the HTTP response per (organization, key),
 //! locked while the first request runs, so concurrent duplicates get a 409 and a different body
 //! under the same key a 422. Underneath, the ledger call made by the request carries an
-//! idempotency key derived from the same header, so even a retry that takes over an expired lock
-//! (the first process crashed mid-request) replays the charge instead of repeating it.
+//! idempotency key derived from the header *and the record's attempt*
+//! (`http:{key}:{attempt}`, see [`creapic_core::idempotency`]):
+//! - a retry that takes over an expired lock (the first process crashed mid-request), or that
+//!   follows a failure whose outcome is unknown ([`Failure`] not settled), resumes the attempt and
+//!   replays its charge instead of repeating it;
+//! - a retry after a failure that is known to have charged nothing ([`Failure::settled`]: the
+//!   provider failed and the hold was released), or any use of the key after its record was
+//!   purged, is a new attempt with new ledger keys: a fresh, paid charge — never a replay of a
+//!   released or spent hold, so reusing a key never yields unpaid work.
+//!
 //! Requests without the header get a fresh random ledger key: they are never deduplicated.
 
 use std::future::Future;
 
 use axum::response::{IntoResponse, Response};
 use creapic_core::id::OrgId;
-use creapic_core::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use creapic_core::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use creapic_core::ledger::IdempotencyKey;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -35,6 +43,40 @@ pub enum Replay {
     /// Store a 409 saying the operation already happened (for responses that must exist only
     /// once, such as the one carrying a new key's plaintext).
     Refuse,
+}
+
+/// A request that failed, and whether anything of it may still be charged.
+#[derive(Debug)]
+pub struct Failure {
+    error: Error,
+    settled: bool,
+}
+
+impl Failure {
+    /// A failure after which nothing of the attempt is charged (it never paid, or its hold was
+    /// released and the release is confirmed): a retry under the same key is a new attempt.
+    pub fn settled(error: Error) -> Self {
+        Failure {
+            error,
+            settled: true,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    /// A failure whose outcome is unknown: a retry resumes the attempt (its charges replay).
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            settled: false,
+        }
+    }
+}
+
+impl From<creapic_core::Error> for Failure {
+    fn from(error: creapic_core::Error) -> Self {
+        Failure::from(Error::Core(error))
+    }
 }
 
 /// The idempotency key of the request, validated, or `None` when the header is absent.
@@ -60,41 +102,53 @@ pub fn header_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Error> 
         })
 }
 
-/// Runs `work` at most once per (organization, `Idempotency-Key`). `work` receives the ledger
-/// idempotency key to use for the request's charge and returns the status and JSON body.
+/// Runs `work` at most once per (organization, `caller`, `Idempotency-Key`). `caller` namespaces
+/// the key when the organization alone does not say who is asking (dashboard users: two people
+/// of one organization, or an outsider, never share or block each other's records); authorize
+/// the caller *before* calling this, so a refused caller opens no record at all. `work` receives the ledger
+/// idempotency key of this attempt (derive the request's ledger keys from it) and returns the
+/// status and JSON body, or a [`Failure`].
 #[allow(clippy::too_many_arguments)]
 pub async fn run<F, Fut>(
     state: &AppState,
     org: OrgId,
+    caller: Option<&str>,
     headers: &HeaderMap,
     method: &str,
     path: &str,
     body: &[u8],
     replay: Replay,
+    lock: std::time::Duration,
     work: F,
 ) -> Response
 where
     F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Vec<u8>), Error>>,
+    Fut: Future<Output = Result<(StatusCode, Vec<u8>), Failure>>,
 {
     let key = match header_key(headers) {
-        Ok(k) => k,
+        Ok(Some(k)) => match caller {
+            None => Some(k),
+            Some(caller) => match IdempotencyKey::new(&format!("{caller}:{}", k.as_str())) {
+                Ok(k) => Some(k),
+                Err(e) => return Error::Core(e).into_response(),
+            },
+        },
+        Ok(None) => None,
         Err(e) => return e.into_response(),
     };
     let Some(key) = key else {
         let ledger_key = format!("req:{}", uuid::Uuid::now_v7().simple());
         return match work(ledger_key).await {
             Ok((status, bytes)) => bytes_response(status, bytes),
-            Err(e) => e.into_response(),
+            Err(failure) => failure.error.into_response(),
         };
     };
     let fingerprint = RequestFingerprint::of(method, path, body);
-    let lock = state.config().limits.idempotency_lock;
     let begin = state
         .core()
         .begin_request(org, &key, fingerprint, lock)
         .await;
-    match begin {
+    let attempt = match begin {
         Err(e) => return Error::Core(e).into_response(),
         Ok(IdempotencyBegin::Replay(stored)) => {
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
@@ -110,62 +164,54 @@ where
         Ok(IdempotencyBegin::Mismatch) => {
             return Error::Core(creapic_core::Error::IdempotencyConflict).into_response();
         }
-        Ok(IdempotencyBegin::Started) => {}
-    }
-    let ledger_key = format!("http:{}", key.as_str());
+        Ok(IdempotencyBegin::Started { attempt }) => attempt,
+    };
+    let ledger_key = match attempt {
+        Some(attempt) => format!("http:{}:{}", key.as_str(), attempt.as_uuid().simple()),
+        // A record from before attempts existed: its charges were keyed without one.
+        None => format!("http:{}", key.as_str()),
+    };
     let outcome = work(ledger_key).await;
-    let (response, status, bytes, retryable) = match outcome {
-        Ok((status, bytes)) => (bytes_response(status, bytes.clone()), status, bytes, false),
-        Err(e) => {
-            let status = e.status();
-            let retryable = status.is_server_error()
+    let (status, bytes) = match outcome {
+        Ok(done) => done,
+        Err(Failure { error, settled }) => {
+            // Only a success is stored. A refusal (4xx) did nothing and is not remembered, so a
+            // retry after its cause is fixed (credits granted, a role given) runs; nor is a
+            // failure, which a retry resumes — as a new attempt when nothing of this one is
+            // charged, as the same attempt (whose ledger calls replay) when that is unknown.
+            let status = error.status();
+            let transient = status.is_server_error()
                 || status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::CONFLICT;
-            let response = e.into_response();
-            let bytes = serde_json::to_vec(&Error::body_of(&response)).unwrap_or_default();
-            (response, status, bytes, retryable)
+            let how = if settled || !transient {
+                Abandon::Settled
+            } else {
+                Abandon::Unsettled
+            };
+            if let Err(e) = state.core().abandon_request(org, &key, how).await {
+                tracing::warn!(error = %e, "could not release an idempotency lock");
+            }
+            return error.into_response();
         }
     };
-    if retryable {
-        // Let the client retry: nothing final happened (the ledger undid any charge).
-        if let Err(e) = state.core().abandon_request(org, &key).await {
-            tracing::warn!(error = %e, "could not release an idempotency lock");
-        }
-    } else {
-        let stored = match replay {
-            Replay::Body => StoredResponse {
-                status: status.as_u16(),
-                body: bytes,
-            },
-            Replay::Refuse => StoredResponse {
-                status: StatusCode::CONFLICT.as_u16(),
-                body: serde_json::to_vec(&creapic_core::wire::ErrorBody {
-                    error: "this request was already processed; its result is shown only once"
-                        .into(),
-                    code: "already_processed".into(),
-                    request_id: crate::request_id::current(),
-                })
-                .unwrap_or_default(),
-            },
-        };
-        if let Err(e) = state.core().complete_request(org, &key, &stored).await {
-            tracing::warn!(error = %e, "could not store an idempotent response");
-        }
-    }
-    response
-}
-
-impl Error {
-    /// The error body a response was built from (the kit's own error responses only).
-    fn body_of(response: &Response) -> creapic_core::wire::ErrorBody {
-        response
-            .extensions()
-            .get::<creapic_core::wire::ErrorBody>()
-            .cloned()
-            .unwrap_or_else(|| creapic_core::wire::ErrorBody {
-                error: "internal error".into(),
-                code: "internal_error".into(),
+    let response = bytes_response(status, bytes.clone());
+    let stored = match replay {
+        Replay::Body => StoredResponse {
+            status: status.as_u16(),
+            body: bytes,
+        },
+        Replay::Refuse => StoredResponse {
+            status: StatusCode::CONFLICT.as_u16(),
+            body: serde_json::to_vec(&creapic_core::wire::ErrorBody {
+                error: "this request was already processed; its result is shown only once".into(),
+                code: "already_processed".into(),
                 request_id: crate::request_id::current(),
             })
+            .unwrap_or_default(),
+        },
+    };
+    if let Err(e) = state.core().complete_request(org, &key, &stored).await {
+        tracing::warn!(error = %e, "could not store an idempotent response");
     }
+    response
 }

@@ -87,14 +87,19 @@ pub async fn server() -> Server {
 }
 
 pub async fn server_with(config: KitConfig, runner: bool) -> Server {
+    // Small images: the tests check the flow, not the renderer (debug builds encode slowly).
+    let pipeline = Pipeline::offline(MediaStore::in_memory(SigningKey::generate()))
+        .with_offline_renderer(OfflineRenderer::with_long_sides(64, 96));
+    server_with_pipeline(config, runner, pipeline).await
+}
+
+/// A server whose live keys generate with `pipeline` (a mocked third-party provider, say).
+pub async fn server_with_pipeline(config: KitConfig, runner: bool, pipeline: Pipeline) -> Server {
     let db = TempDb::new();
     let store = creapic_core::store::connect(&db.url(), ConnectOptions::default())
         .await
         .expect("sqlite store");
     let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
-    // Small images: the tests check the flow, not the renderer (debug builds encode slowly).
-    let pipeline = Pipeline::offline(MediaStore::in_memory(SigningKey::generate()))
-        .with_offline_renderer(OfflineRenderer::with_long_sides(64, 96));
     let router = ServiceBuilder::new(core.clone(), pipeline.clone())
         .config(config)
         .build()

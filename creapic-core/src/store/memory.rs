@@ -15,8 +15,8 @@ use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, Requ
 use crate::audit_chain::{self, AuditHash, ChainHead, ChainLink, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
-use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
@@ -80,6 +80,7 @@ struct State {
 #[derive(Debug)]
 struct RequestSlot {
     fingerprint: RequestFingerprint,
+    attempt: AttemptId,
     created_at: Timestamp,
     locked_until: Option<Timestamp>,
     response: Option<StoredResponse>,
@@ -806,12 +807,14 @@ impl IdempotencyStore for MemoryStore {
         org: OrgId,
         key: &IdempotencyKey,
         fingerprint: RequestFingerprint,
+        attempt: AttemptId,
         now: Timestamp,
         lock_until: Timestamp,
     ) -> Result<IdempotencyBegin> {
         let mut s = self.lock();
         let slot = s.requests.entry((org, key.clone())).or_insert(RequestSlot {
             fingerprint,
+            attempt,
             created_at: now,
             locked_until: None,
             response: None,
@@ -826,7 +829,9 @@ impl IdempotencyStore for MemoryStore {
             return Ok(IdempotencyBegin::InProgress);
         }
         slot.locked_until = Some(lock_until);
-        Ok(IdempotencyBegin::Started)
+        Ok(IdempotencyBegin::Started {
+            attempt: Some(slot.attempt),
+        })
     }
 
     async fn complete_request(
@@ -854,11 +859,15 @@ impl IdempotencyStore for MemoryStore {
         Ok(())
     }
 
-    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()> {
+    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()> {
         let mut s = self.lock();
         let idem = (org, key.clone());
-        if s.requests.get(&idem).is_some_and(|r| r.response.is_none()) {
-            s.requests.remove(&idem);
+        match (s.requests.get_mut(&idem), how) {
+            (Some(r), Abandon::Unsettled) if r.response.is_none() => r.locked_until = None,
+            (Some(r), Abandon::Settled) if r.response.is_none() => {
+                s.requests.remove(&idem);
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -21,8 +21,8 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::id::{AuditId, EntryId, JobId, KeyId, OrgId, UserId};
-use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::id::{AttemptId, AuditId, EntryId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, Job, WorkerId};
 use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
 use crate::ledger::{Credits, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest};
@@ -244,12 +244,15 @@ pub trait AuditStore: Send + Sync {
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Starts a request under `(org, key)`: takes the lock until `lock_until` when there is no
-    /// record or the previous lock expired by `now`.
+    /// record (a new record, whose attempt is `attempt`) or the previous lock expired by `now`
+    /// (a takeover, which keeps the record's attempt).
+    #[allow(clippy::too_many_arguments)]
     async fn begin_request(
         &self,
         org: OrgId,
         key: &IdempotencyKey,
         fingerprint: RequestFingerprint,
+        attempt: AttemptId,
         now: Timestamp,
         lock_until: Timestamp,
     ) -> Result<IdempotencyBegin>;
@@ -261,8 +264,9 @@ pub trait IdempotencyStore: Send + Sync {
         response: &StoredResponse,
         at: Timestamp,
     ) -> Result<()>;
-    /// Drops the lock of a started request so a retry can run it again.
-    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()>;
+    /// Gives back a started (not completed) request so a retry can run it: deletes its record
+    /// ([`Abandon::Settled`]) or unlocks it keeping its attempt ([`Abandon::Unsettled`]).
+    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()>;
     /// Deletes records created before `cutoff`; returns how many.
     async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64>;
 }

@@ -15,7 +15,7 @@ use crate::audit::{Actor, AuditAction, AuditEvent, AuditRecord};
 use crate::audit_chain::{AuditHash, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::id::{AttemptId, AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{ItemError, ItemStatus, Job, JobItem, JobKind, JobStatus, Lease, WorkerId};
 use crate::key::{ApiKey, KeyMode, KeyName, KeyPrefix};
@@ -383,6 +383,45 @@ pub(crate) fn usage_event(u: &crate::store::KeyUsage) -> AuditEvent {
 }
 
 /// What an existing record answers to a new start (after the insert and the takeover failed).
+/// `IdempotencyStore` statements, the same text on both backends. Parameters of
+/// [`REQUEST_INSERT`]: org, key, fingerprint, attempt, now, lock until.
+pub(crate) const REQUEST_INSERT: &str = "INSERT INTO idempotency_requests \
+     (org, key, fingerprint, attempt, created_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (org, key) DO NOTHING";
+/// A takeover of an unfinished record whose lock expired (or was given back): org, key,
+/// fingerprint, now, lock until. Returns the record's attempt, which the takeover resumes.
+pub(crate) const REQUEST_TAKE_OVER: &str = "UPDATE idempotency_requests SET locked_until = $5 \
+     WHERE org = $1 AND key = $2 AND fingerprint = $3 AND response_status IS NULL \
+     AND (locked_until IS NULL OR locked_until <= $4) RETURNING attempt";
+/// The record under (org, key), for [`begin_outcome`].
+pub(crate) const REQUEST_READ: &str = "SELECT fingerprint, response_status, response_body \
+     FROM idempotency_requests WHERE org = $1 AND key = $2";
+/// Stores the response: org, key, status, body.
+pub(crate) const REQUEST_COMPLETE: &str = "UPDATE idempotency_requests SET locked_until = NULL, \
+     response_status = $3, response_body = $4 WHERE org = $1 AND key = $2";
+/// [`Abandon::Settled`](crate::idempotency::Abandon): the unfinished record goes.
+pub(crate) const REQUEST_ABANDON_SETTLED: &str = "DELETE FROM idempotency_requests \
+     WHERE org = $1 AND key = $2 AND response_status IS NULL";
+/// [`Abandon::Unsettled`](crate::idempotency::Abandon): unlocked, attempt kept.
+pub(crate) const REQUEST_ABANDON_UNSETTLED: &str = "UPDATE idempotency_requests \
+     SET locked_until = NULL WHERE org = $1 AND key = $2 AND response_status IS NULL";
+
+/// The statement giving back a started request.
+pub(crate) const fn abandon_statement(how: crate::idempotency::Abandon) -> &'static str {
+    match how {
+        crate::idempotency::Abandon::Settled => REQUEST_ABANDON_SETTLED,
+        crate::idempotency::Abandon::Unsettled => REQUEST_ABANDON_UNSETTLED,
+    }
+}
+
+/// What a takeover's `RETURNING attempt` row says: the attempt it resumes (`None` for a record
+/// written before attempts existed).
+pub(crate) fn taken_over(row: &impl Columns) -> Result<IdempotencyBegin> {
+    Ok(IdempotencyBegin::Started {
+        attempt: row.opt_uuid("attempt")?.map(AttemptId::from_uuid),
+    })
+}
+
 pub(crate) fn begin_outcome(
     row: &impl Columns,
     fingerprint: RequestFingerprint,

@@ -24,8 +24,8 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{EntryId, HoldId, JobId, KeyId, OrgId, UserId};
-use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
@@ -1095,52 +1095,47 @@ impl IdempotencyStore for SqliteStore {
         org: OrgId,
         key: &IdempotencyKey,
         fingerprint: RequestFingerprint,
+        attempt: AttemptId,
         now: Timestamp,
         lock_until: Timestamp,
     ) -> Result<IdempotencyBegin> {
         let mut tx = self.write().await?;
-        let started = sqlx::query(
-            "INSERT INTO idempotency_requests (org, key, fingerprint, created_at, locked_until) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org, key) DO NOTHING",
-        )
-        .bind(org.as_uuid())
-        .bind(key.as_str())
-        .bind(fingerprint.as_bytes().as_slice())
-        .bind(now.unix_ms())
-        .bind(lock_until.unix_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let started = sqlx::query(sql::REQUEST_INSERT)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(fingerprint.as_bytes().as_slice())
+            .bind(attempt.as_uuid())
+            .bind(now.unix_ms())
+            .bind(lock_until.unix_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
         if started.rows_affected() == 1 {
             commit(tx).await?;
-            return Ok(IdempotencyBegin::Started);
+            return Ok(IdempotencyBegin::Started {
+                attempt: Some(attempt),
+            });
         }
-        let taken = sqlx::query(
-            "UPDATE idempotency_requests SET locked_until = $5 \
-             WHERE org = $1 AND key = $2 AND fingerprint = $3 AND response_status IS NULL \
-             AND (locked_until IS NULL OR locked_until <= $4)",
-        )
-        .bind(org.as_uuid())
-        .bind(key.as_str())
-        .bind(fingerprint.as_bytes().as_slice())
-        .bind(now.unix_ms())
-        .bind(lock_until.unix_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if taken.rows_affected() == 1 {
+        let taken = sqlx::query(sql::REQUEST_TAKE_OVER)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(fingerprint.as_bytes().as_slice())
+            .bind(now.unix_ms())
+            .bind(lock_until.unix_ms())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if let Some(row) = taken {
+            let started = sql::taken_over(&row)?;
             commit(tx).await?;
-            return Ok(IdempotencyBegin::Started);
+            return Ok(started);
         }
-        let row = sqlx::query(
-            "SELECT fingerprint, response_status, response_body FROM idempotency_requests \
-             WHERE org = $1 AND key = $2",
-        )
-        .bind(org.as_uuid())
-        .bind(key.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let row = sqlx::query(sql::REQUEST_READ)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
         sql::begin_outcome(&row, fingerprint)
     }
 
@@ -1158,17 +1153,14 @@ impl IdempotencyStore for SqliteStore {
             });
         }
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE idempotency_requests SET locked_until = NULL, response_status = $3, \
-             response_body = $4 WHERE org = $1 AND key = $2",
-        )
-        .bind(org.as_uuid())
-        .bind(key.as_str())
-        .bind(i64::from(response.status))
-        .bind(response.body.as_slice())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let done = sqlx::query(sql::REQUEST_COMPLETE)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(i64::from(response.status))
+            .bind(response.body.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound {
                 resource: "idempotency record",
@@ -1177,17 +1169,14 @@ impl IdempotencyStore for SqliteStore {
         commit(tx).await
     }
 
-    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey) -> Result<()> {
+    async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "DELETE FROM idempotency_requests WHERE org = $1 AND key = $2 \
-             AND response_status IS NULL",
-        )
-        .bind(org.as_uuid())
-        .bind(key.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        sqlx::query(sql::abandon_statement(how))
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
         commit(tx).await
     }
 

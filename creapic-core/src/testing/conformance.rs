@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::audit::{AuditAction, AuditQuery};
 use crate::clock::Timestamp;
 use crate::error::{Error, StoreErrorKind};
-use crate::id::{HoldId, JobId, OrgId};
-use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
+use crate::id::{AttemptId, HoldId, JobId, OrgId};
+use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{
     FinishItem, ItemError, ItemOutcome, ItemStatus, JobKind, JobStatus, NewJob, WorkerId,
 };
@@ -1660,33 +1660,53 @@ pub async fn audit_chain_links_every_append_and_survives_purge(store: Arc<dyn St
     assert!(ok(core.verify_audit_chain().await, "verify").is_intact());
 }
 
-/// Idempotency records lock, replay, detect mismatches, expire their lock, and are purged.
+/// Idempotency records lock, replay, detect mismatches, expire their lock, and are purged. A
+/// takeover or an unsettled abandon resumes the record's attempt; a settled abandon or a purge
+/// makes the next request a new attempt (so its ledger keys are new: a fresh charge).
 pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
     let f = Fixture::new(store);
     let (org, _) = ok(f.org().await, "org");
     let key = idem("http-1");
     let fp = RequestFingerprint::of("POST", "/x", b"{}");
     let lock = f.now.plus(Duration::from_secs(60));
-    let b = |now: Timestamp, fp: RequestFingerprint| {
+    let minted = std::sync::atomic::AtomicU64::new(1);
+    let attempt = |n: u64| AttemptId::from_uuid(uuid::Uuid::from_u64_pair(0x7000, n));
+    let b = |now: Timestamp, fp: RequestFingerprint, key: IdempotencyKey| {
         let store = Arc::clone(&f.store);
-        let key = key.clone();
+        let n = minted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
             ok(
                 store
-                    .begin_request(org.id, &key, fp, now, now.plus(Duration::from_secs(60)))
+                    .begin_request(
+                        org.id,
+                        &key,
+                        fp,
+                        attempt(n),
+                        now,
+                        now.plus(Duration::from_secs(60)),
+                    )
                     .await,
                 "begin",
             )
         }
     };
-    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Started);
-    assert_eq!(b(f.now, fp).await, IdempotencyBegin::InProgress);
-    let other = RequestFingerprint::of("POST", "/x", b"{\"a\":1}");
-    assert_eq!(b(f.now, other).await, IdempotencyBegin::Mismatch);
-    // The lock expires: a retry after a crash takes over.
+    let started = |n: u64| IdempotencyBegin::Started {
+        attempt: Some(attempt(n)),
+    };
+    assert_eq!(b(f.now, fp, key.clone()).await, started(1));
     assert_eq!(
-        b(lock.plus(Duration::from_millis(1)), fp).await,
-        IdempotencyBegin::Started
+        b(f.now, fp, key.clone()).await,
+        IdempotencyBegin::InProgress
+    );
+    let other = RequestFingerprint::of("POST", "/x", b"{\"a\":1}");
+    assert_eq!(
+        b(f.now, other, key.clone()).await,
+        IdempotencyBegin::Mismatch
+    );
+    // The lock expires: a retry after a crash takes over and resumes the first attempt.
+    assert_eq!(
+        b(lock.plus(Duration::from_millis(1)), fp, key.clone()).await,
+        started(1)
     );
     let response = StoredResponse {
         status: 200,
@@ -1699,38 +1719,54 @@ pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
         "complete",
     );
     assert_eq!(
-        b(f.now, fp).await,
+        b(f.now, fp, key.clone()).await,
         IdempotencyBegin::Replay(response.clone())
     );
-    // Abandon frees a started request, never a completed one.
+    // An unsettled abandon unlocks the record and keeps its attempt (same fingerprint only);
+    // a settled one deletes it, so the next request is a new attempt.
     let key2 = idem("http-2");
+    assert_eq!(b(f.now, fp, key2.clone()).await, started(6));
     ok(
-        f.store.begin_request(org.id, &key2, fp, f.now, lock).await,
-        "begin 2",
+        f.store
+            .abandon_request(org.id, &key2, Abandon::Unsettled)
+            .await,
+        "abandon unsettled",
     );
-    ok(f.store.abandon_request(org.id, &key2).await, "abandon");
     assert_eq!(
-        ok(
-            f.store.begin_request(org.id, &key2, fp, f.now, lock).await,
-            "begin 2 again"
-        ),
-        IdempotencyBegin::Started
+        b(f.now, other, key2.clone()).await,
+        IdempotencyBegin::Mismatch
     );
+    assert_eq!(b(f.now, fp, key2.clone()).await, started(6));
     ok(
-        f.store.abandon_request(org.id, &key).await,
-        "abandon completed",
+        f.store
+            .abandon_request(org.id, &key2, Abandon::Settled)
+            .await,
+        "abandon settled",
     );
-    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Replay(response));
+    assert_eq!(b(f.now, fp, key2.clone()).await, started(9));
+    // Neither kind of abandon touches a completed record.
+    for how in [Abandon::Settled, Abandon::Unsettled] {
+        ok(
+            f.store.abandon_request(org.id, &key, how).await,
+            "abandon completed",
+        );
+    }
+    assert_eq!(
+        b(f.now, fp, key.clone()).await,
+        IdempotencyBegin::Replay(response)
+    );
     // Records of another organization are separate.
     let (org_b, _) = ok(f.org().await, "org b");
     assert_eq!(
         ok(
             f.store
-                .begin_request(org_b.id, &key, other, f.now, lock)
+                .begin_request(org_b.id, &key, other, attempt(99), f.now, lock)
                 .await,
             "b"
         ),
-        IdempotencyBegin::Started
+        IdempotencyBegin::Started {
+            attempt: Some(attempt(99))
+        }
     );
     let purged = ok(
         f.store
@@ -1739,5 +1775,6 @@ pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
         "purge",
     );
     assert!(purged >= 3, "purged {purged}");
-    assert_eq!(b(f.now, fp).await, IdempotencyBegin::Started);
+    // After the purge the key is new again: a new attempt, never the old one.
+    assert_eq!(b(f.now, fp, key.clone()).await, started(11));
 }

@@ -1,6 +1,13 @@
 //! `POST /api/public/images/generate`: one image, synchronously. Raw text becomes a JSON prompt
 //! first; the tokens are held before the provider is called, captured when the image is stored,
 //! and released — refunded — when the provider fails (502 with the provider's code).
+//!
+//! The provider is never called without an open hold of this attempt: a retry that resumes an
+//! attempt whose hold was already released (its refund committed, its response lost) is sent
+//! back to start a new attempt instead. The whole generation runs under
+//! [`Limits::generation_deadline`](crate::config::Limits::generation_deadline), and the
+//! request's `Idempotency-Key` is locked for [`Limits::generation_lock`](crate::config::Limits::generation_lock),
+//! so neither a client's retry nor the stale-hold sweeper acts on a request still running.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +20,7 @@ use http::StatusCode;
 
 use crate::Error;
 use crate::body::read_json;
-use crate::idempotent::{self, Replay};
+use crate::idempotent::{self, Failure, Replay};
 use crate::item::{ImageSpec, PromptSource};
 use crate::service::AppState;
 
@@ -118,11 +125,13 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
     let mut response = idempotent::run(
         &state,
         principal.org,
+        None,
         &parts.headers,
         "POST",
         parts.uri.path(),
         &raw,
         Replay::Body,
+        limits.generation_lock(),
         |ledger_key| async move {
             let core = st.core();
             let org = principal.org;
@@ -130,26 +139,46 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
                 .reserve(org, cost, None, &format!("{ledger_key}:hold"))
                 .await
                 .map_err(Error::Core)?;
-            let hold_id = hold
-                .hold
-                .as_ref()
-                .map(|h| h.id)
-                .ok_or_else(|| Error::Internal {
+            let Some(held) = hold.hold.as_ref() else {
+                return Err(Error::Internal {
                     message: "a reserve returned no hold".into(),
-                })?;
-            let generated = match st.pipeline().generate(org, principal.mode, &spec).await {
+                }
+                .into());
+            };
+            let hold_id = held.id;
+            if hold.replayed && held.released.get() > 0 {
+                // A resumed attempt whose refund already committed: calling the provider now
+                // would be unpaid work. This attempt is over; the client's retry starts a new,
+                // paid one.
+                return Err(Failure::settled(Error::Core(
+                    creapic_core::Error::IdempotencyInProgress,
+                )));
+            }
+            let deadline = limits.generation_deadline(core.config().stale_hold_after);
+            let provider = st.pipeline().provider_for(principal.mode).name();
+            let drawn = tokio::time::timeout(
+                deadline,
+                st.pipeline().generate(org, principal.mode, &spec),
+            )
+            .await
+            .unwrap_or(Err(Error::ProviderTimeout { provider }));
+            let generated = match drawn {
                 Ok(g) => g,
                 Err(e) => {
-                    // Refund: the work failed.
-                    if let Err(release) = core
+                    metrics::counter!("creapic_generations_total", "outcome" => "failed")
+                        .increment(1);
+                    // Refund: the work failed. Only a confirmed refund makes the attempt
+                    // settled (a retry starts anew); otherwise a retry resumes it.
+                    return match core
                         .release(org, hold_id, None, &format!("{ledger_key}:refund"))
                         .await
                     {
-                        tracing::error!(error = %release, "could not refund a failed generation");
-                    }
-                    metrics::counter!("creapic_generations_total", "outcome" => "failed")
-                        .increment(1);
-                    return Err(e);
+                        Ok(_) => Err(Failure::settled(e)),
+                        Err(release) => {
+                            tracing::error!(error = %release, "could not refund a failed generation");
+                            Err(Failure::from(e))
+                        }
+                    };
                 }
             };
             let captured = core

@@ -170,14 +170,22 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
     };
     let ctx = crate::handlers::request_context(&parts, state.config().trust_forwarded_for);
     let core = state.core().clone();
+    // Authorize before the idempotency record is opened: an outsider's request for another
+    // organization must leave nothing that its members' requests could collide with.
+    if let Err(e) = core.authorize_key_management(Actor::User(user), org).await {
+        return Error::Core(e).into_response();
+    }
+    let caller = format!("user:{user}");
     idempotent::run(
         &state,
         org,
+        Some(&caller),
         &parts.headers,
         "POST",
         parts.uri.path(),
         &raw,
         Replay::Refuse,
+        state.config().limits.idempotency_lock,
         |_ledger_key| async move {
             let created = core
                 .create_key(Actor::User(user), org, spec, &ctx)

@@ -29,11 +29,14 @@ use crate::service::AppState;
 pub fn json_reply<T: Serialize>(
     status: StatusCode,
     body: &T,
-) -> Result<(StatusCode, Vec<u8>), Error> {
+) -> Result<(StatusCode, Vec<u8>), crate::idempotent::Failure> {
     serde_json::to_vec(body)
         .map(|bytes| (status, bytes))
-        .map_err(|e| Error::Internal {
-            message: format!("serializing a response: {e}"),
+        .map_err(|e| {
+            Error::Internal {
+                message: format!("serializing a response: {e}"),
+            }
+            .into()
         })
 }
 

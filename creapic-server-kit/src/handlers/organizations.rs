@@ -46,11 +46,13 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
     let mut response = idempotent::run(
         &state,
         principal.org,
+        None,
         &parts.headers,
         "POST",
         parts.uri.path(),
         &raw,
         Replay::Body,
+        state.config().limits.idempotency_lock,
         |_ledger_key| async move {
             let org = core
                 .create_org_with_key(&principal, &request.name, &ctx)

@@ -76,11 +76,13 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
     let mut response = idempotent::run(
         &state,
         principal.org,
+        None,
         &parts.headers,
         "POST",
         parts.uri.path(),
         &raw,
         Replay::Body,
+        state.config().limits.idempotency_lock,
         |ledger_key| async move {
             let spec = JobSpec {
                 kind: JobKind::Bulk,

@@ -44,7 +44,16 @@ pub async fn app_with_pipeline(
     config: KitConfig,
     pipeline: creapic_server_kit::pipeline::Pipeline,
 ) -> TestApp {
-    let (core, service, base, server) = serve(store, config, pipeline).await;
+    app_with_core(Arc::new(Creapic::new(store)), config, pipeline).await
+}
+
+/// A server over a core the test built (an injected clock, say), with an owner and "Acme".
+pub async fn app_with_core(
+    core: Arc<Creapic<dyn Store>>,
+    config: KitConfig,
+    pipeline: creapic_server_kit::pipeline::Pipeline,
+) -> TestApp {
+    let (core, service, base, server) = serve_core(core, config, pipeline).await;
     let owner = core.ensure_user("owner@example.com").await.unwrap();
     let org = core
         .create_org(
@@ -94,7 +103,14 @@ async fn serve(
     config: KitConfig,
     pipeline: creapic_server_kit::pipeline::Pipeline,
 ) -> Served {
-    let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
+    serve_core(Arc::new(Creapic::new(store)), config, pipeline).await
+}
+
+async fn serve_core(
+    core: Arc<Creapic<dyn Store>>,
+    config: KitConfig,
+    pipeline: creapic_server_kit::pipeline::Pipeline,
+) -> Served {
     let service = ServiceBuilder::new(core.clone(), pipeline)
         .config(config)
         .build();
@@ -185,4 +201,54 @@ pub async fn body(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, 
     let text = resp.text().await.unwrap();
     let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, headers, json)
+}
+
+/// Every store backend, fresh: memory, SQLite (a temp file, kept for the test's life by the
+/// returned guard) and PostgreSQL (a fresh schema of `DATABASE_URL`; unreachable fails the
+/// test, it never skips). Schemas are named like the store tests' (`test_{secs}_…`), so their
+/// cleanup of old schemas covers these too.
+pub async fn backends() -> (Vec<(&'static str, Arc<dyn Store>)>, TempDir) {
+    use creapic_core::store::{ConnectOptions, connect};
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("creapic-kit-{}", uuid::Uuid::now_v7().simple())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let sqlite = connect(
+        &format!("sqlite://{}", dir.0.join("creapic.db").display()),
+        ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let schema = format!(
+        "test_{secs}_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[16..]
+    );
+    let options = ConnectOptions::default().schema(&schema).max_connections(4);
+    let pg = match connect(&url, options).await {
+        Ok(s) => s,
+        Err(e) => panic!("PostgreSQL at {url} is required: {e}"),
+    };
+    (
+        vec![
+            ("memory", Arc::new(MemoryStore::new()) as Arc<dyn Store>),
+            ("sqlite", sqlite),
+            ("postgres", pg),
+        ],
+        dir,
+    )
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
