@@ -11,6 +11,17 @@
 //! notification on top. So events go through a bounded in-memory queue that drops (and logs) an
 //! event rather than grow without limit, the message id is derived from the job (`msg_{job}`),
 //! so that a receiver can deduplicate a redelivery, and a crash may lose an undelivered event.
+//!
+//! Endpoints are written by tenants, so two more rules hold. Deliveries reach public addresses
+//! only unless the host allows more ([`WebhookConfig::destinations`], see [`destination`]): the
+//! client's own resolver drops loopback, private, link-local and reserved addresses, so the
+//! address connected to is the one checked (no DNS rebinding), and IP literals are checked
+//! before the first attempt. And delivery is fair per tenant ([`fair`]): each organization has
+//! its own lane of waiting events and at most [`WebhookConfig::org_concurrency_max`] deliveries
+//! in flight, so one endpoint that never answers cannot take the shared slots.
+
+pub mod destination;
+mod fair;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,9 +37,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+pub use self::destination::Destinations;
 use crate::error::Error;
 use crate::provider::transport;
 use crate::retry::RetryPolicy;
@@ -159,7 +171,9 @@ pub struct WebhookEndpoint {
 }
 
 impl WebhookEndpoint {
-    /// Checks the scheme (`http` or `https`) and that the URL has a host.
+    /// Checks the scheme (`http` or `https`) and that the URL has a host. Where it points is
+    /// checked when events are delivered (and by [`WebhookEndpoint::check_destination`], which
+    /// a host should call when a tenant registers the endpoint, to refuse it at once).
     pub fn new(url: &str, secret: WebhookSecret) -> Result<Self, Error> {
         let url = url::Url::parse(url).map_err(|e| Error::InvalidParameter {
             name: "webhook url",
@@ -172,6 +186,20 @@ impl WebhookEndpoint {
             });
         }
         Ok(WebhookEndpoint { url, secret })
+    }
+
+    /// Refuses (400 `invalid_parameter`) a URL whose host is, or resolves only to, an address
+    /// `destinations` does not allow.
+    pub async fn check_destination(&self, destinations: Destinations) -> Result<(), Error> {
+        destination::check(&self.url, destinations)
+            .await
+            .map_err(|e| Error::InvalidParameter {
+                name: "webhook url",
+                message: match e {
+                    Error::WebhookFailed { message } => message,
+                    other => other.to_string(),
+                },
+            })
     }
 }
 
@@ -220,19 +248,30 @@ impl WebhookEndpoints for StaticEndpoints {
 pub struct WebhookConfig {
     /// Events waiting for delivery; when full, new events are dropped (and logged).
     pub queue_max: usize,
+    /// Events of one organization waiting for delivery; past it, its new events are dropped
+    /// (and logged), so one tenant's burst cannot fill the shared queue.
+    pub org_queue_max: usize,
     /// Deliveries in flight at once (so one slow receiver cannot hold up the others).
     pub concurrency_max: usize,
+    /// Deliveries of one organization in flight at once: a receiver that never answers holds
+    /// at most this many of the [`WebhookConfig::concurrency_max`] slots.
+    pub org_concurrency_max: usize,
     /// Attempts and waits per event.
     pub retry: RetryPolicy,
     /// One attempt, connect to last byte.
     pub timeout: Duration,
+    /// Which addresses deliveries may connect to: public ones only by default.
+    pub destinations: Destinations,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             queue_max: 1024,
+            org_queue_max: 128,
             concurrency_max: 8,
+            org_concurrency_max: 2,
+            destinations: Destinations::PublicOnly,
             retry: RetryPolicy {
                 attempts_max: 6,
                 delay_min: Duration::from_secs(1),
@@ -331,7 +370,7 @@ impl WebhookSender {
             response_max_bytes: 64 * 1024,
             ..transport::HttpSettings::default()
         };
-        let client = transport::client(&settings)?;
+        let client = client(&settings, config.destinations)?;
         let (tx, rx) = mpsc::channel(config.queue_max.max(1));
         let task = tokio::spawn(deliver_all(rx, endpoints, config, client, clock));
         Ok(WebhookSender {
@@ -370,6 +409,27 @@ impl Drop for WebhookSender {
     }
 }
 
+/// The delivery client: the shared transport's timeouts and no redirects, plus a resolver that
+/// hands it only allowed addresses, and no proxy (a proxy would resolve names itself).
+fn client(
+    settings: &transport::HttpSettings,
+    destinations: Destinations,
+) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(destination::GuardedResolver { destinations }))
+        .user_agent(concat!("creapic/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Internal {
+            message: format!("webhook HTTP client: {e}"),
+        })
+}
+
+/// The sender's loop: reads events into per-organization lanes while they have room, and keeps
+/// up to `concurrency_max` deliveries in flight, handed out in turns ([`fair::FairQueue`]).
 async fn deliver_all(
     mut rx: mpsc::Receiver<Event>,
     endpoints: Arc<dyn WebhookEndpoints>,
@@ -377,23 +437,55 @@ async fn deliver_all(
     client: reqwest::Client,
     clock: Arc<dyn Clock>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.concurrency_max.max(1)));
+    let slots = config.concurrency_max.max(1);
+    let mut lanes = fair::FairQueue::new(
+        config.queue_max,
+        config.org_queue_max,
+        config.org_concurrency_max,
+    );
     let mut in_flight = JoinSet::new();
-    while let Some(event) = rx.recv().await {
-        while in_flight.try_join_next().is_some() {}
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+    let mut running: HashMap<tokio::task::Id, OrgId> = HashMap::new();
+    let mut open = true;
+    loop {
+        while in_flight.len() < slots {
+            let Some(event) = lanes.next() else {
+                break;
+            };
+            let org = event.org;
+            let (endpoints, client, clock) =
+                (Arc::clone(&endpoints), client.clone(), Arc::clone(&clock));
+            let task = in_flight.spawn(async move {
+                if let Err(e) = deliver(&event, endpoints.as_ref(), &config, &client, &clock).await
+                {
+                    tracing::warn!(event = %event.id, error = %e, "webhook not delivered");
+                }
+            });
+            running.insert(task.id(), org);
+        }
+        if !open && in_flight.is_empty() && lanes.is_empty() {
             break;
-        };
-        let (endpoints, client, clock) =
-            (Arc::clone(&endpoints), client.clone(), Arc::clone(&clock));
-        in_flight.spawn(async move {
-            let _slot = slot;
-            if let Err(e) = deliver(&event, endpoints.as_ref(), &config, &client, &clock).await {
-                tracing::warn!(event = %event.id, error = %e, "webhook not delivered");
+        }
+        tokio::select! {
+            received = rx.recv(), if open && !lanes.is_full() => match received {
+                Some(event) => {
+                    if let Err(why) = lanes.push(event) {
+                        tracing::warn!(?why, "webhook lane full; event dropped");
+                    }
+                }
+                None => open = false,
+            },
+            Some(finished) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let id = match finished {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                if let Some(org) = running.remove(&id) {
+                    lanes.done(org);
+                }
             }
-        });
+            else => break,
+        }
     }
-    while in_flight.join_next().await.is_some() {}
 }
 
 /// Delivers one event with retries; `Ok` also when the organization has no endpoint.
@@ -412,6 +504,9 @@ pub(crate) async fn deliver(
             message: "event body exceeds the limit".into(),
         });
     }
+    // Final, never retried: a refused destination stays refused. The client's resolver checks
+    // again at every connection.
+    destination::check(&endpoint.url, config.destinations).await?;
     config
         .retry
         .run("webhook", || async {

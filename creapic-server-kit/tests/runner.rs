@@ -778,7 +778,14 @@ async fn completion_webhooks_are_signed_in_the_standard_webhooks_format() {
     );
     let provider = Arc::new(StandIn::default());
     let runner = Runner::new(Arc::clone(&w.core), pipeline(&w, provider), config("r1"))
-        .with_webhooks(endpoints, WebhookConfig::default())
+        .with_webhooks(
+            endpoints,
+            // The receiver is on loopback: allowed explicitly (refused by default).
+            WebhookConfig {
+                destinations: creapic_server_kit::webhook::Destinations::Any,
+                ..WebhookConfig::default()
+            },
+        )
         .start()
         .unwrap();
     let id = submit(&w, &w.live, &["a", "b", "forbidden c"], "bulk-hook").await;

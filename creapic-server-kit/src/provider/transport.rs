@@ -48,6 +48,7 @@ impl Default for HttpSettings {
 
 /// A client with `settings`' timeouts that follows no redirects (an adapter talks to one
 /// configured base URL and must never be bounced elsewhere with its API key).
+#[cfg_attr(not(any(feature = "gemini", feature = "openai")), allow(dead_code))]
 pub(crate) fn client(settings: &HttpSettings) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .timeout(settings.timeout)
