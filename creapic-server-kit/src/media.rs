@@ -12,6 +12,21 @@
 //! Backends: the local filesystem under the data directory (the default), an in-memory store (for
 //! tests), and S3-compatible stores by URL (`s3://bucket/prefix`, cargo feature `s3`) so that
 //! several replicas share one media store.
+//!
+//! Two more namespaces keep storage bounded:
+//! - **Uploads** (`uploads/{org}/{upload}/{sha256}.{ext}`): a scene's inline layers, staged per
+//!   request ([`UploadId`]) only *after* the render's credits are reserved, read by the render
+//!   and deleted when it is done ([`MediaStore::delete_uploads`]). They are never shared with
+//!   another request, so deleting them never breaks anything else, and [`MediaStore::sweep_uploads`]
+//!   removes what a crash left behind.
+//! - **A quota** per organization ([`MediaStore::with_quota`]): a write that would take an
+//!   organization past it is refused with `limit_exceeded` (422). Usage is read from the store
+//!   by listing the organization's objects at most once per [`USAGE_TTL`] and kept up to date
+//!   with this process's own writes, so replicas may together overshoot by what they wrote
+//!   within one TTL.
+//!
+//! Error bodies never carry object paths or store messages: those go to the log, the body says
+//! which operation failed.
 
 use std::sync::Arc;
 
@@ -33,6 +48,13 @@ pub const OBJECT_MAX_BYTES: usize = 32 * 1024 * 1024;
 pub const SIGNING_KEY_MIN_BYTES: usize = 32;
 /// Longest lifetime a signed link may have.
 pub const LINK_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How long a quota usage figure read from the store is trusted.
+pub const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most organizations whose usage is remembered at once (beyond, the oldest is forgotten).
+pub const USAGE_ORGS_MAX: usize = 10_000;
+/// Most objects one call of [`MediaStore::sweep_uploads`] or [`MediaStore::delete_uploads`]
+/// deletes, and most objects listed to measure one organization's usage.
+pub const LIST_MAX: usize = 100_000;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -252,6 +274,61 @@ pub struct Media {
     pub media_type: MediaType,
 }
 
+/// The staging area of one request's uploads: 32 lowercase hex digits, derived from what
+/// identifies the request (its ledger key), so a retry of the same attempt writes the same
+/// objects again and a new attempt writes its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// The upload area of the request identified by `request` (e.g. its ledger key).
+    pub fn for_request(request: &str) -> Self {
+        let digest = Sha256::digest(request.as_bytes());
+        UploadId(hex::encode(&digest[..16]))
+    }
+
+    /// Parses and validates an id.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let ok = text.len() == 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(UploadId(text.to_owned()))
+        } else {
+            Err(Error::InvalidParameter {
+                name: "upload id",
+                message: "expected 32 lowercase hex digits".into(),
+            })
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for UploadId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UploadId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        UploadId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An organization's measured usage: bytes, and when they were read from the store.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    bytes: u64,
+    read_at: std::time::Instant,
+}
+
 /// Per-organization, content-addressed media storage with signed links.
 #[derive(Clone)]
 pub struct MediaStore {
@@ -259,6 +336,9 @@ pub struct MediaStore {
     /// Where inside the store creapic's objects live (empty for the root).
     prefix: ObjectPath,
     signing: SigningKey,
+    /// Most bytes one organization may hold (objects and uploads); `None`: unlimited.
+    quota: Option<u64>,
+    usage: Arc<std::sync::Mutex<std::collections::HashMap<OrgId, Usage>>>,
 }
 
 impl std::fmt::Debug for MediaStore {
@@ -276,6 +356,15 @@ fn media_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A failure of the object store while serving a request: the detail (paths, the store's own
+/// message) goes to the log, the error — and so the response body — names only the operation.
+fn storage_error(op: &'static str, e: impl std::fmt::Display) -> Error {
+    tracing::warn!(operation = op, error = %e, "media storage failed");
+    Error::Media {
+        message: format!("could not {op} an object"),
+    }
+}
+
 impl MediaStore {
     /// Over any object store, with objects under `prefix`.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, signing: SigningKey) -> Self {
@@ -283,7 +372,20 @@ impl MediaStore {
             store,
             prefix: ObjectPath::from(prefix),
             signing,
+            quota: None,
+            usage: Arc::default(),
         }
+    }
+
+    /// Limits each organization to `bytes` of stored media (generated images and uploads).
+    pub fn with_quota(mut self, bytes: u64) -> Self {
+        self.quota = Some(bytes);
+        self
+    }
+
+    /// The per-organization quota, if any.
+    pub fn quota(&self) -> Option<u64> {
+        self.quota
     }
 
     /// On the local filesystem under `dir` (created if missing): the default.
@@ -323,52 +425,223 @@ impl MediaStore {
             store: Arc::from(store),
             prefix,
             signing,
+            quota: None,
+            usage: Arc::default(),
         })
+    }
+
+    /// The store path of `parts` under the configured prefix.
+    fn path_of<'a>(&'a self, parts: impl IntoIterator<Item = &'a str>) -> ObjectPath {
+        let mut all: Vec<&str> = self.prefix.as_ref().split('/').collect();
+        all.retain(|p| !p.is_empty());
+        all.extend(parts);
+        ObjectPath::from_iter(all)
     }
 
     fn path(&self, org: OrgId, key: &MediaKey) -> ObjectPath {
         let org = org.to_string();
-        let mut parts: Vec<&str> = self.prefix.as_ref().split('/').collect();
-        parts.retain(|p| !p.is_empty());
-        parts.extend(["orgs", org.as_str(), key.as_str()]);
-        ObjectPath::from_iter(parts)
+        self.path_of(["orgs", org.as_str(), key.as_str()])
+    }
+
+    fn upload_path(&self, org: OrgId, upload: &UploadId, key: &MediaKey) -> ObjectPath {
+        let org = org.to_string();
+        self.path_of(["uploads", org.as_str(), upload.as_str(), key.as_str()])
     }
 
     /// Stores `bytes` for `org` and returns its key. Idempotent: the same bytes give the same key
-    /// and rewriting them changes nothing.
+    /// and rewriting them changes nothing. Refused with `limit_exceeded` when it would take
+    /// `org` past its quota.
     pub async fn put(&self, org: OrgId, bytes: Bytes, kind: MediaType) -> Result<MediaKey, Error> {
+        let key = MediaKey::of(&bytes, kind);
+        let path = self.path(org, &key);
+        self.write(org, path, bytes).await?;
+        Ok(key)
+    }
+
+    /// Stages `bytes` as an upload of request `upload` for `org` (a scene's inline layer).
+    pub async fn put_upload(
+        &self,
+        org: OrgId,
+        upload: &UploadId,
+        bytes: Bytes,
+        kind: MediaType,
+    ) -> Result<MediaKey, Error> {
+        let key = MediaKey::of(&bytes, kind);
+        let path = self.upload_path(org, upload, &key);
+        self.write(org, path, bytes).await?;
+        Ok(key)
+    }
+
+    async fn write(&self, org: OrgId, path: ObjectPath, bytes: Bytes) -> Result<(), Error> {
         if bytes.len() > OBJECT_MAX_BYTES {
             return Err(Error::BodyTooLarge {
                 max: OBJECT_MAX_BYTES,
             });
         }
-        let key = MediaKey::of(&bytes, kind);
-        let path = self.path(org, &key);
+        let size = bytes.len() as u64;
+        self.check_quota(org, size).await?;
         self.store
             .put(&path, PutPayload::from_bytes(bytes))
             .await
-            .map_err(media_error)?;
-        Ok(key)
+            .map_err(|e| storage_error("write", e))?;
+        self.add_usage(org, size);
+        Ok(())
+    }
+
+    /// Refuses (`limit_exceeded`, 422) when `org` holding `incoming` more bytes would exceed its
+    /// quota. Cheap when the usage was read within [`USAGE_TTL`]; otherwise lists the
+    /// organization's objects once. Callers may check before doing paid work.
+    pub async fn check_quota(&self, org: OrgId, incoming: u64) -> Result<(), Error> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let used = self.usage_of(org).await?;
+        if used.saturating_add(incoming) > quota {
+            return Err(creapic_core::Error::LimitExceeded {
+                what: "media bytes per organization",
+                max: quota,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Bytes `org` holds: its objects and its staged uploads.
+    pub async fn usage_of(&self, org: OrgId) -> Result<u64, Error> {
+        let cached = self.usage.lock().ok().and_then(|m| m.get(&org).copied());
+        if let Some(u) = cached.filter(|u| u.read_at.elapsed() < USAGE_TTL) {
+            return Ok(u.bytes);
+        }
+        let org_text = org.to_string();
+        let mut bytes = 0u64;
+        let mut listed = 0usize;
+        for area in ["orgs", "uploads"] {
+            let prefix = self.path_of([area, org_text.as_str()]);
+            let mut objects = self.store.list(Some(&prefix));
+            while let Some(meta) = futures::StreamExt::next(&mut objects).await {
+                let meta = meta.map_err(|e| storage_error("list", e))?;
+                bytes = bytes.saturating_add(meta.size);
+                listed += 1;
+                if listed >= LIST_MAX {
+                    break;
+                }
+            }
+        }
+        if let Ok(mut map) = self.usage.lock() {
+            if map.len() >= USAGE_ORGS_MAX && !map.contains_key(&org) {
+                let oldest = map.iter().min_by_key(|(_, u)| u.read_at).map(|(k, _)| *k);
+                if let Some(oldest) = oldest {
+                    map.remove(&oldest);
+                }
+            }
+            map.insert(
+                org,
+                Usage {
+                    bytes,
+                    read_at: std::time::Instant::now(),
+                },
+            );
+        }
+        Ok(bytes)
+    }
+
+    fn add_usage(&self, org: OrgId, bytes: u64) {
+        if let Ok(mut map) = self.usage.lock()
+            && let Some(u) = map.get_mut(&org)
+        {
+            u.bytes = u.bytes.saturating_add(bytes);
+        }
     }
 
     /// Reads an object of `org`. Another organization's object is "not found".
     pub async fn get(&self, org: OrgId, key: &MediaKey) -> Result<Media, Error> {
-        let path = self.path(org, key);
+        self.read(self.path(org, key), key).await
+    }
+
+    /// Reads an upload of request `upload` of `org` ("not found" until it is written).
+    pub async fn get_upload(
+        &self,
+        org: OrgId,
+        upload: &UploadId,
+        key: &MediaKey,
+    ) -> Result<Media, Error> {
+        self.read(self.upload_path(org, upload, key), key).await
+    }
+
+    async fn read(&self, path: ObjectPath, key: &MediaKey) -> Result<Media, Error> {
         let found = match self.store.get(&path).await {
             Ok(found) => found,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(creapic_core::Error::NotFound { resource: "media" }.into());
             }
-            Err(e) => return Err(media_error(e)),
+            Err(e) => return Err(storage_error("read", e)),
         };
         if found.meta.size > OBJECT_MAX_BYTES as u64 {
-            return Err(media_error("stored object exceeds the size limit"));
+            return Err(storage_error("read", "stored object exceeds the size limit"));
         }
-        let bytes = found.bytes().await.map_err(media_error)?;
+        let bytes = found.bytes().await.map_err(|e| storage_error("read", e))?;
         Ok(Media {
             bytes,
             media_type: key.media_type(),
         })
+    }
+
+    /// Deletes every upload of request `upload` of `org`; returns how many objects went.
+    pub async fn delete_uploads(&self, org: OrgId, upload: &UploadId) -> Result<u64, Error> {
+        let org_text = org.to_string();
+        let prefix = self.path_of(["uploads", org_text.as_str(), upload.as_str()]);
+        self.delete_listed(&prefix, |_| true).await
+    }
+
+    /// Deletes staged uploads last written before `cutoff` (unix ms): what a crashed request
+    /// or render left behind. At most [`LIST_MAX`] objects per call; returns how many went.
+    pub async fn sweep_uploads(&self, cutoff: Timestamp) -> Result<u64, Error> {
+        let prefix = self.path_of(["uploads"]);
+        let cutoff = cutoff.unix_ms();
+        self.delete_listed(&prefix, |meta| {
+            meta.last_modified.timestamp_millis() < cutoff
+        })
+        .await
+    }
+
+    async fn delete_listed(
+        &self,
+        prefix: &ObjectPath,
+        doomed_if: impl Fn(&object_store::ObjectMeta) -> bool,
+    ) -> Result<u64, Error> {
+        let mut doomed = Vec::new();
+        {
+            let mut objects = self.store.list(Some(prefix));
+            while let Some(meta) = futures::StreamExt::next(&mut objects).await {
+                let meta = meta.map_err(|e| storage_error("list", e))?;
+                if doomed_if(&meta) {
+                    doomed.push(meta);
+                }
+                if doomed.len() >= LIST_MAX {
+                    break;
+                }
+            }
+        }
+        let mut deleted = 0;
+        for meta in doomed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(storage_error("delete", e)),
+            }
+            // The owner's usage shrinks: forget its figure so the next check re-reads it.
+            if let Some(org) = meta.location.parts().nth(self.prefix_len() + 1)
+                && let Ok(org) = OrgId::parse(org.as_ref())
+                && let Ok(mut map) = self.usage.lock()
+            {
+                map.remove(&org);
+            }
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    fn prefix_len(&self) -> usize {
+        self.prefix.as_ref().split('/').filter(|p| !p.is_empty()).count()
     }
 
     fn signature(&self, org: OrgId, key: &MediaKey, expires: i64) -> HmacSha256 {

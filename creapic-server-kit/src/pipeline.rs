@@ -26,6 +26,9 @@ use crate::render::composite::{self, Placement};
 use crate::retry::RetryPolicy;
 use crate::scene::SceneSpec;
 
+/// Longest a render waits for an upload its request has not finished staging.
+pub const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What one generation produced and where it is stored.
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -213,8 +216,61 @@ impl Pipeline {
     }
 
     /// Renders one scene for `org`: the provider draws the background, the layers (read from
-    /// `org`'s media only) are composited locally, and the result is stored as PNG.
+    /// `org`'s media and the render's uploads only) are composited locally, and the result is
+    /// stored as PNG. The render's uploads are deleted afterwards, whatever the outcome: the
+    /// item is final either way (a crash before this point leaves them to the sweep).
     pub async fn render_scene(
+        &self,
+        org: OrgId,
+        mode: KeyMode,
+        spec: &SceneSpec,
+    ) -> Result<Generated, Error> {
+        let rendered = self.render_scene_once(org, mode, spec).await;
+        let uploads: std::collections::BTreeSet<_> =
+            spec.layers.iter().filter_map(|l| l.upload.as_ref()).collect();
+        for upload in uploads {
+            if let Err(e) = self.media.delete_uploads(org, upload).await {
+                tracing::warn!(error = %e, "could not delete a render's uploads; the sweep will");
+            }
+        }
+        rendered
+    }
+
+    /// A layer's image: media of `org`, or an upload of the render's request. An upload may
+    /// not be written yet when a runner picks the job up the moment it is submitted (the
+    /// request stages uploads right after the submit), so "not found" is waited out for a
+    /// bounded time ([`UPLOAD_WAIT`]) before it fails the item.
+    async fn layer_image(
+        &self,
+        org: OrgId,
+        layer: &crate::scene::Layer,
+    ) -> Result<crate::media::Media, Error> {
+        let Some(upload) = &layer.upload else {
+            return self
+                .retry
+                .run("read layer", || self.media.get(org, &layer.media))
+                .await;
+        };
+        let started = std::time::Instant::now();
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            match self.media.get_upload(org, upload, &layer.media).await {
+                Err(Error::Core(creapic_core::Error::NotFound { .. }))
+                    if started.elapsed() < UPLOAD_WAIT =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) if crate::retry::is_transient(&e) && started.elapsed() < UPLOAD_WAIT => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn render_scene_once(
         &self,
         org: OrgId,
         mode: KeyMode,
@@ -236,10 +292,7 @@ impl Pipeline {
         let background = self.draw(mode, &req).await?;
         let mut placements = Vec::with_capacity(spec.layers.len());
         for layer in &spec.layers {
-            let media = self
-                .retry
-                .run("read layer", || self.media.get(org, &layer.media))
-                .await?;
+            let media = self.layer_image(org, layer).await?;
             placements.push(Placement {
                 image: media.bytes,
                 x: layer.x,

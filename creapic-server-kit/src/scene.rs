@@ -1,10 +1,13 @@
 //! [`SceneSpec`]: what a scene job's single item input holds, as JSON text.
 //!
-//! The HTTP handler converts the public scene request into this form, storing each layer's
-//! image in the organization's media first, so that the item input stays small (core limits it
-//! to 64 KiB) and a runner on any replica can fetch the layers. The design decision that shapes
-//! it: **layers are referenced by [`MediaKey`] and read back with the job's organization**, so a
-//! scene can only ever composite media of the organization that pays for it.
+//! The HTTP handler converts the public scene request into this form. A layer names either an
+//! image the organization already has (a generation) or an inline image the request uploaded:
+//! those are staged under the request's [`UploadId`] only after the render's credits are
+//! reserved, and deleted once the render is done, so the item input stays small (core limits it
+//! to 64 KiB), a runner on any replica can fetch the layers, and a refused render leaves nothing
+//! in storage. The design decision that shapes it: **layers are referenced by [`MediaKey`] and
+//! read back with the job's organization**, so a scene can only ever composite media of the
+//! organization that pays for it.
 
 use creapic_core::generation::{AspectRatio, Quality};
 use creapic_core::job::ITEM_INPUT_MAX_BYTES;
@@ -13,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::item::{wire_aspect, wire_quality};
-use crate::media::{MediaKey, MediaType};
+use crate::media::{MediaKey, MediaType, UploadId};
 use crate::render::composite::LAYERS_MAX;
 
 /// A scene to render: a background drawn by the provider, layers composited locally.
@@ -39,6 +42,10 @@ pub struct SceneSpec {
 pub struct Layer {
     /// The layer's image in the organization's media (PNG, JPEG or WebP).
     pub media: MediaKey,
+    /// Set when the image is an upload of the render's request (staged under this id and
+    /// deleted after the render) rather than media the organization holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadId>,
     /// Left edge as a fraction of the canvas width, in -1..=2.
     pub x: f32,
     /// Top edge as a fraction of the canvas height, in -1..=2.
@@ -134,6 +141,7 @@ mod tests {
     fn layer() -> Layer {
         Layer {
             media: MediaKey::of(b"png", MediaType::Png),
+            upload: None,
             x: 0.1,
             y: 0.2,
             scale: 0.5,

@@ -687,6 +687,7 @@ async fn scenes_composite_layers_of_the_same_organization_only() {
         background: serde_json::json!("a marble countertop"),
         layers: vec![Layer {
             media: key,
+            upload: None,
             x: 0.25,
             y: 0.25,
             scale: 0.5,

@@ -116,6 +116,12 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
+    // An organization already at its media quota is told so before anything is paid or drawn.
+    if let Err(e) = state.media().check_quota(principal.org, 1).await {
+        let mut response = e.into_response();
+        rate.apply(response.headers_mut());
+        return response;
+    }
     let pricing = state.config().pricing;
     let cost = match spec.quality {
         Quality::Standard => pricing.image_standard,

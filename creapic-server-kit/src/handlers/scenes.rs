@@ -1,7 +1,10 @@
 //! `POST /api/public/scenes/render` and `GET /api/public/scenes/render/{id}`: scene composition
-//! tasks. Layer images given inline are stored in the organization's media first, so the queued
-//! job holds only references; tokens are reserved on accept, captured on success and released
-//! on failure by the job runner.
+//! tasks. Layer images given inline are decoded and checked first but written nowhere until the
+//! render's tokens are reserved (the job is submitted): only then are they staged as uploads of
+//! this request, so a refused render (402, a limit) leaves nothing in storage. If staging fails,
+//! the job is canceled (its hold released) and the request answers 503. The queued job holds
+//! only references; tokens are captured on success and released on failure by the job runner,
+//! which deletes the uploads when the render is done.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +21,7 @@ use crate::body::read_json;
 use crate::handlers::{job_of_kind, with_key};
 use crate::idempotent::{self, Replay};
 use crate::item::PromptSource;
-use crate::media::{MediaKey, MediaType};
+use crate::media::{MediaKey, MediaType, UploadId};
 use crate::response::json;
 use crate::scene::{Layer, SceneSpec};
 use crate::service::AppState;
@@ -101,6 +104,8 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
             PromptSource::Json(value) => value,
         };
         let mut layers = Vec::with_capacity(request.layers.len());
+        // Inline layers to stage once the render is paid for: (layer index, bytes, type).
+        let mut inline = Vec::new();
         for (i, layer) in request.layers.iter().enumerate() {
             let media = match &layer.source {
                 LayerSource::Generation { id } => {
@@ -134,11 +139,14 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
                             message: format!("layer {i} is not a PNG, JPEG or WebP image"),
                         })?;
                     crate::render::probe(&bytes)?;
-                    state.media().put(principal.org, bytes.into(), kind).await?
+                    let key = MediaKey::of(&bytes, kind);
+                    inline.push((i, bytes::Bytes::from(bytes), kind));
+                    key
                 }
             };
             layers.push(Layer {
                 media,
+                upload: None,
                 x: layer.x,
                 y: layer.y,
                 scale: layer.scale,
@@ -152,10 +160,12 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
             quality: request.quality.into(),
         };
         spec.validate()?;
-        Ok::<_, Error>((spec, raw))
+        let incoming = inline.iter().map(|(_, b, _)| b.len() as u64).sum();
+        state.media().check_quota(principal.org, incoming).await?;
+        Ok::<_, Error>((spec, inline, raw))
     }
     .await;
-    let (spec, raw) = match prepared {
+    let (mut spec, inline, raw) = match prepared {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -176,16 +186,33 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
         Replay::Body,
         state.config().limits.idempotency_lock,
         |ledger_key| async move {
+            // The staging area is this attempt's: a resumed attempt rewrites the same objects.
+            let upload = UploadId::for_request(&ledger_key);
+            for (i, _, _) in &inline {
+                if let Some(layer) = spec.layers.get_mut(*i) {
+                    layer.upload = Some(upload.clone());
+                }
+            }
             let job = JobSpec {
                 kind: JobKind::Scene,
                 inputs: vec![spec.to_input()?],
                 unit_cost: Credits::new(cost).map_err(Error::Core)?,
             };
+            // Credits first: nothing is written to storage for a render that is not paid for.
             let queued = st
                 .core()
                 .submit_job(&principal, job, &ledger_key)
                 .await
                 .map_err(Error::Core)?;
+            for (_, bytes, kind) in inline {
+                if let Err(e) = st
+                    .media()
+                    .put_upload(principal.org, &upload, bytes, kind)
+                    .await
+                {
+                    return Err(abandon_render(&st, &principal, queued.job.id, &upload, e).await);
+                }
+            }
             st.notify_job();
             metrics::counter!("creapic_jobs_submitted_total", "kind" => "scene").increment(1);
             let body = RenderResponse {
@@ -197,6 +224,26 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
     .await;
     rate.apply(response.headers_mut());
     response
+}
+
+/// Staging a paid render's layers failed: cancel its job (the hold is released), delete what
+/// was staged, and answer with the storage error — a settled failure when the cancel worked,
+/// so the client's retry is a new attempt.
+async fn abandon_render(
+    state: &AppState,
+    principal: &creapic_core::Principal,
+    job: creapic_core::id::JobId,
+    upload: &UploadId,
+    error: Error,
+) -> crate::idempotent::Failure {
+    let _ = state.media().delete_uploads(principal.org, upload).await;
+    match state.core().cancel_job(principal, job).await {
+        Ok(_) => crate::idempotent::Failure::settled(error),
+        Err(cancel) => {
+            tracing::error!(error = %cancel, "could not cancel a render whose layers were not stored");
+            error.into()
+        }
+    }
 }
 
 /// A render of the key's organization (404 for any other organization's).
