@@ -106,6 +106,23 @@ impl SceneSpec {
                 return Err(invalid(at("opacity"), "must be between 0 and 1"));
             }
         }
+        self.check_pixel_budget()
+    }
+
+    /// Refuses (422 `limit_exceeded`) a scene whose geometry alone is over the render's pixel
+    /// budget on the canvas its aspect ratio and quality ask for
+    /// ([`crate::render::composite::geometry_pixels`]): the layers' sizes are not known here,
+    /// so each counts as square at its scaled width; the exact sum, with the real canvas and
+    /// the layers' real sizes, is checked again when the scene is rendered.
+    pub fn check_pixel_budget(&self) -> Result<(), Error> {
+        let (canvas_width, _) = self.aspect_ratio.size(self.quality.long_side());
+        let pixels = crate::render::composite::geometry_pixels(
+            canvas_width,
+            self.layers.iter().map(|l| l.scale),
+        );
+        if pixels > crate::render::composite::SCENE_PIXELS_MAX {
+            return Err(crate::render::composite::over_budget());
+        }
         Ok(())
     }
 
@@ -184,5 +201,29 @@ mod tests {
             &|s| s.layers[0].media = MediaKey::of(b"", MediaType::Json)
         ));
         assert!(SceneSpec::parse(r#"{"background": "x", "extra": 1}"#).is_err());
+    }
+
+    #[test]
+    fn geometry_over_the_pixel_budget_is_refused_at_submission() {
+        let scene = |n: usize, scale: f32, quality: Quality| SceneSpec {
+            background: json!("a studio backdrop"),
+            layers: vec![Layer { scale, ..layer() }; n],
+            aspect_ratio: AspectRatio::Square,
+            quality,
+        };
+        // The issue's scene: 16 layers upscaled 4× on an hd canvas (8192² each).
+        let refused = scene(16, 4.0, Quality::Hd).validate().unwrap_err();
+        assert_eq!(refused.code(), "limit_exceeded");
+        assert_eq!(refused.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            scene(1, 4.0, Quality::Hd).validate().is_err(),
+            "8192² alone"
+        );
+        assert!(scene(16, 0.8, Quality::Hd).validate().is_ok());
+        assert!(scene(16, 1.7, Quality::Standard).validate().is_ok());
+        assert!(scene(16, 2.5, Quality::Standard).validate().is_err());
+        assert!(
+            SceneSpec::parse(&scene(16, 4.0, Quality::Hd).to_input().unwrap_or_default()).is_err()
+        );
     }
 }

@@ -1,0 +1,107 @@
+//! A scene's pixel work is bounded per render: geometry already over the budget is refused at
+//! submission (422 `limit_exceeded`, nothing reserved), and a scene whose layers turn out over
+//! it only when their real sizes are read fails at render time with the same code, before any
+//! layer is decoded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::{app, body};
+use creapic_core::generation::{AspectRatio, Quality};
+use creapic_core::key::KeyMode;
+use creapic_core::scope::Scope;
+use creapic_server_kit::media::{MediaStore, MediaType, SigningKey};
+use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::scene::{Layer, SceneSpec};
+use image::{ImageEncoder, RgbaImage};
+use serde_json::json;
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = RgbaImage::new(width, height);
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(img.as_raw(), width, height, image::ExtendedColorType::Rgba8)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn sixteen_layers_upscaled_to_8192_are_refused_at_submission() {
+    let app = app().await;
+    app.grant(app.org, 10).await;
+    let key = app.key(&[Scope::SceneRender]).await;
+    let layer = base64::engine::general_purpose::STANDARD.encode(png(1024, 1024));
+    let layers: Vec<_> = (0..16)
+        .map(|_| json!({"source": {"type": "base64", "data": layer}, "x": 0, "y": 0, "scale": 4}))
+        .collect();
+    let (status, _, b) = body(
+        app.http
+            .post(app.url("/api/public/scenes/render"))
+            .bearer_auth(&key)
+            .json(&json!({
+                "background": {"type": "text", "text": "a studio backdrop"},
+                "layers": layers,
+                "quality": "hd"
+            }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (422, Some("limit_exceeded")),
+        "{b}"
+    );
+    assert_eq!(
+        app.core.balance(app.org).await.unwrap().get(),
+        10,
+        "nothing reserved"
+    );
+}
+
+#[tokio::test]
+async fn layers_over_the_budget_only_by_their_real_size_fail_at_render_time() {
+    let media = MediaStore::in_memory(SigningKey::generate());
+    let pipeline = Pipeline::offline(media.clone());
+    let app = app().await;
+    // Tall layers (1:16): their geometry looks small, their scaled size is 512 × 8192 each.
+    let tall = media
+        .put(app.org, png(64, 1024).into(), MediaType::Png)
+        .await
+        .unwrap();
+    let spec = SceneSpec {
+        background: json!("a studio backdrop"),
+        layers: vec![
+            Layer {
+                media: tall,
+                upload: None,
+                x: 0.0,
+                y: 0.0,
+                scale: 0.5,
+                opacity: 1.0,
+            };
+            16
+        ],
+        aspect_ratio: AspectRatio::Square,
+        quality: Quality::Standard,
+    };
+    spec.validate()
+        .expect("the geometry alone is within the budget");
+    let failed = pipeline
+        .render_scene(app.org, KeyMode::Test, &spec)
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), "limit_exceeded", "{failed}");
+    // Fewer of the same layers render.
+    let fewer = SceneSpec {
+        layers: spec.layers[..2].to_vec(),
+        ..spec
+    };
+    pipeline
+        .render_scene(app.org, KeyMode::Test, &fewer)
+        .await
+        .expect("two tall layers fit");
+}
