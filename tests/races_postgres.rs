@@ -447,3 +447,62 @@ async fn abandoned_holds_are_released_once_by_sweepers_on_two_replicas() {
     let balance = f.assert_ledger_consistent(org).await.expect("ledger");
     assert_eq!(balance, 200 - captured - 7);
 }
+
+/// 40 key creations at once on two replicas for an organization allowed 10 active keys:
+/// exactly 10 are created, the rest refused with `limit_exceeded`, none over the limit (the
+/// count and the insert are one transaction holding the organization's row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_key_creations_on_two_replicas_never_exceed_the_limit() {
+    let (a, b) = replicas().await;
+    let config = CoreConfig {
+        keys_per_org_max: 10,
+        ..CoreConfig::default()
+    };
+    let core_a = Arc::new(Creapic::builder(a).config(config).build());
+    let core_b = Arc::new(Creapic::builder(b).config(config).build());
+    let ctx = RequestContext::default();
+    let owner = core_a.ensure_user("owner@example.com").await.expect("user");
+    let org = core_a
+        .create_org("Acme", owner.id, Actor::Operator, &ctx)
+        .await
+        .expect("org");
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let core = if i % 2 == 0 {
+            Arc::clone(&core_a)
+        } else {
+            Arc::clone(&core_b)
+        };
+        tasks.push(tokio::spawn(async move {
+            let spec = KeySpec {
+                name: format!("key {i}"),
+                scopes: ScopeSet::all(),
+                mode: KeyMode::Live,
+                expires_at: None,
+            };
+            match core
+                .create_key(Actor::Operator, org.id, spec, &RequestContext::default())
+                .await
+            {
+                Ok(_) => 1u32,
+                Err(Error::LimitExceeded { .. }) => 0,
+                Err(e) => panic!("unexpected error under contention: {e} ({})", e.code()),
+            }
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        created += t.await.expect("task");
+    }
+    assert_eq!(created, 10, "exactly the limit is created");
+    let query = creapic_core::store::KeyQuery {
+        include_deleted: false,
+        after: None,
+        limit: creapic_core::page::PageLimit::new(100).expect("limit"),
+    };
+    let active = core_b
+        .list_keys(Actor::Operator, org.id, &query)
+        .await
+        .map(|p| p.items.len());
+    assert_eq!(active.ok(), Some(10));
+}

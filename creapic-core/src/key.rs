@@ -448,6 +448,10 @@ pub struct NewKey {
     pub key: ApiKey,
     /// The SHA-256 digest of the secret.
     pub digest: KeyDigest,
+    /// Most active (not deleted) keys the organization may hold once this one is added: the
+    /// store counts and inserts in one transaction (the organization's row locked), so
+    /// concurrent creations can never exceed it. Over it: `LimitExceeded`, nothing written.
+    pub active_max: u64,
 }
 
 #[cfg(test)]

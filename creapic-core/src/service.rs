@@ -50,6 +50,9 @@ pub struct CoreConfig {
     pub idempotency_retention: Duration,
     /// Most keys an organization may have that are not deleted.
     pub keys_per_org_max: u64,
+    /// Most organizations one user may own when they are created by that user or by a key
+    /// (`POST /api/public/organizations/create`); the operator is not limited.
+    pub orgs_per_owner_max: u64,
     /// Longest lease a worker may ask for.
     pub lease_max: Duration,
     /// Age after which an open hold of a synchronous request (no job) counts as abandoned and
@@ -65,6 +68,7 @@ impl Default for CoreConfig {
             audit_retention: crate::audit::DEFAULT_RETENTION,
             idempotency_retention: crate::idempotency::RETENTION,
             keys_per_org_max: 1000,
+            orgs_per_owner_max: 100,
             lease_max: Duration::from_secs(15 * 60),
             stale_hold_after: STALE_HOLD_AFTER,
         }
@@ -293,7 +297,11 @@ impl<S: Store + ?Sized> Creapic<S> {
         let audit = self
             .audit_event(org.id, now, AuditAction::OrgCreated, by, ctx)
             .with_detail(&format!("owner={owner}"));
-        self.store.create_org(&org, owner, &audit).await?;
+        let owned_max = match by {
+            Actor::Operator | Actor::System => u64::MAX,
+            Actor::User(_) | Actor::Key(_) => self.config.orgs_per_owner_max,
+        };
+        self.store.create_org(&org, owner, owned_max, &audit).await?;
         Ok(org)
     }
 
@@ -391,13 +399,6 @@ impl<S: Store + ?Sized> Creapic<S> {
         {
             return Err(Error::invalid("expiresAt", "must be in the future"));
         }
-        let max = self.config.keys_per_org_max;
-        if self.store.count_active_keys(org).await? >= max {
-            return Err(Error::LimitExceeded {
-                what: "active keys per organization",
-                max,
-            });
-        }
         let secret = generate_key(spec.mode, self.rng.as_ref());
         let key = ApiKey {
             id: KeyId::generate(now, self.rng.as_ref()),
@@ -419,6 +420,8 @@ impl<S: Store + ?Sized> Creapic<S> {
         let new = NewKey {
             key,
             digest: secret.digest(),
+            // Enforced by the store in the inserting transaction, never counted here first.
+            active_max: self.config.keys_per_org_max,
         };
         self.store.insert_key(&new, &audit).await?;
         self.auth.note_created(&new.digest);

@@ -297,6 +297,7 @@ impl OrgStore for MemoryStore {
         &self,
         org: &Organization,
         owner: UserId,
+        owned_max: u64,
         audit: &AuditEvent,
     ) -> Result<()> {
         let mut s = self.lock();
@@ -305,6 +306,17 @@ impl OrgStore for MemoryStore {
         }
         if !s.users.contains_key(&owner) {
             return Err(Error::NotFound { resource: "user" });
+        }
+        let owned = s
+            .members
+            .iter()
+            .filter(|((_, user), (role, _))| *user == owner && *role == Role::Owner)
+            .count();
+        if owned as u64 >= owned_max {
+            return Err(Error::LimitExceeded {
+                what: "organizations owned per user",
+                max: owned_max,
+            });
         }
         s.orgs.insert(org.id, org.clone());
         s.member_seq += 1;
@@ -361,6 +373,17 @@ impl KeyStore for MemoryStore {
         if !s.orgs.contains_key(&new.key.org) {
             return Err(Error::NotFound {
                 resource: "organization",
+            });
+        }
+        let active = s
+            .keys
+            .values()
+            .filter(|k| k.org == new.key.org && k.deleted_at.is_none())
+            .count();
+        if active as u64 >= new.active_max {
+            return Err(Error::LimitExceeded {
+                what: "active keys per organization",
+                max: new.active_max,
             });
         }
         s.key_digests.insert(new.digest, new.key.id);

@@ -51,9 +51,16 @@ pub trait OrgStore: Send + Sync {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// A user by e-mail.
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>>;
-    /// Creates `org` with `owner` as its owner, and appends `audit`, atomically.
-    async fn create_org(&self, org: &Organization, owner: UserId, audit: &AuditEvent)
-    -> Result<()>;
+    /// Creates `org` with `owner` as its owner, and appends `audit`, atomically — unless
+    /// `owner` already owns `owned_max` organizations: `LimitExceeded`, nothing written (the
+    /// count and the insert are one transaction holding the owner's row).
+    async fn create_org(
+        &self,
+        org: &Organization,
+        owner: UserId,
+        owned_max: u64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
     /// An organization by id.
     async fn org(&self, id: OrgId) -> Result<Option<Organization>>;
     /// Sets a member's role (adding the member if needed) and appends `audit`, atomically.

@@ -383,6 +383,45 @@ pub(crate) fn usage_event(u: &crate::store::KeyUsage) -> AuditEvent {
 }
 
 /// What an existing record answers to a new start (after the insert and the takeover failed).
+/// `KeyStore::insert_key`, the same text on both backends: the organization's active keys,
+/// counted inside the inserting transaction after the organization row is locked
+/// (`ORG_LOCK` of each backend).
+pub(crate) const ACTIVE_KEYS_COUNT: &str =
+    "SELECT COUNT(*) FROM api_keys WHERE org = $1 AND deleted_at IS NULL";
+/// The key row itself.
+pub(crate) const KEY_INSERT: &str = "INSERT INTO api_keys (id, org, digest, name, prefix, \
+     scopes, mode, created_at, created_by, last_used_at, deleted_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// `OrgStore::create_org`: the organizations a user owns, counted after the user's row is
+/// locked (`USER_LOCK` of each backend).
+pub(crate) const OWNED_ORGS_COUNT: &str =
+    "SELECT COUNT(*) FROM memberships WHERE user_id = $1 AND role = 'owner'";
+
+/// What `create_org` answers when the owner already owns `owned` organizations.
+pub(crate) fn check_owned_orgs(owned: i64, max: u64) -> Result<()> {
+    let owned = u64::try_from(owned).map_err(|e| corrupt("count", e))?;
+    if owned >= max {
+        return Err(Error::LimitExceeded {
+            what: "organizations owned per user",
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// What `insert_key` answers when the organization already holds `active` keys.
+pub(crate) fn check_active_keys(active: i64, max: u64) -> Result<()> {
+    let active = u64::try_from(active).map_err(|e| corrupt("count", e))?;
+    if active >= max {
+        return Err(Error::LimitExceeded {
+            what: "active keys per organization",
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// `IdempotencyStore` statements, the same text on both backends. Parameters of
 /// [`REQUEST_INSERT`]: org, key, fingerprint, attempt, now, lock until.
 pub(crate) const REQUEST_INSERT: &str = "INSERT INTO idempotency_requests \

@@ -314,6 +314,10 @@ async fn insert_audits(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Re
 
 /// Nothing extra keeps two runners off one job: the claim runs in a write transaction, and SQLite
 /// has one writer.
+/// Locks a user's row for the rest of the transaction (`create_org`).
+const USER_LOCK: &str = "SELECT 1 FROM users WHERE id = $1";
+/// Locks an organization's row for the rest of the transaction (`insert_key`).
+const ORG_LOCK: &str = "SELECT 1 FROM orgs WHERE id = $1";
 const CLAIM_LOCK: &str = "";
 
 /// The audit chain's head. `_lock` is implied inside a write transaction (SQLite has one writer).
@@ -757,9 +761,24 @@ impl OrgStore for SqliteStore {
         &self,
         org: &Organization,
         owner: UserId,
+        owned_max: u64,
         audit: &AuditEvent,
     ) -> Result<()> {
         let mut tx = self.write().await?;
+        let user = sqlx::query(USER_LOCK)
+            .bind(owner.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if user.is_none() {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        let owned: i64 = sqlx::query_scalar(sql::OWNED_ORGS_COUNT)
+            .bind(owner.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sql::check_owned_orgs(owned, owned_max)?;
         sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(org.id.as_uuid())
             .bind(org.name.as_str())
@@ -853,12 +872,25 @@ impl KeyStore for SqliteStore {
     async fn insert_key(&self, new: &NewKey, audit: &AuditEvent) -> Result<()> {
         let k = &new.key;
         let mut tx = self.write().await?;
-        let added = sqlx::query(
-            "INSERT INTO api_keys (id, org, digest, name, prefix, scopes, mode, created_at, \
-             created_by, last_used_at, deleted_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
-             WHERE EXISTS (SELECT 1 FROM orgs WHERE id = $2)",
-        )
+        // Count-then-insert is atomic: the organization row is locked (SQLite: the one writer)
+        // until the transaction ends, so concurrent creations queue behind this one.
+        let org = sqlx::query(ORG_LOCK)
+            .bind(k.org.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if org.is_none() {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        let active: i64 = sqlx::query_scalar(sql::ACTIVE_KEYS_COUNT)
+            .bind(k.org.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sql::check_active_keys(active, new.active_max)?;
+        sqlx::query(sql::KEY_INSERT)
         .bind(k.id.as_uuid())
         .bind(k.org.as_uuid())
         .bind(new.digest.as_bytes().as_slice())
@@ -874,11 +906,6 @@ impl KeyStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_error)?;
-        if added.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                resource: "organization",
-            });
-        }
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
     }
@@ -934,9 +961,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn count_active_keys(&self, org: OrgId) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE org = $1 AND deleted_at IS NULL",
-        )
+        let n: i64 = sqlx::query_scalar(sql::ACTIVE_KEYS_COUNT)
         .bind(org.as_uuid())
         .fetch_one(&self.reader)
         .await

@@ -82,7 +82,7 @@ impl Fixture {
             created_at: self.now,
         };
         let audit = self.event(org.id, crate::audit::AuditAction::OrgCreated);
-        self.store.create_org(&org, owner.id, &audit).await?;
+        self.store.create_org(&org, owner.id, u64::MAX, &audit).await?;
         Ok((org, owner))
     }
 
@@ -149,6 +149,7 @@ impl Fixture {
         let new = NewKey {
             key,
             digest: secret.digest(),
+            active_max: u64::MAX,
         };
         let audit = self
             .event(org, crate::audit::AuditAction::KeyCreated)

@@ -24,6 +24,7 @@ use crate::{Error, views};
         (status = 400, description = "Invalid body", body = creapic_core::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown key", body = creapic_core::wire::ErrorBody),
         (status = 403, description = "The key lacks ORGANIZATION_WRITE", body = creapic_core::wire::ErrorBody),
+        (status = 422, description = "The key's creator already owns the most organizations allowed, or the Idempotency-Key was used with another body", body = creapic_core::wire::ErrorBody),
         (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
     ),
     security(("bearer" = []), ("apiKey" = []))
