@@ -301,7 +301,9 @@ impl<S: Store + ?Sized> Creapic<S> {
             Actor::Operator | Actor::System => u64::MAX,
             Actor::User(_) | Actor::Key(_) => self.config.orgs_per_owner_max,
         };
-        self.store.create_org(&org, owner, owned_max, &audit).await?;
+        self.store
+            .create_org(&org, owner, owned_max, &audit)
+            .await?;
         Ok(org)
     }
 

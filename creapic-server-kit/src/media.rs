@@ -577,7 +577,10 @@ impl MediaStore {
             Err(e) => return Err(storage_error("read", e)),
         };
         if found.meta.size > OBJECT_MAX_BYTES as u64 {
-            return Err(storage_error("read", "stored object exceeds the size limit"));
+            return Err(storage_error(
+                "read",
+                "stored object exceeds the size limit",
+            ));
         }
         let bytes = found.bytes().await.map_err(|e| storage_error("read", e))?;
         Ok(Media {
@@ -641,7 +644,11 @@ impl MediaStore {
     }
 
     fn prefix_len(&self) -> usize {
-        self.prefix.as_ref().split('/').filter(|p| !p.is_empty()).count()
+        self.prefix
+            .as_ref()
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .count()
     }
 
     fn signature(&self, org: OrgId, key: &MediaKey, expires: i64) -> HmacSha256 {

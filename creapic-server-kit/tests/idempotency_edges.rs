@@ -318,7 +318,10 @@ async fn a_refused_key_creation_records_nothing_under_its_idempotency_key() {
     let (status, _, refused) = body(create(outsider, "K").await.unwrap()).await;
     assert_eq!(status, 404, "{refused}");
     let (status, _, created) = body(create(app.owner, "K").await.unwrap()).await;
-    assert_eq!(status, 201, "the owner is not blocked by the outsider: {created}");
+    assert_eq!(
+        status, 201,
+        "the owner is not blocked by the outsider: {created}"
+    );
     assert!(created["key"].as_str().unwrap().starts_with("wi_live_"));
     // A member is refused; once made an admin, the same request under the same key works.
     let (status, _, refused) = body(create(member, "M").await.unwrap()).await;
@@ -334,9 +337,15 @@ async fn a_refused_key_creation_records_nothing_under_its_idempotency_key() {
         .await
         .unwrap();
     let (status, _, created) = body(create(member, "M").await.unwrap()).await;
-    assert_eq!(status, 201, "a refusal is not stored as processed: {created}");
+    assert_eq!(
+        status, 201,
+        "a refusal is not stored as processed: {created}"
+    );
     // A success is stored: the same user's retry is told it was processed, the plaintext is
     // never shown twice.
     let (status, _, again) = body(create(member, "M").await.unwrap()).await;
-    assert_eq!((status, again["code"].as_str()), (409, Some("already_processed")));
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (409, Some("already_processed"))
+    );
 }

@@ -86,10 +86,9 @@ fn scene(layers: &[String]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_render_writes_nothing_and_a_paid_one_leaves_only_its_output() {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "creapic-scene-{}",
-        uuid::Uuid::now_v7().simple()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("creapic-scene-{}", uuid::Uuid::now_v7().simple())),
+    );
     let media = local_media(&dir.0, None);
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let app = app_with_pipeline(store, KitConfig::default(), pipeline(media.clone())).await;
@@ -148,7 +147,11 @@ async fn a_refused_render_writes_nothing_and_a_paid_one_leaves_only_its_output()
     };
     runner.shutdown(Duration::from_secs(5)).await;
     assert_eq!(done["render"]["status"], "completed", "{done}");
-    assert_eq!(files(&uploads), vec![], "the uploads are deleted after the render");
+    assert_eq!(
+        files(&uploads),
+        vec![],
+        "the uploads are deleted after the render"
+    );
     // Kept: the composed image and its prompt, nothing of the 200 KiB layers.
     let kept = files(&dir.0.join("orgs"));
     assert_eq!(kept.len(), 2, "{kept:?}");
@@ -158,10 +161,9 @@ async fn a_refused_render_writes_nothing_and_a_paid_one_leaves_only_its_output()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organization_at_its_media_quota_is_refused_before_it_pays() {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "creapic-quota-{}",
-        uuid::Uuid::now_v7().simple()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("creapic-quota-{}", uuid::Uuid::now_v7().simple())),
+    );
     // Room for a few small generated images, not for 300 KiB of layers.
     let media = local_media(&dir.0, Some(200 * 1024));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -215,7 +217,11 @@ async fn an_organization_at_its_media_quota_is_refused_before_it_pays() {
     let (other, _) = app.other_org().await;
     app.grant(other, 5).await;
     let theirs = app
-        .key_in(other, &[Scope::ImageGeneration], creapic_core::key::KeyMode::Live)
+        .key_in(
+            other,
+            &[Scope::ImageGeneration],
+            creapic_core::key::KeyMode::Live,
+        )
         .await;
     let (status, _, b) = body(
         app.http
@@ -232,15 +238,19 @@ async fn an_organization_at_its_media_quota_is_refused_before_it_pays() {
 
 #[tokio::test]
 async fn the_sweep_removes_stale_uploads_and_keeps_fresh_ones() {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "creapic-sweep-{}",
-        uuid::Uuid::now_v7().simple()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("creapic-sweep-{}", uuid::Uuid::now_v7().simple())),
+    );
     let media = local_media(&dir.0, None);
     let org = creapic_core::id::OrgId::from_uuid(uuid::Uuid::now_v7());
     let upload = UploadId::for_request("http:crashed:1");
     media
-        .put_upload(org, &upload, bytes::Bytes::from_static(b"layer"), MediaType::Png)
+        .put_upload(
+            org,
+            &upload,
+            bytes::Bytes::from_static(b"layer"),
+            MediaType::Png,
+        )
         .await
         .unwrap();
     let now = Timestamp::from_unix_ms(

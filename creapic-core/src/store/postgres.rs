@@ -1482,21 +1482,21 @@ impl KeyStore for PgStore {
             .map_err(map_error)?;
         sql::check_active_keys(active, new.active_max)?;
         sqlx::query(sql::KEY_INSERT)
-        .bind(k.id.as_uuid())
-        .bind(k.org.as_uuid())
-        .bind(new.digest.as_bytes().as_slice())
-        .bind(k.name.as_str())
-        .bind(k.prefix.as_str())
-        .bind(i64::from(k.scopes.bits()))
-        .bind(k.mode.as_str())
-        .bind(k.created_at.unix_ms())
-        .bind(k.created_by.as_uuid())
-        .bind(k.last_used_at.map(Timestamp::unix_ms))
-        .bind(k.deleted_at.map(Timestamp::unix_ms))
-        .bind(k.expires_at.map(Timestamp::unix_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
+            .bind(k.id.as_uuid())
+            .bind(k.org.as_uuid())
+            .bind(new.digest.as_bytes().as_slice())
+            .bind(k.name.as_str())
+            .bind(k.prefix.as_str())
+            .bind(i64::from(k.scopes.bits()))
+            .bind(k.mode.as_str())
+            .bind(k.created_at.unix_ms())
+            .bind(k.created_by.as_uuid())
+            .bind(k.last_used_at.map(Timestamp::unix_ms))
+            .bind(k.deleted_at.map(Timestamp::unix_ms))
+            .bind(k.expires_at.map(Timestamp::unix_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
     }
@@ -1553,10 +1553,10 @@ impl KeyStore for PgStore {
 
     async fn count_active_keys(&self, org: OrgId) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(sql::ACTIVE_KEYS_COUNT)
-        .bind(org.as_uuid())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_error)?;
+            .bind(org.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
         u64::try_from(n).map_err(|e| sql::corrupt("count", e))
     }
 

@@ -1815,8 +1815,13 @@ pub async fn key_and_org_limits_hold_under_concurrency(store: Arc<dyn Store>) {
         let core = Arc::clone(&core);
         let spec = spec(i);
         tasks.push(tokio::spawn(async move {
-            core.create_key(Actor::User(owner.id), org.id, spec, &RequestContext::default())
-                .await
+            core.create_key(
+                Actor::User(owner.id),
+                org.id,
+                spec,
+                &RequestContext::default(),
+            )
+            .await
         }));
     }
     let mut created = Vec::new();

@@ -82,7 +82,9 @@ impl Fixture {
             created_at: self.now,
         };
         let audit = self.event(org.id, crate::audit::AuditAction::OrgCreated);
-        self.store.create_org(&org, owner.id, u64::MAX, &audit).await?;
+        self.store
+            .create_org(&org, owner.id, u64::MAX, &audit)
+            .await?;
         Ok((org, owner))
     }
 
