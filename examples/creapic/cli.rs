@@ -151,6 +151,17 @@ pub struct ServeArgs {
     /// Take client IPs from X-Forwarded-For (only behind a trusted proxy).
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Milliseconds a verified API key is trusted without asking the database again. Bounds how
+    /// late a key deleted through another replica is refused on SQLite; on PostgreSQL the
+    /// deletion arrives at once (LISTEN/NOTIFY) whatever this is.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "CREAPIC_KEY_CACHE_TTL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
+    pub key_cache_ttl_ms: u64,
     /// Share rate limits between replicas through Redis (`redis://127.0.0.1:6379`).
     #[arg(long, env = "CREAPIC_REDIS_URL")]
     pub redis: Option<String>,

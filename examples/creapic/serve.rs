@@ -153,7 +153,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
             None,
         )
     };
-    let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
+    let mut core_config = creapic_core::CoreConfig::default();
+    core_config.auth.cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
+    let core: Arc<Creapic<dyn Store>> =
+        Arc::new(Creapic::builder(store).config(core_config).build());
     let _revocations = match &pg {
         Some(pg) => Some(pg.spawn_revocation_listener_for(Arc::clone(&core)).await?),
         None => None,

@@ -6,7 +6,8 @@
 //! bulk jobs race across both replicas. Exactly as many are accepted as the balance pays for,
 //! never more (no over-draw), the rest get 402, nothing gets a 5xx, and the ledger adds up.
 //! Then a key that both replicas have verified (and cached) is deleted through one replica's
-//! dashboard route; the other refuses it within 1 s (LISTEN/NOTIFY).
+//! dashboard route; the other refuses it within 1 s although its cache would trust the key for
+//! a minute (`CREAPIC_KEY_CACHE_TTL_MS`): only LISTEN/NOTIFY explains the refusal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -110,6 +111,9 @@ fn replica(db: &Database, dir: &Path) -> Serve {
         .arg(&db.url)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
+        // A verified key is trusted for a minute: only LISTEN/NOTIFY can make the other
+        // replica refuse a deleted key within a second.
+        .env("CREAPIC_KEY_CACHE_TTL_MS", "60000")
         // One signing key for both, as the binary's docs ask of replicas.
         .env("CREAPIC_MEDIA_SIGNING_KEY", "42".repeat(32))
         .env("RUST_LOG", "warn");
