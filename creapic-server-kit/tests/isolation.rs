@@ -6,7 +6,7 @@
 //! Every answer must be a 403 or 404 (or a 401/400 where the request is malformed by design)
 //! with an error body, and no answer may contain anything of A: not its prompts, ids, key
 //! prefixes, image bytes or audit lines. Checked with a marker string in A's prompts and A's
-//! identifiers searched in every response body.
+//! identifiers searched in every response body. Run on memory, SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -236,6 +236,29 @@ async fn organization_b_reaches_nothing_of_organization_a_on_sqlite() {
     .await
     .unwrap();
     matrix(Arc::new(store)).await;
+}
+
+/// The same matrix on PostgreSQL, in a fresh schema of `DATABASE_URL` (named like the store
+/// tests' `test_{secs}_…`, so their cleanup of old schemas covers it); an unreachable server
+/// fails the test, it never skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_b_reaches_nothing_of_organization_a_on_postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let schema = format!(
+        "test_{secs}_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[16..]
+    );
+    let options = ConnectOptions::default().schema(&schema).max_connections(4);
+    let store = match creapic_core::store::connect(&url, options).await {
+        Ok(store) => store,
+        Err(e) => panic!("PostgreSQL at {url} is required: {e}"),
+    };
+    matrix(store).await;
 }
 
 async fn matrix(store: Arc<dyn Store>) {
