@@ -563,14 +563,31 @@ pub struct ApiKeyInfo {
     pub deleted_at: Option<String>,
 }
 
-/// Response of `POST /api/keys` (201): the only response that ever contains the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Response of `POST /api/keys` (201): the only response that ever contains the key. Its
+/// `Debug` shows the prefix only, and dropping it zeroizes the plaintext (take it out with
+/// `std::mem::take` to keep it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateKeyResponse {
     /// The plaintext key. Copy it now: it is never shown again.
     pub key: String,
     /// The key's record.
     pub api_key: ApiKeyInfo,
+}
+
+impl std::fmt::Debug for CreateKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateKeyResponse")
+            .field("key", &"[redacted]")
+            .field("api_key", &self.api_key)
+            .finish()
+    }
+}
+
+impl Drop for CreateKeyResponse {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 /// Response of `GET /api/keys`.
@@ -628,6 +645,32 @@ pub struct AuditResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_created_key_response_never_debugs_its_plaintext() {
+        let secret = format!("wi_live_{}", "ab".repeat(32));
+        let response = CreateKeyResponse {
+            key: secret.clone(),
+            api_key: ApiKeyInfo {
+                id: "id".into(),
+                organization_id: "org".into(),
+                name: "CI".into(),
+                prefix: secret[..12].to_owned(),
+                scopes: vec![],
+                mode: KeyModeWire::Live,
+                created_at: "now".into(),
+                created_by: "me".into(),
+                last_used_at: None,
+                expires_at: None,
+                deleted_at: None,
+            },
+        };
+        let debug = format!("{response:?} {response:#?}");
+        assert!(!debug.contains(&secret[12..]), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        // The wire form still carries it: this is the one response that shows it.
+        assert!(serde_json::to_string(&response).unwrap_or_default().contains(&secret));
+    }
 
     #[test]
     fn the_documents_examples_parse() {

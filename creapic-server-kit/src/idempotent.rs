@@ -139,7 +139,10 @@ where
     let Some(key) = key else {
         let ledger_key = format!("req:{}", uuid::Uuid::now_v7().simple());
         return match work(ledger_key).await {
-            Ok((status, bytes)) => bytes_response(status, bytes),
+            Ok((status, bytes)) => match replay {
+                Replay::Body => bytes_response(status, bytes),
+                Replay::Refuse => secret_response(status, bytes),
+            },
             Err(failure) => failure.error.into_response(),
         };
     };
@@ -194,24 +197,40 @@ where
             return error.into_response();
         }
     };
-    let response = bytes_response(status, bytes.clone());
-    let stored = match replay {
-        Replay::Body => StoredResponse {
-            status: status.as_u16(),
-            body: bytes,
-        },
-        Replay::Refuse => StoredResponse {
-            status: StatusCode::CONFLICT.as_u16(),
-            body: serde_json::to_vec(&creapic_core::wire::ErrorBody {
-                error: "this request was already processed; its result is shown only once".into(),
-                code: "already_processed".into(),
-                request_id: crate::request_id::current(),
-            })
-            .unwrap_or_default(),
-        },
+    let (response, stored) = match replay {
+        Replay::Body => (
+            bytes_response(status, bytes.clone()),
+            StoredResponse {
+                status: status.as_u16(),
+                body: bytes,
+            },
+        ),
+        // The body holds a secret shown once: only a 409 saying it happened is stored.
+        Replay::Refuse => (
+            secret_response(status, bytes),
+            StoredResponse {
+                status: StatusCode::CONFLICT.as_u16(),
+                body: serde_json::to_vec(&creapic_core::wire::ErrorBody {
+                    error: "this request was already processed; its result is shown only once"
+                        .into(),
+                    code: "already_processed".into(),
+                    request_id: crate::request_id::current(),
+                })
+                .unwrap_or_default(),
+            },
+        ),
     };
     if let Err(e) = state.core().complete_request(org, &key, &stored).await {
         tracing::warn!(error = %e, "could not store an idempotent response");
     }
     response
+}
+
+/// A response whose body holds a secret shown once: the buffer is zeroized when the response
+/// is dropped after sending.
+fn secret_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    bytes_response(
+        status,
+        bytes::Bytes::from_owner(zeroize::Zeroizing::new(bytes)),
+    )
 }

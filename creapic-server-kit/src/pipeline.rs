@@ -226,8 +226,11 @@ impl Pipeline {
         spec: &SceneSpec,
     ) -> Result<Generated, Error> {
         let rendered = self.render_scene_once(org, mode, spec).await;
-        let uploads: std::collections::BTreeSet<_> =
-            spec.layers.iter().filter_map(|l| l.upload.as_ref()).collect();
+        let uploads: std::collections::BTreeSet<_> = spec
+            .layers
+            .iter()
+            .filter_map(|l| l.upload.as_ref())
+            .collect();
         for upload in uploads {
             if let Err(e) = self.media.delete_uploads(org, upload).await {
                 tracing::warn!(error = %e, "could not delete a render's uploads; the sweep will");

@@ -278,3 +278,43 @@ async fn the_sweep_removes_stale_uploads_and_keeps_fresh_ones() {
     );
     assert_eq!(files(&dir.0.join("uploads")), vec![]);
 }
+
+/// A media store that fails answers 503 `media_unavailable` with a body that names the
+/// operation, never the object's path or the store's own message; the hold is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_media_store_is_a_503_without_paths_in_the_body() {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "creapic-broken-{}",
+        uuid::Uuid::now_v7().simple()
+    )));
+    let media = local_media(&dir.0, None);
+    // The media directory becomes a file: every write fails inside the object store.
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    std::fs::write(&dir.0, b"not a directory").unwrap();
+    let fast = creapic_server_kit::retry::RetryPolicy {
+        attempts_max: 1,
+        delay_min: Duration::from_millis(1),
+        delay_max: Duration::from_millis(1),
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let app = app_with_pipeline(store, KitConfig::default(), pipeline(media).with_retry(fast)).await;
+    app.grant(app.org, 5).await;
+    let key = app.key(&[Scope::ImageGeneration]).await;
+    let (status, _, b) = body(
+        app.http
+            .post(app.url("/api/public/images/generate"))
+            .bearer_auth(&key)
+            .json(&json!({"source": {"type": "text", "text": "a lemon"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let _ = std::fs::remove_file(&dir.0);
+    assert_eq!((status, b["code"].as_str()), (503, Some("media_unavailable")), "{b}");
+    let text = b.to_string();
+    let dir_name = dir.0.file_name().unwrap().to_string_lossy().to_string();
+    assert!(!text.contains(&dir_name), "a path leaked: {text}");
+    assert!(!text.contains("orgs/"), "an object path leaked: {text}");
+    assert_eq!(app.core.balance(app.org).await.unwrap().get(), 5);
+}

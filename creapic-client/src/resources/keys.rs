@@ -88,12 +88,13 @@ impl<'a> Keys<'a> {
 }
 
 fn decode_created_key(raw: Raw) -> Result<CreatedKey> {
-    let body: CreateKeyResponse =
+    let mut body: CreateKeyResponse =
         serde_json::from_slice(&raw.body).map_err(|e| raw.decode_error(e))?;
-    let key = ApiKeySecret::new(body.key)
+    // Taken out, so the response's own copy (zeroized on drop) is empty.
+    let key = ApiKeySecret::new(std::mem::take(&mut body.key))
         .map_err(|_| raw.decode_error("the server returned a malformed key"))?;
     Ok(CreatedKey {
         key,
-        api_key: body.api_key,
+        api_key: body.api_key.clone(),
     })
 }
