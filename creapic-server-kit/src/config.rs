@@ -1,5 +1,5 @@
-//! Settings of the HTTP layer: prices, input limits and rate limits, with defaults a host can
-//! start from and override field by field.
+//! Settings of the HTTP layer: prices, input limits, rate limits and which proxies are trusted
+//! to name the client, with defaults a host can start from and override field by field.
 
 use std::time::Duration;
 
@@ -108,5 +108,31 @@ impl Default for RateLimitConfig {
             per_second: 50,
             burst: 100,
         }
+    }
+}
+
+/// How many proxies in front of the kit are trusted to append the client's address to
+/// `X-Forwarded-For`. The client writes whatever it likes into the header it sends, and each
+/// proxy appends the address it received the connection from, so only the right-most entries
+/// are trustworthy: with `hops` trusted proxies the client is the `hops`-th entry from the
+/// right (the one the outermost trusted proxy appended), never the left-most. The default, no
+/// hops, ignores the header and uses the peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrustedProxies(u8);
+
+impl TrustedProxies {
+    /// No proxy is trusted: `X-Forwarded-For` is ignored.
+    pub const NONE: TrustedProxies = TrustedProxies(0);
+    /// Most trusted hops (a chain of proxies longer than this is a misconfiguration).
+    pub const HOPS_MAX: u8 = 16;
+
+    /// `hops` trusted proxies (at most [`TrustedProxies::HOPS_MAX`]; more is clamped to it).
+    pub fn hops(hops: u8) -> Self {
+        TrustedProxies(hops.min(Self::HOPS_MAX))
+    }
+
+    /// How many proxies are trusted.
+    pub fn get(self) -> u8 {
+        self.0
     }
 }

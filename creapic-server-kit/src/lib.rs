@@ -22,7 +22,7 @@ pub mod routes;
 pub mod service;
 pub mod views;
 
-pub use config::{Limits, Pricing, RateLimitConfig};
+pub use config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
 pub use error::Error;
 pub use service::{AppState, CreapicService, KitConfig, ServiceBuilder};
 pub mod item;

@@ -1,6 +1,6 @@
 //! Request metrics per route template: `creapic_http_requests_total{route,method,status}` and
 //! `creapic_http_request_duration_seconds{route,method}`, recorded by a `tower` layer that
-//! `routes` puts on each route when the host enabled `/metrics`.
+//! `routes` puts on each route when the host gave the kit a Prometheus handle.
 //!
 //! Design decision: **handles, not labels, per request.** Each route's layer is built with its
 //! template (a `&'static str`, never the raw path, so ids cannot explode the label set) and keeps

@@ -1,5 +1,7 @@
 //! The route table: every path of both product documents, in one place, each measured by its
-//! template when the host enabled metrics.
+//! template when the host enabled metrics; and the metrics route, which is not on the public
+//! table unless the host asks for it ([`crate::KitConfig::metrics_route`]) — hosts serve
+//! [`metrics_router`] on a private address.
 
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
@@ -12,7 +14,8 @@ use crate::service::AppState;
 pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
-    let table: [(&'static str, MethodRouter<AppState>); 13] = [
+    let metrics_route = state.config().metrics_route;
+    let table: [(&'static str, MethodRouter<AppState>); 12] = [
         ("/api/public/images/generate", post(images::generate)),
         ("/api/public/scenes/render", post(scenes::render)),
         ("/api/public/scenes/render/{id}", get(scenes::get)),
@@ -28,18 +31,20 @@ pub fn router(state: AppState) -> Router {
         ("/api/media/{org}/{key}", get(media::get)),
         ("/api/openapi", get(system::openapi)),
         ("/api/health", get(system::health)),
-        ("/metrics", get(system::metrics)),
     ];
-    let routes = table
-        .into_iter()
-        .fold(Router::new(), |router, (path, handlers)| {
-            let handlers = if measured {
-                handlers.layer(crate::measure::MeasureLayer::new(path))
-            } else {
-                handlers
-            };
-            router.route(path, handlers)
-        });
+    let metrics = metrics_route.then(|| ("/metrics", get(system::metrics)));
+    let routes =
+        table
+            .into_iter()
+            .chain(metrics)
+            .fold(Router::new(), |router, (path, handlers)| {
+                let handlers = if measured {
+                    handlers.layer(crate::measure::MeasureLayer::new(path))
+                } else {
+                    handlers
+                };
+                router.route(path, handlers)
+            });
     routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -57,4 +62,19 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .with_state(state)
+}
+
+/// `GET /metrics` alone (Prometheus text from `handle`), with the kit's JSON fallbacks, for a
+/// host to serve on an address integrators cannot reach (`creapic serve --metrics-listen`).
+pub fn metrics_router(handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { system::prometheus_text(&handle) }
+            }),
+        )
+        .fallback(|| async { Error::RouteNotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
 }

@@ -21,7 +21,7 @@ use creapic_core::id::OrgId;
 use creapic_core::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::{Limits, Pricing, RateLimitConfig};
+use crate::config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
 use crate::item::ItemOutput;
 use crate::media::{MediaKey, MediaStore};
 use crate::pipeline::Pipeline;
@@ -42,8 +42,14 @@ pub struct KitConfig {
     /// The public base URL media links are built on (e.g. `https://api.example.com`). Without
     /// it, links are relative (`/api/media/…`).
     pub public_url: Option<String>,
-    /// Take the client IP of audit events from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// How many proxies in front of the kit may name the client in `X-Forwarded-For` (audit
+    /// events' IP). Default: none, the peer address is used.
+    pub trust_forwarded_for: TrustedProxies,
+    /// Serve `GET /metrics` on the kit's own router (needs [`ServiceBuilder::metrics`]). Off by
+    /// default: the kit's routes face integrators, and metrics name routes, codes and volumes
+    /// they have no business reading. Hosts serve [`crate::routes::metrics_router`] on a private
+    /// address instead, or switch this on behind their own access control.
+    pub metrics_route: bool,
 }
 
 struct Inner {
@@ -213,7 +219,8 @@ impl ServiceBuilder {
         self
     }
 
-    /// Serve `GET /metrics` from this Prometheus handle.
+    /// Measure requests into this Prometheus handle (per-route counts and latencies); it is
+    /// served on the kit's router only with [`KitConfig::metrics_route`].
     pub fn metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
         self

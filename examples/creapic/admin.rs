@@ -30,12 +30,8 @@ pub fn database_url(args: &StoreArgs) -> CliResult<String> {
     if let Some(url) = &args.database {
         return Ok(url.clone());
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        CliError::new(format!(
-            "cannot create the data directory {}: {e}",
-            args.data_dir.display()
-        ))
-    })?;
+    // 0700: the database, its WAL and the media below it are private (see `data_dir`).
+    crate::data_dir::create(&args.data_dir)?;
     Ok(format!(
         "sqlite://{}",
         args.data_dir.join("creapic.db").display()

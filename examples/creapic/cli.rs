@@ -148,9 +148,18 @@ pub struct ServeArgs {
     /// The public base URL of this server, for absolute image links.
     #[arg(long, env = "CREAPIC_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Take client IPs from X-Forwarded-For (only behind a trusted proxy).
-    #[arg(long)]
-    pub trust_forwarded_for: bool,
+    /// Take audit events' client IP from X-Forwarded-For, as appended by HOPS trusted proxies in
+    /// front of this server (the HOPS-th entry from the right; the flag alone means 1). Only
+    /// behind proxies that append to the header.
+    #[arg(
+        long,
+        value_name = "HOPS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        env = "CREAPIC_TRUST_FORWARDED_FOR",
+        value_parser = clap::value_parser!(u8).range(1..=16)
+    )]
+    pub trust_forwarded_for: Option<u8>,
     /// Milliseconds a verified API key is trusted without asking the database again. Bounds how
     /// late a key deleted through another replica is refused on SQLite; on PostgreSQL the
     /// deletion arrives at once (LISTEN/NOTIFY) whatever this is.
@@ -162,6 +171,70 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     pub key_cache_ttl_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics, on this address only (never on the API
+    /// address). Without it, no metrics are recorded.
+    #[arg(long, value_name = "ADDR", env = "CREAPIC_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds a client has to send a complete request head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(
+        long,
+        default_value_t = 10,
+        env = "CREAPIC_HEADER_READ_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request body, from the end of the request head.
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "CREAPIC_BODY_READ_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a request may take in all (default: the kit's deadline for a synchronous
+    /// generation, 5 min, plus a minute; printed at start).
+    #[arg(
+        long,
+        env = "CREAPIC_REQUEST_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub request_timeout_secs: Option<u64>,
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[arg(
+        long,
+        default_value_t = 1024,
+        env = "CREAPIC_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
+    pub max_connections: u32,
+    /// On SIGTERM/SIGINT: seconds the job runner lets generations in flight finish before it
+    /// hands every job back (it starts no new item once the signal arrives).
+    #[arg(
+        long,
+        default_value_t = 20,
+        env = "CREAPIC_SHUTDOWN_GRACE_SECS",
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
+    pub shutdown_grace_secs: u64,
+    /// On SIGTERM/SIGINT: seconds open connections have to finish their requests before they
+    /// are closed.
+    #[arg(
+        long,
+        default_value_t = 20,
+        env = "CREAPIC_SHUTDOWN_DRAIN_SECS",
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
+    pub shutdown_drain_secs: u64,
+    /// The job runner's lease in seconds: how long a job stays with a runner that stopped
+    /// without handing it back (a crash) before another may take it.
+    #[arg(
+        long,
+        default_value_t = 60,
+        env = "CREAPIC_RUNNER_LEASE_SECS",
+        value_parser = clap::value_parser!(u64).range(5..=900)
+    )]
+    pub runner_lease_secs: u64,
     /// Share rate limits between replicas through Redis (`redis://127.0.0.1:6379`).
     #[arg(long, env = "CREAPIC_REDIS_URL")]
     pub redis: Option<String>,
@@ -347,6 +420,11 @@ pub struct BulkArgs {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> CliResult {
+    // Everything the store commands create in the data directory is private to this user; the
+    // client commands write the user's own files and keep the user's umask.
+    if !matches!(cli.command, Command::Generate(_) | Command::Bulk(_)) {
+        crate::data_dir::restrict_umask();
+    }
     match cli.command {
         Command::Serve(args) => crate::serve::run(&cli.store, args).await,
         Command::Org(cmd) => crate::admin::org(&cli.store, cmd).await,

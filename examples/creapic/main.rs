@@ -13,6 +13,8 @@
 
 mod admin;
 mod cli;
+mod connections;
+mod data_dir;
 mod integrator;
 mod output;
 mod serve;

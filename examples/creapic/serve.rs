@@ -4,8 +4,12 @@
 //! running the metrics recorder's upkeep, and (on PostgreSQL) listening for key revocations made
 //! by other replicas.
 //!
-//! Shutdown on SIGINT/SIGTERM is graceful: stop accepting, finish in-flight requests, hand back
-//! or finish in-flight jobs, flush last-used times.
+//! Shutdown on SIGINT/SIGTERM is graceful and bounded: stop accepting, let open connections
+//! finish their requests for `--shutdown-drain-secs` (then close them), let the runner's
+//! generations in flight finish for `--shutdown-grace-secs` and hand every job back (a restart,
+//! or another replica, resumes it at once), flush last-used times, exit. Both run at once.
+//!
+//! Metrics are served only on `--metrics-listen`, never on the API address.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,9 +24,10 @@ use creapic_server_kit::pipeline::Pipeline;
 use creapic_server_kit::prompt::{PromptComposer, RuleComposer};
 use creapic_server_kit::provider::{ImageProvider, ProviderConfig};
 use creapic_server_kit::runner::{Runner, RunnerConfig};
-use creapic_server_kit::{KitConfig, ServiceBuilder};
+use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
 
 use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
+use crate::connections::ConnectionLimits;
 
 /// How often coalesced last-used times are written (each key at most once per minute).
 const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
@@ -32,6 +37,10 @@ const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
 /// How often abandoned holds (requests that died between reserve and capture) are released.
 const STALE_HOLD_PERIOD: Duration = Duration::from_secs(60);
+/// Time allowed beyond the kit's generation deadline for answering after it.
+const REQUEST_MARGIN: Duration = Duration::from_secs(60);
+/// The shortest default request deadline.
+const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(120);
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,13 +73,15 @@ fn signing_key(data_dir: &Path) -> CliResult<SigningKey> {
         return SigningKey::new(bytes).map_err(CliError::from);
     }
     let path = data_dir.join("media-signing.key");
+    if path.exists() {
+        crate::data_dir::check_private(&path)?;
+    }
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = hex::decode(text.trim())
             .map_err(|_| CliError::new(format!("{} is not a hex key", path.display())))?;
         return SigningKey::new(bytes).map_err(CliError::from);
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| CliError::new(format!("cannot create {}: {e}", data_dir.display())))?;
+    crate::data_dir::create(data_dir)?;
     let mut bytes = [0u8; 32];
     creapic_core::random::RandomSource::fill(&creapic_core::random::OsRandom, &mut bytes);
     write_private(&path, &hex::encode(bytes))?;
@@ -176,15 +187,28 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     let (composer, live) = providers(args.provider)?;
     let pipeline = Pipeline::new(composer, live, media);
 
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| CliError::new(format!("cannot install the metrics recorder: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            CliError::new(format!("cannot listen on {}: {e}", args.listen))
-                .hint("is another server using that port? try --listen 127.0.0.1:0")
-        })?;
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+        request_timeout: match args.request_timeout_secs {
+            Some(secs) => Duration::from_secs(secs),
+            None => default_request_timeout(&KitConfig::default().limits),
+        },
+        drain: Duration::from_secs(args.shutdown_drain_secs),
+    };
+    // Metrics are recorded only when someone can read them, on their own address.
+    let metrics = match args.metrics_listen {
+        Some(metrics_addr) => {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| CliError::new(format!("cannot install the metrics recorder: {e}")))?;
+            let listener = bind(metrics_addr).await?;
+            Some((handle, listener))
+        }
+        None => None,
+    };
+    let listener = bind(args.listen).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::new(format!("no local address: {e}")))?;
@@ -195,7 +219,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         .unwrap_or_else(|| format!("http://{addr}"));
     let config = KitConfig {
         public_url: Some(public_url),
-        trust_forwarded_for: args.trust_forwarded_for,
+        trust_forwarded_for: args
+            .trust_forwarded_for
+            .map_or(TrustedProxies::NONE, TrustedProxies::hops),
         rate_limit: creapic_server_kit::RateLimitConfig {
             per_second: args.rate_limit_per_second,
             burst: args.rate_limit_burst,
@@ -204,8 +230,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     };
     // The recorder keeps every histogram sample until upkeep folds them in: run it, or memory
     // grows with every request between scrapes.
-    let upkeep = {
-        let handle = prometheus.clone();
+    let upkeep = metrics.as_ref().map(|(handle, _)| {
+        let handle = handle.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(METRICS_UPKEEP_PERIOD);
             loop {
@@ -213,12 +239,14 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
                 handle.run_upkeep();
             }
         })
-    };
+    });
     let job_notify = Arc::new(tokio::sync::Notify::new());
     let mut builder = ServiceBuilder::new(Arc::clone(&core), pipeline.clone())
         .config(config.clone())
-        .metrics(prometheus)
         .job_notify(Arc::clone(&job_notify));
+    if let Some((handle, _)) = &metrics {
+        builder = builder.metrics(handle.clone());
+    }
     #[cfg(feature = "redis")]
     if let Some(redis_url) = &args.redis {
         let limiter = creapic_server_kit::rate_limit::RedisLimiter::connect(
@@ -237,22 +265,23 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     }
     let service = builder.build();
 
+    // The runner wakes on the kit's job signal itself: no task of ours holds a clone of its
+    // handle, so shutdown always gets the handle back.
     let runner = if args.no_runner {
         None
     } else {
-        let handle = Runner::new(Arc::clone(&core), pipeline, RunnerConfig::default()).start()?;
-        Some(Arc::new(handle))
+        let lease = Duration::from_secs(args.runner_lease_secs);
+        let runner_config = RunnerConfig {
+            lease,
+            heartbeat: lease / 3,
+            ..RunnerConfig::default()
+        };
+        Some(
+            Runner::new(Arc::clone(&core), pipeline, runner_config)
+                .wake_on(Arc::clone(&job_notify))
+                .start()?,
+        )
     };
-    let wake_task = runner.as_ref().map(|handle| {
-        let handle = Arc::clone(handle);
-        let notify = Arc::clone(&job_notify);
-        tokio::spawn(async move {
-            loop {
-                notify.notified().await;
-                handle.wake();
-            }
-        })
-    });
     let flusher = {
         let core = Arc::clone(&core);
         tokio::spawn(async move {
@@ -304,7 +333,21 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     eprintln!("creapic listening on http://{addr}");
     eprintln!("  store     {}", redact(&url));
     eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
-    eprintln!("  API docs  http://{addr}/api/openapi   metrics: http://{addr}/metrics");
+    eprintln!("  API docs  http://{addr}/api/openapi");
+    match metrics.as_ref().map(|(_, l)| l.local_addr()) {
+        Some(Ok(metrics_addr)) => eprintln!("creapic metrics on http://{metrics_addr}/metrics"),
+        Some(Err(e)) => return Err(CliError::new(format!("no metrics address: {e}"))),
+        None => eprintln!("  metrics   off (--metrics-listen ADDR serves them apart from the API)"),
+    }
+    eprintln!(
+        "  limits    {} connections; head {} s, body {} s, request {} s; shutdown: jobs {} s, connections {} s",
+        limits.max_connections,
+        limits.header_read_timeout.as_secs(),
+        limits.body_read_timeout.as_secs(),
+        limits.request_timeout.as_secs(),
+        args.shutdown_grace_secs,
+        limits.drain.as_secs(),
+    );
     eprintln!("first key, from another terminal:");
     eprintln!("  creapic org create --name \"My org\"");
     eprintln!("  creapic credits grant --org ORG_ID --amount 100");
@@ -331,28 +374,70 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         }
         _ => router,
     };
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
-    tracing::info!("shutting down");
-    if let Some(task) = wake_task {
-        task.abort();
-    }
+
+    // One signal, three listeners of it: the API's connections, the metrics' and the runner.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let api = crate::connections::serve(listener, router, limits, stopped(stop_rx.clone()));
+    let metrics_server = async {
+        if let Some((handle, listener)) = metrics {
+            let router = creapic_server_kit::routes::metrics_router(handle);
+            crate::connections::serve(listener, router, limits, stopped(stop_rx.clone())).await;
+        }
+    };
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let runner_stop = async {
+        stopped(stop_rx.clone()).await;
+        if let Some(runner) = runner {
+            let stats = runner.shutdown(grace).await;
+            tracing::info!(
+                completed = stats.completed,
+                handed_back = stats.handed_back,
+                abandoned = stats.abandoned,
+                "job runner stopped"
+            );
+        }
+    };
+    tokio::join!(api, metrics_server, runner_stop);
+    signal.abort();
     flusher.abort();
     purger.abort();
     sweeper.abort();
-    upkeep.abort();
-    if let Some(handle) = runner.and_then(|h| Arc::try_unwrap(h).ok()) {
-        let stats = handle.shutdown(Duration::from_secs(10)).await;
-        tracing::info!(?stats, "job runner stopped");
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
     }
     if let Err(e) = core.flush_usage(true).await {
         tracing::warn!(error = %e, "final last-used flush failed");
     }
-    served.map_err(|e| CliError::new(format!("server error: {e}")))
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves when the shutdown signal has been given (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn bind(addr: SocketAddr) -> CliResult<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        CliError::new(format!("cannot listen on {addr}: {e}"))
+            .hint("is another server using that port? try 127.0.0.1:0")
+    })
+}
+
+/// The default request deadline: above the longest request the kit itself lets run, so it
+/// never cuts work the kit would still finish and fires only for something stuck past the
+/// kit's own bounds. The longest request is a synchronous generation — compose, draw with up to
+/// 3 provider attempts (each up to the adapter's 120 s timeout plus its waits on 429s: a remote
+/// worst case of ~21 minutes, twice that when Gemini also composes) — which the kit cuts at
+/// `Limits::generation_timeout` (5 min by default) with a 504 whose hold is released.
+/// [`REQUEST_MARGIN`] more covers answering after that deadline: 6 min by default.
+fn default_request_timeout(limits: &Limits) -> Duration {
+    (limits.generation_timeout + REQUEST_MARGIN).max(REQUEST_TIMEOUT_MIN)
 }
 
 /// The reference host's stand-in for a real login layer: with `CREAPIC_DASHBOARD_TOKEN` set, a

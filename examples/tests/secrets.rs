@@ -8,6 +8,10 @@
 //!
 //! The search is for each key's 64-hex body, in lower and upper case, as raw bytes: a key
 //! spread over a database page, logged in a header dump or kept in a WAL frame would all match.
+//! The data directory is read twice: while the server runs (the WAL and shared-memory files
+//! exist then — the test asserts it; once the last connection closes, SQLite checkpoints the
+//! WAL into the database and removes both) and after it stopped. Every HTTP response body is searched, successful ones included, except the
+//! one that shows a new key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -247,7 +251,8 @@ async fn no_plaintext_key_is_stored_logged_or_printed() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+            assert_eq!(resp.status(), 200);
+            transcript.push(&resp.bytes().await.unwrap());
         }
         let resp = http
             .post(format!("{}/api/playground/images", server.base))
@@ -257,6 +262,7 @@ async fn no_plaintext_key_is_stored_logged_or_printed() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
+        transcript.push(&resp.bytes().await.unwrap());
         // Malformed on purpose: the server must not echo or log what it refused.
         for bad in [
             format!("{key}0"),
@@ -336,20 +342,37 @@ async fn no_plaintext_key_is_stored_logged_or_printed() {
         &["credits", "ledger", "--org", &org_id, "--json"],
         Some(&transcript),
     );
+    // The data directory while the server runs: the WAL and shared memory exist now (after the
+    // last connection closes, SQLite may checkpoint the WAL into the database and remove both).
+    let mut running = Vec::new();
+    files_under(&dir, &mut running);
+    for suffix in [".db", ".db-wal", ".db-shm"] {
+        assert!(
+            running
+                .iter()
+                .any(|f| f.to_string_lossy().ends_with(suffix)),
+            "a *{suffix} file is scanned: {running:?}"
+        );
+    }
+    let mut sources: Vec<(String, Vec<u8>)> = running
+        .iter()
+        .filter_map(|f| Some((format!("{} (running)", f.display()), std::fs::read(f).ok()?)))
+        .collect();
     let log = server.log.clone();
     server.stop();
 
-    // The scan.
+    // The scan, with the data directory as the stopped server left it.
     let mut files = Vec::new();
     files_under(&dir, &mut files);
     assert!(
         files.iter().any(|f| f.to_string_lossy().ends_with(".db")),
         "the database file is scanned: {files:?}"
     );
-    let mut sources: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|f| (f.display().to_string(), std::fs::read(f).unwrap()))
-        .collect();
+    sources.extend(
+        files
+            .iter()
+            .map(|f| (f.display().to_string(), std::fs::read(f).unwrap())),
+    );
     let log = log.bytes();
     assert!(
         find(&log, b"DEBUG").is_some(),

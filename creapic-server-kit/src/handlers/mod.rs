@@ -21,6 +21,7 @@ use http::{HeaderMap, StatusCode, request::Parts};
 use serde::Serialize;
 
 use crate::Error;
+use crate::config::TrustedProxies;
 use crate::rate_limit::RateDecision;
 use crate::service::AppState;
 
@@ -106,11 +107,10 @@ use axum::response::Response;
 
 /// The request's client address and user agent, for audit events. The peer address comes from
 /// `axum::extract::ConnectInfo<SocketAddr>` when the host provides it; `X-Forwarded-For` is read
-/// only when the kit is configured to trust a proxy.
-pub fn request_context(parts: &Parts, trust_forwarded_for: bool) -> RequestContext {
-    let forwarded = trust_forwarded_for
-        .then(|| forwarded_for(&parts.headers))
-        .flatten();
+/// only when the kit is configured to trust proxies, and then only the entry the outermost
+/// trusted proxy appended (see [`TrustedProxies`]).
+pub fn request_context(parts: &Parts, trusted: TrustedProxies) -> RequestContext {
+    let forwarded = forwarded_for(&parts.headers, trusted);
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -122,19 +122,91 @@ pub fn request_context(parts: &Parts, trust_forwarded_for: bool) -> RequestConte
     RequestContext::new(forwarded.or(peer), ua)
 }
 
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    headers
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
+/// The client address `trusted` proxies vouch for: the `hops`-th non-empty entry of
+/// `X-Forwarded-For` counted from the right, over every header line in order (RFC 9110: repeated
+/// lines are one comma-separated list). With fewer entries than hops, the left-most — each entry
+/// was then appended by a trusted proxy. An entry that is not an address (`unknown`, garbage)
+/// gives `None`, and the caller uses the peer address. Work is bounded by the header's size.
+pub fn forwarded_for(headers: &HeaderMap, trusted: TrustedProxies) -> Option<IpAddr> {
+    let hops = usize::from(trusted.get());
+    if hops == 0 {
+        return None;
+    }
+    let mut entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    let mut chosen = None;
+    for _ in 0..hops {
+        match entries.next() {
+            Some(entry) => chosen = Some(entry),
+            None => break,
+        }
+    }
+    parse_forwarded_entry(chosen?)
+}
+
+/// `1.2.3.4`, `2001:db8::1`, or either with a port (`1.2.3.4:5678`, `[2001:db8::1]:5678`).
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
         .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Counts characters of `text` up to `max + 1` (bounded work on hostile input).
 pub fn too_long(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().nth(max).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(lines: &[&str], hops: u8) -> Option<IpAddr> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        forwarded_for(&headers, TrustedProxies::hops(hops))
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_trusted_proxy_entry_is_taken_never_the_client_written_one() {
+        // One trusted proxy appended 10.0.0.1 after what the client wrote.
+        assert_eq!(xff(&["6.6.6.6, 10.0.0.1"], 1), ip("10.0.0.1"));
+        assert_eq!(
+            xff(&["6.6.6.6, 203.0.113.7, 10.0.0.1"], 2),
+            ip("203.0.113.7")
+        );
+        // Repeated header lines are one list, in order.
+        assert_eq!(xff(&["6.6.6.6", "10.0.0.1"], 1), ip("10.0.0.1"));
+        assert_eq!(
+            xff(&["6.6.6.6, 7.7.7.7", "10.0.0.2, 10.0.0.1"], 2),
+            ip("10.0.0.2")
+        );
+        // Fewer entries than hops: the left-most, which a trusted proxy wrote.
+        assert_eq!(xff(&["10.0.0.1"], 3), ip("10.0.0.1"));
+        // Empty entries are not hops; ports and IPv6 are understood.
+        assert_eq!(xff(&["6.6.6.6,, 10.0.0.1 ,"], 1), ip("10.0.0.1"));
+        assert_eq!(xff(&["[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        assert_eq!(xff(&["6.6.6.6, 10.0.0.1:5678"], 1), ip("10.0.0.1"));
+        assert_eq!(xff(&["2001:db8::2"], 1), ip("2001:db8::2"));
+    }
+
+    #[test]
+    fn untrusted_or_unusable_headers_give_no_address() {
+        assert_eq!(xff(&["6.6.6.6, 10.0.0.1"], 0), None);
+        assert_eq!(xff(&[], 1), None);
+        assert_eq!(xff(&["6.6.6.6, unknown"], 1), None);
+        assert_eq!(xff(&[" , "], 1), None);
+    }
 }

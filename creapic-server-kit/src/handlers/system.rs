@@ -43,17 +43,21 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus metrics, when the host enabled them.
+/// Prometheus metrics, when the host enabled them (and put the route on the kit's router with
+/// `KitConfig::metrics_route`).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics() {
-        Some(handle) => {
-            let mut response = (StatusCode::OK, handle.render()).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            response
-        }
+        Some(handle) => prometheus_text(handle),
         None => Error::RouteNotFound.into_response(),
     }
+}
+
+/// The Prometheus text exposition of `handle`.
+pub fn prometheus_text(handle: &metrics_exporter_prometheus::PrometheusHandle) -> Response {
+    let mut response = (StatusCode::OK, handle.render()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }

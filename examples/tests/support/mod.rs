@@ -1,12 +1,14 @@
 //! What the binary's end-to-end tests share: a running `creapic serve` on a free loopback port,
-//! found by the address it prints, and killed when the test lets go of it.
+//! found by the address it prints, its log kept for assertions, stopped by a signal or killed
+//! when the test lets go of it.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The `creapic` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_creapic");
@@ -17,6 +19,8 @@ pub struct Serve {
     pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Every line the server wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Serve {
@@ -26,8 +30,53 @@ impl Drop for Serve {
     }
 }
 
+impl Serve {
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM");
+    }
+
+    /// Waits for the process to exit, at most `max`; `None` if it is still running then.
+    pub fn wait_exit(&mut self, max: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + max;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether a log line contains `needle`, waiting at most `max` for it.
+    pub fn wait_for_log(&self, needle: &str, max: Duration) -> Option<String> {
+        let deadline = Instant::now() + max;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The whole log so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
 /// Starts `command` — a `creapic … serve --listen 127.0.0.1:0` with its flags and environment —
-/// with stdout discarded and stderr read until the server says where it listens (60 s at most).
+/// with stdout discarded and stderr read until the server says where it listens (60 s at most),
+/// and kept (see [`Serve::log`]).
 pub fn spawn_serve(mut command: Command) -> Serve {
     let mut child = command
         .stdout(Stdio::null())
@@ -36,17 +85,24 @@ pub fn spawn_serve(mut command: Command) -> Serve {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("creapic listening on ") {
                 let _ = tx.send(addr.trim().to_owned());
             }
+            lines.lock().unwrap().push(line);
         }
     });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its address");
-    Serve { child, base }
+    let base = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(base) => base,
+        Err(_) => panic!(
+            "serve printed no address; its log:\n{}",
+            log.lock().unwrap().join("\n")
+        ),
+    };
+    Serve { child, base, log }
 }
 
 /// `creapic --data-dir DIR ARGS…` (never a database from the environment).
