@@ -130,24 +130,46 @@ fn providers(
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal sent right after the server printed its address is a
+/// graceful stop, never the default action (death).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = term => {},
+                () = int => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -330,6 +352,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         ProviderChoice::Gemini => "Gemini",
         ProviderChoice::Openai => "an OpenAI-compatible API",
     };
+    let signals = shutdown_signal();
     eprintln!("creapic listening on http://{addr}");
     eprintln!("  store     {}", redact(&url));
     eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
@@ -378,7 +401,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     // One signal, three listeners of it: the API's connections, the metrics' and the runner.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
