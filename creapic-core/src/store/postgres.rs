@@ -369,7 +369,7 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&pool).await.map_err(map_error)?;
         listener.ignore_pool_close_event(true);
         listener
-            .listen("creapic_sabotaged_channel")
+            .listen(REVOCATION_CHANNEL)
             .await
             .map_err(map_error)?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
