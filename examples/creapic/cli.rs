@@ -143,8 +143,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "offline")]
     pub provider: ProviderChoice,
     /// Media storage URL (`file:///path`, `s3://bucket/prefix`); default: the data directory.
-    #[arg(long)]
+    #[arg(long, env = "CREAPIC_MEDIA")]
     pub media: Option<String>,
+    /// Most media one organization may hold, in MiB (generated images and staged scene
+    /// layers); past it generations and renders are refused with 422. 0: unlimited.
+    #[arg(long, env = "CREAPIC_MEDIA_QUOTA_MIB", default_value_t = 10 * 1024)]
+    pub media_quota_mib: u64,
     /// The public base URL of this server, for absolute image links.
     #[arg(long, env = "CREAPIC_PUBLIC_URL")]
     pub public_url: Option<String>,

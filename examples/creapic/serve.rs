@@ -35,6 +35,9 @@ const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
 const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 /// How often expired audit events and idempotency records are purged.
 const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// Age past which a scene's staged layers are taken for a crash's leftovers and swept (a render
+/// deletes its own when it is done; a job still queued this long fails its render, refunded).
+const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often abandoned holds (requests that died between reserve and capture) are released.
 const STALE_HOLD_PERIOD: Duration = Duration::from_secs(60);
 /// Time allowed beyond the kit's generation deadline for answering after it.
@@ -206,8 +209,12 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         }
         None => MediaStore::local(store_args.data_dir.join("media"), signing)?,
     };
+    let media = match args.media_quota_mib {
+        0 => media,
+        mib => media.with_quota(mib.saturating_mul(1024 * 1024)),
+    };
     let (composer, live) = providers(args.provider)?;
-    let pipeline = Pipeline::new(composer, live, media);
+    let pipeline = Pipeline::new(composer, live, media.clone());
 
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
@@ -318,6 +325,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     };
     let purger = {
         let core = Arc::clone(&core);
+        let media = media.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_PERIOD);
             loop {
@@ -327,6 +335,12 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
                         tracing::info!(audit = a, idempotency = r, "purged expired records")
                     }
                     (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                }
+                let cutoff = core.clock().now().minus(UPLOAD_MAX_AGE);
+                match media.sweep_uploads(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(uploads = n, "swept stale scene uploads"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping scene uploads failed"),
                 }
             }
         })

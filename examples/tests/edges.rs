@@ -452,3 +452,69 @@ async fn the_dashboard_stand_in_refuses_a_wrong_token_and_an_unknown_user() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Total bytes of the files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_quota_flag_bounds_what_an_organization_stores() {
+    let dir = fresh_dir();
+    let server = serve(&dir, &[], &[("CREAPIC_MEDIA_QUOTA_MIB", "1")]);
+    let (org, key) = org_with_key(&dir);
+    cli_json(
+        &dir,
+        &["credits", "grant", "--org", &org, "--amount", "200", "--json"],
+    );
+    let http = reqwest::Client::new();
+    let mut generated = 0u64;
+    let mut refused = None;
+    // Bounded: 60 distinct hd images would be far more than 1 MiB.
+    for i in 0..60 {
+        let answer = http
+            .post(format!("{}/api/public/images/generate", server.base))
+            .bearer_auth(&key)
+            .json(&json!({
+                "source": {"type": "text", "text": format!("a lighthouse number {i} at dusk")},
+                "quality": "hd"
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        match status {
+            200 => generated += 1,
+            _ => {
+                refused = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("the quota was never reached");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("limit_exceeded")),
+        "{body}"
+    );
+    assert!(generated >= 1, "the quota let nothing through");
+    let stored = bytes_under(&dir.join("media").join("orgs"));
+    assert!(stored <= 1024 * 1024, "{stored} bytes stored past a 1 MiB quota");
+    // Paid for exactly what was stored: 220 granted, 2 per hd image.
+    let balance = cli_json(&dir, &["credits", "balance", "--org", &org, "--json"]);
+    assert_eq!(balance["balance"].as_u64(), Some(220 - 2 * generated), "{balance}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
