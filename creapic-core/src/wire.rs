@@ -669,7 +669,11 @@ mod tests {
         assert!(!debug.contains(&secret[12..]), "{debug}");
         assert!(debug.contains("[redacted]"));
         // The wire form still carries it: this is the one response that shows it.
-        assert!(serde_json::to_string(&response).unwrap_or_default().contains(&secret));
+        assert!(
+            serde_json::to_string(&response)
+                .unwrap_or_default()
+                .contains(&secret)
+        );
     }
 
     #[test]

@@ -292,10 +292,15 @@ impl Pipeline {
             aspect_ratio: spec.aspect_ratio,
             quality: spec.quality,
         };
-        let background = self.draw(mode, &req).await?;
+        // The layers first, and their pixel budget from their headers on the canvas the spec
+        // asks for: a scene over it fails before the provider is paid to draw its background.
+        // (The compositor checks again on the background actually drawn.)
         let mut placements = Vec::with_capacity(spec.layers.len());
+        let mut sizes = Vec::with_capacity(spec.layers.len());
         for layer in &spec.layers {
             let media = self.layer_image(org, layer).await?;
+            let (_, w, h) = crate::render::probe(&media.bytes)?;
+            sizes.push(((w, h), layer.scale));
             placements.push(Placement {
                 image: media.bytes,
                 x: layer.x,
@@ -304,6 +309,11 @@ impl Pipeline {
                 opacity: layer.opacity,
             });
         }
+        let (canvas_width, _) = spec.aspect_ratio.size(spec.quality.long_side());
+        if composite::layer_pixels(canvas_width, sizes) > composite::SCENE_PIXELS_MAX {
+            return Err(composite::over_budget());
+        }
+        let background = self.draw(mode, &req).await?;
         let composed = tokio::task::spawn_blocking(move || {
             composite::composite(&background.bytes, &placements)
         })

@@ -101,34 +101,10 @@ async fn scenario(name: &str, store: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_serves_the_same_api() {
-    scenario(
-        "memory",
-        Arc::new(creapic_core::store::memory::MemoryStore::new()),
-    )
-    .await;
-
-    let dir = std::env::temp_dir().join(format!("creapic-kit-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("creapic.db").display());
-    let sqlite = connect(&url, ConnectOptions::default()).await.unwrap();
-    scenario("sqlite", sqlite).await;
-    let _ = std::fs::remove_dir_all(&dir);
-
-    // Named like the store tests' schemas, so their cleanup of old schemas covers these too.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let schema = format!(
-        "test_{secs}_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[16..]
-    );
-    let options = ConnectOptions::default().schema(&schema).max_connections(4);
-    let pg = match connect(&pg_url(), options).await {
-        Ok(s) => s,
-        Err(e) => panic!("PostgreSQL at {} is required: {e}", pg_url()),
-    };
-    scenario("postgres", pg).await;
+    let (stores, _dir) = common::backends().await;
+    for (name, store) in stores {
+        scenario(name, store).await;
+    }
 }
 
 /// A loopback TCP proxy to PostgreSQL that can be cut, to take the database away mid-test.

@@ -243,22 +243,7 @@ async fn organization_b_reaches_nothing_of_organization_a_on_sqlite() {
 /// fails the test, it never skips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organization_b_reaches_nothing_of_organization_a_on_postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let schema = format!(
-        "test_{secs}_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[16..]
-    );
-    let options = ConnectOptions::default().schema(&schema).max_connections(4);
-    let store = match creapic_core::store::connect(&url, options).await {
-        Ok(store) => store,
-        Err(e) => panic!("PostgreSQL at {url} is required: {e}"),
-    };
-    matrix(store).await;
+    matrix(common::pg_store().await).await;
 }
 
 async fn matrix(store: Arc<dyn Store>) {

@@ -1,7 +1,7 @@
 //! A scene's pixel work is bounded per render: geometry already over the budget is refused at
 //! submission (422 `limit_exceeded`, nothing reserved), and a scene whose layers turn out over
 //! it only when their real sizes are read fails at render time with the same code, before any
-//! layer is decoded.
+//! layer is decoded and before the provider is paid to draw the background.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +17,29 @@ use creapic_server_kit::pipeline::Pipeline;
 use creapic_server_kit::scene::{Layer, SceneSpec};
 use image::{ImageEncoder, RgbaImage};
 use serde_json::json;
+
+/// The offline renderer, counting its calls (a paid provider, as far as the test can tell).
+#[derive(Debug, Default)]
+struct Counting {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl creapic_server_kit::provider::ImageProvider for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    async fn generate(
+        &self,
+        request: &creapic_server_kit::provider::ImageRequest,
+    ) -> Result<creapic_server_kit::provider::GeneratedImage, creapic_server_kit::Error> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        creapic_server_kit::provider::offline::OfflineRenderer::with_long_sides(64, 64)
+            .generate(request)
+            .await
+    }
+}
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = RgbaImage::new(width, height);
@@ -65,7 +88,12 @@ async fn sixteen_layers_upscaled_to_8192_are_refused_at_submission() {
 #[tokio::test]
 async fn layers_over_the_budget_only_by_their_real_size_fail_at_render_time() {
     let media = MediaStore::in_memory(SigningKey::generate());
-    let pipeline = Pipeline::offline(media.clone());
+    let provider = std::sync::Arc::new(Counting::default());
+    let pipeline = Pipeline::new(
+        std::sync::Arc::new(creapic_server_kit::prompt::RuleComposer),
+        provider.clone(),
+        media.clone(),
+    );
     let app = app().await;
     // Tall layers (1:16): their geometry looks small, their scaled size is 512 × 8192 each.
     let tall = media
@@ -91,17 +119,24 @@ async fn layers_over_the_budget_only_by_their_real_size_fail_at_render_time() {
     spec.validate()
         .expect("the geometry alone is within the budget");
     let failed = pipeline
-        .render_scene(app.org, KeyMode::Test, &spec)
+        .render_scene(app.org, KeyMode::Live, &spec)
         .await
         .unwrap_err();
     assert_eq!(failed.code(), "limit_exceeded", "{failed}");
+    let calls = || provider.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        calls(),
+        0,
+        "the background was drawn for a scene over its budget"
+    );
     // Fewer of the same layers render.
     let fewer = SceneSpec {
         layers: spec.layers[..2].to_vec(),
         ..spec
     };
     pipeline
-        .render_scene(app.org, KeyMode::Test, &fewer)
+        .render_scene(app.org, KeyMode::Live, &fewer)
         .await
         .expect("two tall layers fit");
+    assert_eq!(calls(), 1);
 }

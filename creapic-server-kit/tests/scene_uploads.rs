@@ -283,10 +283,9 @@ async fn the_sweep_removes_stale_uploads_and_keeps_fresh_ones() {
 /// operation, never the object's path or the store's own message; the hold is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_media_store_is_a_503_without_paths_in_the_body() {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "creapic-broken-{}",
-        uuid::Uuid::now_v7().simple()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("creapic-broken-{}", uuid::Uuid::now_v7().simple())),
+    );
     let media = local_media(&dir.0, None);
     // The media directory becomes a file: every write fails inside the object store.
     std::fs::remove_dir_all(&dir.0).unwrap();
@@ -297,7 +296,12 @@ async fn a_failing_media_store_is_a_503_without_paths_in_the_body() {
         delay_max: Duration::from_millis(1),
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let app = app_with_pipeline(store, KitConfig::default(), pipeline(media).with_retry(fast)).await;
+    let app = app_with_pipeline(
+        store,
+        KitConfig::default(),
+        pipeline(media).with_retry(fast),
+    )
+    .await;
     app.grant(app.org, 5).await;
     let key = app.key(&[Scope::ImageGeneration]).await;
     let (status, _, b) = body(
@@ -311,7 +315,11 @@ async fn a_failing_media_store_is_a_503_without_paths_in_the_body() {
     )
     .await;
     let _ = std::fs::remove_file(&dir.0);
-    assert_eq!((status, b["code"].as_str()), (503, Some("media_unavailable")), "{b}");
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (503, Some("media_unavailable")),
+        "{b}"
+    );
     let text = b.to_string();
     let dir_name = dir.0.file_name().unwrap().to_string_lossy().to_string();
     assert!(!text.contains(&dir_name), "a path leaked: {text}");

@@ -477,7 +477,9 @@ async fn the_media_quota_flag_bounds_what_an_organization_stores() {
     let (org, key) = org_with_key(&dir);
     cli_json(
         &dir,
-        &["credits", "grant", "--org", &org, "--amount", "200", "--json"],
+        &[
+            "credits", "grant", "--org", &org, "--amount", "200", "--json",
+        ],
     );
     let http = reqwest::Client::new();
     let mut generated = 0u64;
@@ -512,9 +514,16 @@ async fn the_media_quota_flag_bounds_what_an_organization_stores() {
     );
     assert!(generated >= 1, "the quota let nothing through");
     let stored = bytes_under(&dir.join("media").join("orgs"));
-    assert!(stored <= 1024 * 1024, "{stored} bytes stored past a 1 MiB quota");
+    assert!(
+        stored <= 1024 * 1024,
+        "{stored} bytes stored past a 1 MiB quota"
+    );
     // Paid for exactly what was stored: 220 granted, 2 per hd image.
     let balance = cli_json(&dir, &["credits", "balance", "--org", &org, "--json"]);
-    assert_eq!(balance["balance"].as_u64(), Some(220 - 2 * generated), "{balance}");
+    assert_eq!(
+        balance["balance"].as_u64(),
+        Some(220 - 2 * generated),
+        "{balance}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

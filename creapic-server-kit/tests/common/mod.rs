@@ -219,6 +219,21 @@ pub async fn backends() -> (Vec<(&'static str, Arc<dyn Store>)>, TempDir) {
     )
     .await
     .unwrap();
+    (
+        vec![
+            ("memory", Arc::new(MemoryStore::new()) as Arc<dyn Store>),
+            ("sqlite", sqlite),
+            ("postgres", pg_store().await),
+        ],
+        dir,
+    )
+}
+
+/// A PostgreSQL store in a fresh schema of `DATABASE_URL`, named like the store tests' schemas
+/// (`test_{secs}_…`) so their cleanup of old schemas covers it. An unreachable server fails the
+/// test; it never skips.
+pub async fn pg_store() -> Arc<dyn Store> {
+    use creapic_core::store::{ConnectOptions, connect};
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let secs = std::time::SystemTime::now()
@@ -230,18 +245,10 @@ pub async fn backends() -> (Vec<(&'static str, Arc<dyn Store>)>, TempDir) {
         &uuid::Uuid::now_v7().simple().to_string()[16..]
     );
     let options = ConnectOptions::default().schema(&schema).max_connections(4);
-    let pg = match connect(&url, options).await {
+    match connect(&url, options).await {
         Ok(s) => s,
         Err(e) => panic!("PostgreSQL at {url} is required: {e}"),
-    };
-    (
-        vec![
-            ("memory", Arc::new(MemoryStore::new()) as Arc<dyn Store>),
-            ("sqlite", sqlite),
-            ("postgres", pg),
-        ],
-        dir,
-    )
+    }
 }
 
 /// A directory removed on drop.
