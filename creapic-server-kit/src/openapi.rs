@@ -30,9 +30,13 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
     ),
     modifiers(&Security),
     tags(
-        (name = "public", description = "Public API, called with an API key"),
-        (name = "playground", description = "Bulk image jobs (AI Media Maker)"),
-        (name = "dashboard", description = "Key management and audit, called by a signed-in dashboard user (the host's session)"),
+        (name = "images", description = "Synchronous image generation from text or a ready JSON prompt (API key, IMAGE_GENERATION)"),
+        (name = "scenes", description = "Scene renders: a generated background with layers composited over it (API key, SCENE_RENDER)"),
+        (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll (API key, IMAGE_GENERATION)"),
+        (name = "organizations", description = "Organizations created with an API key (ORGANIZATION_WRITE)"),
+        (name = "keys", description = "API key management, called by a signed-in dashboard user (the host's session)"),
+        (name = "audit", description = "The organization's audit log, called by a signed-in dashboard user"),
+        (name = "media", description = "Generated images, served through signed, expiring links"),
         (name = "system", description = "Operational routes"),
     )
 )]

@@ -37,7 +37,8 @@ pub struct AuditParams {
 #[utoipa::path(
     get,
     path = "/api/audit",
-    tag = "dashboard",
+    operation_id = "listAuditEvents",
+    tag = "audit",
     params(AuditParams),
     responses(
         (status = 200, description = "Events, oldest first (JSON, or text/csv with format=csv)", body = AuditResponse),

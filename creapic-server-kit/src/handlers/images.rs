@@ -72,7 +72,8 @@ pub(crate) fn prompt_source(source: ImageSource, max_chars: usize) -> Result<Pro
 #[utoipa::path(
     post,
     path = "/api/public/images/generate",
-    tag = "public",
+    operation_id = "generateImage",
+    tag = "images",
     request_body = GenerateImageRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a replay returns the first response and charges nothing")),
     responses(

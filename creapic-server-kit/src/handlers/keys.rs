@@ -74,7 +74,8 @@ pub(crate) fn limit(n: Option<u32>) -> Result<PageLimit, Error> {
 #[utoipa::path(
     get,
     path = "/api/keys",
-    tag = "dashboard",
+    operation_id = "listKeys",
+    tag = "keys",
     params(ListKeysQuery),
     responses(
         (status = 200, description = "The keys, oldest first", body = ListKeysResponse),
@@ -125,7 +126,8 @@ pub async fn list(State(state): State<AppState>, request: axum::extract::Request
 #[utoipa::path(
     post,
     path = "/api/keys",
-    tag = "dashboard",
+    operation_id = "createKey",
+    tag = "keys",
     request_body = CreateKeyRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses(
@@ -205,7 +207,8 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
 #[utoipa::path(
     delete,
     path = "/api/keys/{id}",
-    tag = "dashboard",
+    operation_id = "deleteKey",
+    tag = "keys",
     params(("id" = String, Path, description = "The key id"), DeleteKeyQuery),
     responses(
         (status = 200, description = "Deleted (or already deleted)", body = DeleteKeyResponse),

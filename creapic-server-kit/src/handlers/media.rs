@@ -27,7 +27,8 @@ pub struct LinkParams {
 #[utoipa::path(
     get,
     path = "/api/media/{org}/{key}",
-    tag = "public",
+    operation_id = "getMedia",
+    tag = "media",
     params(("org" = String, Path, description = "Organization id"), ("key" = String, Path, description = "Object key"), LinkParams),
     responses(
         (status = 200, description = "The image", content_type = "image/png"),

@@ -16,7 +16,8 @@ use crate::{Error, views};
 #[utoipa::path(
     post,
     path = "/api/public/organizations/create",
-    tag = "public",
+    operation_id = "createOrganization",
+    tag = "organizations",
     request_body = CreateOrganizationRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses(

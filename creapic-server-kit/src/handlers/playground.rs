@@ -23,6 +23,7 @@ use crate::{Error, views};
 #[utoipa::path(
     post,
     path = "/api/playground/images",
+    operation_id = "submitImageJob",
     tag = "playground",
     request_body = BulkImagesRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a replay returns the first response and charges nothing")),
@@ -114,6 +115,7 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
 #[utoipa::path(
     get,
     path = "/api/playground/images/{jobId}",
+    operation_id = "getImageJob",
     tag = "playground",
     params(("jobId" = String, Path, description = "The job id returned by POST /api/playground/images")),
     responses(

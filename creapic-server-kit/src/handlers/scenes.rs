@@ -63,7 +63,8 @@ pub fn render_view(state: &AppState, job: &Job) -> Render {
 #[utoipa::path(
     post,
     path = "/api/public/scenes/render",
-    tag = "public",
+    operation_id = "renderScene",
+    tag = "scenes",
     request_body = SceneRenderRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses(
@@ -250,7 +251,8 @@ async fn abandon_render(
 #[utoipa::path(
     get,
     path = "/api/public/scenes/render/{id}",
-    tag = "public",
+    operation_id = "getSceneRender",
+    tag = "scenes",
     params(("id" = String, Path, description = "The render id")),
     responses(
         (status = 200, description = "The render", body = RenderResponse),

@@ -12,6 +12,7 @@ use crate::service::AppState;
 #[utoipa::path(
     get,
     path = "/api/openapi",
+    operation_id = "getOpenApiDocument",
     tag = "system",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
@@ -26,6 +27,7 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
 #[utoipa::path(
     get,
     path = "/api/health",
+    operation_id = "getHealth",
     tag = "system",
     responses(
         (status = 200, description = "Healthy"),
