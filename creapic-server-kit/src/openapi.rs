@@ -67,6 +67,28 @@ impl Modify for Security {
                 "The host application's own session; the host's login layer puts the signed-in user into the request extensions",
             ))),
         );
+        // The API is served wherever the document is: one server, relative to the document's
+        // own address, so linters and generators see servers declared and no host is assumed.
+        openapi.servers = Some(vec![utoipa::openapi::Server::new("/")]);
+        // No security at the root, so an operation that names none is public; say so with an
+        // explicit empty requirement (the same meaning, written down for linters and readers).
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security.get_or_insert_with(Vec::new);
+            }
+        }
     }
 }
 
