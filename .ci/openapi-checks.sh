@@ -22,13 +22,23 @@ export npm_config_cache=/tmp/creapic-ci-npm-cache npm_config_update_notifier=fal
 export npm_config_audit=false npm_config_fund=false
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
 
-# `step NAME COMMAND...`: runs COMMAND under a header and reports how long it took.
+# `step NAME COMMAND...`: runs COMMAND (errexit on) under a header and reports how long it took;
+# a failing check is recorded and the next one still runs, so one run shows every finding.
+failed=()
 step() {
-  local name="$1" start=$SECONDS
+  local name="$1" start=$SECONDS rc
   shift
   echo "-- openapi: $name"
-  "$@"
-  echo "   ($name: $((SECONDS - start)) s)"
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    echo "   ($name: $((SECONDS - start)) s)"
+  else
+    echo "   ($name: FAILED after $((SECONDS - start)) s)"
+    failed+=("$name")
+  fi
 }
 
 # `quiet_or_fail TOOL EXPECTED_REGEX COMMAND...`: runs COMMAND; fails if it fails or prints any
@@ -99,8 +109,11 @@ lint() {
 source "$ci/serve.sh"
 work="$(mktemp -d /tmp/creapic-openapi-checks.XXXXXX)"
 trap 'stop_creapic; rm -rf "$work"' EXIT
-step install-python install_python
-step install-node install_node
+echo "-- openapi: install (PyPI, npm)"
+start=$SECONDS
+install_python
+install_node
+echo "   (install: $((SECONDS - start)) s)"
 serve_creapic "$bin"
 # Pretty-printed, so the tools' line numbers point somewhere readable.
 curl -sSf "$base/api/openapi" | python3 -m json.tool >"$work/openapi.json"
@@ -108,4 +121,8 @@ step validator validate
 step python python_client
 step typescript typescript_client
 step lint lint
+if ((${#failed[@]})); then
+  echo "-- openapi: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
 echo "-- openapi: all third-party checks passed"

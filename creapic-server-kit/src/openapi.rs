@@ -2,6 +2,7 @@
 //! `creapic_core::wire` — never written by hand, so it cannot drift from what is served.
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{audit, images, keys, media, organizations, playground, scenes, system};
@@ -89,7 +90,42 @@ impl Modify for Security {
                 operation.security.get_or_insert_with(Vec::new);
             }
         }
+        name_tagged_variants(&mut components.schemas);
     }
+}
+
+/// Gives each inline variant of a tagged union (`oneOf` of objects whose `type` is a single-value
+/// enum) its own component, named after the union and the tag — `ImageSource` + `prompt` →
+/// `ImageSourcePrompt` — and refers to it from the `oneOf`. The same schema, written so that
+/// generated clients get stable, meaningful class names; openapi-python-client also cannot
+/// build an inline variant holding a union or a free-form object (it warns and drops it).
+fn name_tagged_variants(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    let mut named = Vec::new();
+    for (union, schema) in schemas.iter_mut() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else {
+            continue;
+        };
+        for item in &mut one_of.items {
+            let RefOr::T(Schema::Object(variant)) = item else {
+                continue;
+            };
+            let tag = match variant.properties.get("type") {
+                Some(RefOr::T(Schema::Object(tag))) => match tag.enum_values.as_deref() {
+                    Some([serde_json::Value::String(tag)]) => tag.clone(),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let mut chars = tag.chars();
+            let name = match chars.next() {
+                Some(first) => format!("{union}{}{}", first.to_uppercase(), chars.as_str()),
+                None => continue,
+            };
+            let variant = std::mem::replace(item, RefOr::Ref(Ref::from_schema_name(&name)));
+            named.push((name, variant));
+        }
+    }
+    schemas.extend(named);
 }
 
 /// The document exactly as the types and annotations derive it: ids are plain strings and no
