@@ -847,6 +847,20 @@ impl<S: Store + ?Sized> Creapic<S> {
             .await
     }
 
+    /// Keeps the lock of a request still running (attempt `attempt`) for another `lock`: a
+    /// long request renews it, so a retry never takes over while it works, yet the lock of a
+    /// request that died lapses within `lock`. `false` when the record moved on.
+    pub async fn renew_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        attempt: AttemptId,
+        lock: Duration,
+    ) -> Result<bool> {
+        let until = self.now().plus(lock);
+        self.store.renew_request(org, key, attempt, until).await
+    }
+
     /// Gives back a started request so it may be retried: as a new attempt when nothing of it
     /// is charged ([`Abandon::Settled`]), as the same attempt when that is unknown.
     pub async fn abandon_request(

@@ -257,6 +257,26 @@ impl From<ItemStatus> for ItemStatusWire {
     }
 }
 
+/// The schema of a ready prompt: a non-empty string (sent to the provider verbatim) or a JSON
+/// object (a JSON prompt; `aspectRatio` and `quality` are set from the request).
+fn ready_prompt_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .description(Some("A prompt sent to the provider as written")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("A JSON prompt (subject, setting, style, …)")),
+        )
+        .build();
+    Schema::OneOf(one_of)
+}
+
 /// Where an image's prompt comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -269,7 +289,7 @@ pub enum ImageSource {
     /// A ready-to-use prompt: a string or a JSON object, sent as is.
     Prompt {
         /// The prompt.
-        #[schema(value_type = Object)]
+        #[schema(schema_with = ready_prompt_schema)]
         prompt: serde_json::Value,
     },
 }

@@ -45,8 +45,9 @@ pub struct Limits {
     pub layer_max_bytes: usize,
     /// How long a signed media URL stays valid.
     pub media_url_ttl: Duration,
-    /// How long an in-flight idempotent request holds its key before a retry may take over.
-    /// A synchronous generation holds it longer: see [`Limits::generation_lock`].
+    /// How long an in-flight idempotent request holds its key before a retry may take over,
+    /// unless it renews it (a running request renews it every third of this, so only a request
+    /// that died loses it).
     pub idempotency_lock: Duration,
     /// Longest a synchronous generation (`POST /api/public/images/generate`) may run, provider
     /// retries included; past it the request is a 504 `provider_timeout` and its hold is
@@ -55,19 +56,11 @@ pub struct Limits {
     pub generation_timeout: Duration,
 }
 
-/// How much longer than [`Limits::generation_timeout`] a generation's idempotency lock and
-/// hold outlive it: the capture or release after the deadline, and clock skew between replicas.
+/// How much younger than the core's `stale_hold_after` a generation's deadline stays: the
+/// capture or release after the deadline, and clock skew between replicas.
 pub const GENERATION_MARGIN: Duration = Duration::from_secs(60);
 
 impl Limits {
-    /// How long a synchronous generation holds its `Idempotency-Key`: never less than the
-    /// request can run, so a client's retry cannot take over (and call the provider again)
-    /// while the first request is still working.
-    pub fn generation_lock(&self) -> Duration {
-        self.idempotency_lock
-            .max(self.generation_timeout.saturating_add(GENERATION_MARGIN))
-    }
-
     /// The deadline of a synchronous generation: [`Limits::generation_timeout`], but always
     /// [`GENERATION_MARGIN`] short of `stale_hold_after`, the age at which the core's sweeper
     /// releases a request's hold as abandoned.

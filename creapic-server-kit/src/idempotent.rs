@@ -174,7 +174,10 @@ where
         // A record from before attempts existed: its charges were keyed without one.
         None => format!("http:{}", key.as_str()),
     };
-    let outcome = work(ledger_key).await;
+    let outcome = match attempt {
+        Some(attempt) => held(state, org, &key, attempt, lock, work(ledger_key)).await,
+        None => work(ledger_key).await,
+    };
     let (status, bytes) = match outcome {
         Ok(done) => done,
         Err(Failure { error, settled }) => {
@@ -224,6 +227,35 @@ where
         tracing::warn!(error = %e, "could not store an idempotent response");
     }
     response
+}
+
+/// Runs `work` while keeping its idempotency lock: renewed every third of `lock`, so a request
+/// that runs longer than the lock (a slow provider) is never taken over by a retry, while the
+/// lock of a request whose process died lapses within `lock`.
+async fn held<T>(
+    state: &AppState,
+    org: OrgId,
+    key: &IdempotencyKey,
+    attempt: creapic_core::id::AttemptId,
+    lock: std::time::Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let period = (lock / 3).max(std::time::Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = renew.tick() => {
+                match state.core().renew_request(org, key, attempt, lock).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("an idempotency lock was lost while its request ran"),
+                    Err(e) => tracing::warn!(error = %e, "could not renew an idempotency lock"),
+                }
+            }
+        }
+    }
 }
 
 /// A response whose body holds a secret shown once: the buffer is zeroized when the response

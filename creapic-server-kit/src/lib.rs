@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod finished_status;
 pub mod handlers;

@@ -188,5 +188,6 @@ pub fn document_for(limits: &crate::config::Limits) -> serde_json::Value {
             layers["maxItems"] = json!(limits.scene_layers_max);
         }
     }
+    crate::contract::annotate(&mut doc);
     doc
 }

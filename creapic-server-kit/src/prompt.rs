@@ -101,14 +101,27 @@ impl JsonPrompt {
     }
 }
 
-/// A ready-made JSON prompt from a caller: any JSON object up to [`JSON_PROMPT_MAX_BYTES`],
-/// with `aspectRatio` and `quality` set to the request's.
+/// A ready-made prompt from a caller, up to [`JSON_PROMPT_MAX_BYTES`]: a JSON object, with
+/// `aspectRatio` and `quality` set to the request's, or a non-empty string, kept as is (the
+/// provider receives it verbatim; aspect ratio and quality travel beside it).
 pub fn normalize(prompt: Value, aspect: AspectRatio, quality: Quality) -> Result<Value, Error> {
-    let Value::Object(mut map) = prompt else {
-        return Err(Error::InvalidJson {
-            path: "prompt".into(),
-            message: "a JSON prompt must be an object".into(),
-        });
+    let mut map = match prompt {
+        Value::Object(map) => map,
+        Value::String(text) if !text.trim().is_empty() => {
+            if text.len() > JSON_PROMPT_MAX_BYTES {
+                return Err(Error::InvalidJson {
+                    path: "prompt".into(),
+                    message: format!("a prompt may have at most {JSON_PROMPT_MAX_BYTES} bytes"),
+                });
+            }
+            return Ok(Value::String(text));
+        }
+        _ => {
+            return Err(Error::InvalidJson {
+                path: "prompt".into(),
+                message: "a prompt must be a non-empty string or a JSON object".into(),
+            });
+        }
     };
     map.insert("aspectRatio".into(), Value::String(aspect.as_str().into()));
     map.insert("quality".into(), Value::String(quality.as_str().into()));
@@ -531,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn ready_made_prompts_are_objects_and_bounded() {
+    fn ready_made_prompts_are_objects_or_text_and_bounded() {
         let v = normalize(
             serde_json::json!({"subject": "x", "aspectRatio": "1:1"}),
             AspectRatio::Landscape16x9,
@@ -539,7 +552,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v["aspectRatio"], "16:9");
-        assert!(normalize(serde_json::json!("text"), AspectRatio::Square, Quality::Hd).is_err());
+        // A string is a prompt sent as written; empty strings and other JSON are refused.
+        assert_eq!(
+            normalize(serde_json::json!("text"), AspectRatio::Square, Quality::Hd).ok(),
+            Some(serde_json::json!("text"))
+        );
+        for bad in [
+            serde_json::json!(" "),
+            serde_json::json!(1),
+            serde_json::json!([]),
+        ] {
+            assert!(normalize(bad, AspectRatio::Square, Quality::Hd).is_err());
+        }
         let big = serde_json::json!({"subject": "x".repeat(JSON_PROMPT_MAX_BYTES)});
         assert!(normalize(big, AspectRatio::Square, Quality::Hd).is_err());
     }

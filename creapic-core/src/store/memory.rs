@@ -882,6 +882,23 @@ impl IdempotencyStore for MemoryStore {
         Ok(())
     }
 
+    async fn renew_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        attempt: AttemptId,
+        lock_until: Timestamp,
+    ) -> Result<bool> {
+        let mut s = self.lock();
+        match s.requests.get_mut(&(org, key.clone())) {
+            Some(r) if r.attempt == attempt && r.response.is_none() => {
+                r.locked_until = Some(lock_until);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()> {
         let mut s = self.lock();
         let idem = (org, key.clone());

@@ -271,6 +271,15 @@ pub trait IdempotencyStore: Send + Sync {
         response: &StoredResponse,
         at: Timestamp,
     ) -> Result<()>;
+    /// Extends the lock of a request still running, attempt `attempt`, to `lock_until`; `false`
+    /// when the record is no longer that attempt's or is completed (nothing changed).
+    async fn renew_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        attempt: AttemptId,
+        lock_until: Timestamp,
+    ) -> Result<bool>;
     /// Gives back a started (not completed) request so a retry can run it: deletes its record
     /// ([`Abandon::Settled`]) or unlocks it keeping its attempt ([`Abandon::Unsettled`]).
     async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()>;

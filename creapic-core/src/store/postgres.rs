@@ -1790,6 +1790,26 @@ impl IdempotencyStore for PgStore {
         commit(tx).await
     }
 
+    async fn renew_request(
+        &self,
+        org: OrgId,
+        key: &IdempotencyKey,
+        attempt: AttemptId,
+        lock_until: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let renewed = sqlx::query(sql::REQUEST_RENEW)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(attempt.as_uuid())
+            .bind(lock_until.unix_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        commit(tx).await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql::abandon_statement(how))

@@ -435,6 +435,9 @@ pub(crate) const REQUEST_TAKE_OVER: &str = "UPDATE idempotency_requests SET lock
 /// The record under (org, key), for [`begin_outcome`].
 pub(crate) const REQUEST_READ: &str = "SELECT fingerprint, response_status, response_body \
      FROM idempotency_requests WHERE org = $1 AND key = $2";
+/// Extends a running request's lock: org, key, attempt, lock until.
+pub(crate) const REQUEST_RENEW: &str = "UPDATE idempotency_requests SET locked_until = $4 \
+     WHERE org = $1 AND key = $2 AND attempt = $3 AND response_status IS NULL";
 /// Stores the response: org, key, status, body.
 pub(crate) const REQUEST_COMPLETE: &str = "UPDATE idempotency_requests SET locked_until = NULL, \
      response_status = $3, response_body = $4 WHERE org = $1 AND key = $2";

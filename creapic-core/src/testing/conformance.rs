@@ -1750,6 +1750,31 @@ pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
         "abandon settled",
     );
     assert_eq!(b(f.now, fp, key2.clone()).await, started(9));
+    // Renewing: only the record's own attempt, only while unfinished, and it extends the lock.
+    let renew_at = lock.plus(Duration::from_secs(30));
+    assert!(ok(
+        f.store
+            .renew_request(org.id, &key2, attempt(9), renew_at)
+            .await,
+        "renew"
+    ));
+    assert!(!ok(
+        f.store
+            .renew_request(org.id, &key2, attempt(6), renew_at)
+            .await,
+        "renew another attempt"
+    ));
+    assert!(!ok(
+        f.store
+            .renew_request(org.id, &key, attempt(1), renew_at)
+            .await,
+        "renew a completed record"
+    ));
+    assert_eq!(
+        b(lock.plus(Duration::from_secs(1)), fp, key2.clone()).await,
+        IdempotencyBegin::InProgress,
+        "the renewed lock holds past the first one"
+    );
     // Neither kind of abandon touches a completed record.
     for how in [Abandon::Settled, Abandon::Unsettled] {
         ok(
@@ -1782,7 +1807,7 @@ pub async fn idempotency_records_lock_replay_and_expire(store: Arc<dyn Store>) {
     );
     assert!(purged >= 3, "purged {purged}");
     // After the purge the key is new again: a new attempt, never the old one.
-    assert_eq!(b(f.now, fp, key.clone()).await, started(11));
+    assert_eq!(b(f.now, fp, key.clone()).await, started(12));
 }
 
 /// The active-keys and owned-organizations limits are the store's: 16 concurrent key creations

@@ -5,9 +5,10 @@
 //! The provider is never called without an open hold of this attempt: a retry that resumes an
 //! attempt whose hold was already released (its refund committed, its response lost) is sent
 //! back to start a new attempt instead. The whole generation runs under
-//! [`Limits::generation_deadline`](crate::config::Limits::generation_deadline), and the
-//! request's `Idempotency-Key` is locked for [`Limits::generation_lock`](crate::config::Limits::generation_lock),
-//! so neither a client's retry nor the stale-hold sweeper acts on a request still running.
+//! [`Limits::generation_deadline`](crate::config::Limits::generation_deadline) (below the
+//! stale-hold sweeper's age), and its `Idempotency-Key` lock is renewed while it runs
+//! (`idempotent::run`), so neither a client's retry nor the sweeper acts on a request still
+//! running, while a request that died gives its key back within the plain lock.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -138,7 +139,7 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
         parts.uri.path(),
         &raw,
         Replay::Body,
-        limits.generation_lock(),
+        limits.idempotency_lock,
         |ledger_key| async move {
             let core = st.core();
             let org = principal.org;

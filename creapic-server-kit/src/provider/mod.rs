@@ -96,6 +96,16 @@ fn _object_safe(_: &dyn ImageProvider) {}
 
 /// The text a remote model receives for a JSON prompt: a one-line instruction and the JSON.
 pub fn prompt_text(prompt: &Value) -> Result<String, Error> {
+    // A ready prompt given as text is sent exactly as the caller wrote it.
+    if let Value::String(text) = prompt {
+        if text.len() > PROMPT_TEXT_MAX_BYTES {
+            return Err(Error::InvalidJson {
+                path: "prompt".into(),
+                message: format!("the prompt exceeds {PROMPT_TEXT_MAX_BYTES} bytes"),
+            });
+        }
+        return Ok(text.clone());
+    }
     let json = serde_json::to_string(prompt).map_err(|e| Error::Internal {
         message: e.to_string(),
     })?;
