@@ -17,6 +17,7 @@ pub mod idempotent;
 pub mod measure;
 pub mod openapi;
 pub mod rate_limit;
+pub mod reference;
 pub mod request_id;
 pub mod response;
 pub mod routes;

@@ -1,13 +1,15 @@
 //! The route table: every path of both product documents, in one place, each measured by its
 //! template when the host enabled metrics; and the metrics route, which is not on the public
 //! table unless the host asks for it ([`crate::KitConfig::metrics_route`]) — hosts serve
-//! [`metrics_router`] on a private address.
+//! [`metrics_router`] on a private address; and the API reference page with its viewer
+//! ([`crate::reference`]), on unless the host switches [`crate::KitConfig::reference_page`] off.
 
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::error::Error;
 use crate::handlers::{audit, images, keys, media, organizations, playground, scenes, system};
+use crate::reference;
 use crate::service::AppState;
 
 /// All routes, with request ids, panic safety and the JSON fallback for unknown routes.
@@ -33,18 +35,30 @@ pub fn router(state: AppState) -> Router {
         ("/api/health", get(system::health)),
     ];
     let metrics = metrics_route.then(|| ("/metrics", get(system::metrics)));
-    let routes =
-        table
-            .into_iter()
-            .chain(metrics)
-            .fold(Router::new(), |router, (path, handlers)| {
-                let handlers = if measured {
-                    handlers.layer(crate::measure::MeasureLayer::new(path))
-                } else {
-                    handlers
-                };
-                router.route(path, handlers)
-            });
+    // The reference page and its viewer: pages about the API, not operations of it, so they
+    // are not in the OpenAPI document.
+    let reference = state
+        .config()
+        .reference_page
+        .then(|| {
+            [
+                (reference::PAGE_PATH, get(reference::page)),
+                (reference::VIEWER_PATH, get(reference::viewer)),
+            ]
+        })
+        .into_iter()
+        .flatten();
+    let routes = table.into_iter().chain(metrics).chain(reference).fold(
+        Router::new(),
+        |router, (path, handlers)| {
+            let handlers = if measured {
+                handlers.layer(crate::measure::MeasureLayer::new(path))
+            } else {
+                handlers
+            };
+            router.route(path, handlers)
+        },
+    );
     routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

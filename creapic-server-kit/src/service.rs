@@ -31,7 +31,7 @@ use crate::rate_limit::{InProcessLimiter, RateLimiter};
 pub type Core = Arc<Creapic<dyn Store>>;
 
 /// Settings of the kit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KitConfig {
     /// Prices.
     pub pricing: Pricing,
@@ -50,6 +50,25 @@ pub struct KitConfig {
     /// they have no business reading. Hosts serve [`crate::routes::metrics_router`] on a private
     /// address instead, or switch this on behind their own access control.
     pub metrics_route: bool,
+    /// Serve the API reference page, `GET /api/docs`, and the viewer it loads (see
+    /// [`crate::reference`]). On by default: it shows nothing `GET /api/openapi` does not
+    /// already publish, and its viewer ships inside the crate (no CDN). Switch it off to keep
+    /// HTML off the API's origin.
+    pub reference_page: bool,
+}
+
+impl Default for KitConfig {
+    fn default() -> Self {
+        KitConfig {
+            pricing: Pricing::default(),
+            limits: Limits::default(),
+            rate_limit: RateLimitConfig::default(),
+            public_url: None,
+            trust_forwarded_for: TrustedProxies::default(),
+            metrics_route: false,
+            reference_page: true,
+        }
+    }
 }
 
 struct Inner {

@@ -122,6 +122,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Start a bulk image job through a running server.
     Bulk(BulkArgs),
+    /// Print the OpenAPI document `serve` serves at /api/openapi (the committed
+    /// docs/openapi.json), without starting a server or opening a database.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -426,7 +429,10 @@ pub struct BulkArgs {
 pub async fn run(cli: Cli) -> CliResult {
     // Everything the store commands create in the data directory is private to this user; the
     // client commands write the user's own files and keep the user's umask.
-    if !matches!(cli.command, Command::Generate(_) | Command::Bulk(_)) {
+    if !matches!(
+        cli.command,
+        Command::Generate(_) | Command::Bulk(_) | Command::Openapi
+    ) {
         crate::data_dir::restrict_umask();
     }
     match cli.command {
@@ -437,5 +443,16 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Audit(args) => crate::admin::audit(&cli.store, args).await,
         Command::Generate(args) => crate::integrator::generate(args).await,
         Command::Bulk(args) => crate::integrator::bulk(args).await,
+        Command::Openapi => {
+            openapi();
+            Ok(())
+        }
     }
+}
+
+/// `creapic openapi`: the document for `serve`'s limits, which are the kit's defaults (no flag
+/// changes them), as the canonical text of `docs/openapi.json`.
+fn openapi() {
+    let limits = creapic_server_kit::KitConfig::default().limits;
+    print!("{}", creapic_server_kit::reference::document_text(&limits));
 }

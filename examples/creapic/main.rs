@@ -6,6 +6,8 @@
 //! - `org`, `key`, `credits` and `audit` act on the store directly, as the operator. They work
 //!   while `serve` runs on the same SQLite file (WAL, busy timeout).
 //! - `generate` and `bulk` call a running server through `creapic-client`.
+//! - `openapi` prints the OpenAPI document `serve` serves (`docs/openapi.json`), touching no
+//!   store.
 //!
 //! Every bad argument is a message on stderr and exit code 2; every failure a message and exit
 //! code 1; with `--json` the one JSON document is the only thing on stdout.

@@ -370,7 +370,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     eprintln!("creapic listening on http://{addr}");
     eprintln!("  store     {}", redact(&url));
     eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
-    eprintln!("  API docs  http://{addr}/api/openapi");
+    eprintln!("  API docs  http://{addr}/api/docs (the document: http://{addr}/api/openapi)");
     match metrics.as_ref().map(|(_, l)| l.local_addr()) {
         Some(Ok(metrics_addr)) => eprintln!("creapic metrics on http://{metrics_addr}/metrics"),
         Some(Err(e)) => return Err(CliError::new(format!("no metrics address: {e}"))),
