@@ -316,8 +316,8 @@ pub struct Generation {
     pub id: String,
     /// `completed`.
     pub status: JobStatusWire,
-    /// The JSON prompt the provider received.
-    #[schema(value_type = Object)]
+    /// The prompt the provider received: the JSON prompt, or a ready prompt given as text.
+    #[schema(schema_with = ready_prompt_schema)]
     pub prompt: serde_json::Value,
     /// The aspect ratio.
     pub aspect_ratio: AspectRatioWire,

@@ -86,10 +86,14 @@ impl Stage {
                 Error::BodyTooLarge { max: 0 },
                 Core::LimitExceeded { what: "", max: 0 }.into(),
             ],
-            Stage::Parameters => vec![Error::InvalidParameter {
-                name: "",
-                message: String::new(),
-            }],
+            Stage::Parameters => vec![
+                Error::InvalidParameter {
+                    name: "",
+                    message: String::new(),
+                },
+                // A page size past the most a page may hold.
+                Core::LimitExceeded { what: "", max: 0 }.into(),
+            ],
             Stage::Lookup => vec![Core::NotFound { resource: "" }.into()],
             Stage::Idempotent => vec![
                 Error::InvalidParameter {
@@ -281,6 +285,61 @@ pub fn error_statuses(path: &str, method: &Method) -> Option<BTreeMap<u16, Vec<E
     Some(statuses)
 }
 
+/// Answers the HTTP server gives before any route runs (hyper's request-head limits), so on
+/// every operation; they carry no error body.
+const TRANSPORT: [(u16, &str); 2] = [
+    (
+        414,
+        "URI Too Long: the request line is longer than the server reads",
+    ),
+    (
+        431,
+        "Request Header Fields Too Large: the request head is larger than the server reads",
+    ),
+];
+
+/// A link from an operation's success to an operation its answer lets a client call next:
+/// (operation path, method, status, link name, target operation id, parameters).
+type Link = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The links of the document.
+const LINKS: &[Link] = &[
+    (
+        "/api/public/scenes/render",
+        "post",
+        "202",
+        "GetSceneRender",
+        "getSceneRender",
+        &[("id", "$response.body#/render/id")],
+    ),
+    (
+        "/api/playground/images",
+        "post",
+        "202",
+        "GetImageJob",
+        "getImageJob",
+        &[("jobId", "$response.body#/jobId")],
+    ),
+    (
+        "/api/keys",
+        "post",
+        "201",
+        "DeleteKey",
+        "deleteKey",
+        &[
+            ("id", "$response.body#/apiKey/id"),
+            ("organizationId", "$response.body#/apiKey/organizationId"),
+        ],
+    ),
+];
+
 /// Whether a route is behind an API key (it then answers with `RateLimit-*` headers).
 fn keyed(stages: &[Stage]) -> bool {
     stages.iter().any(|s| matches!(s, Stage::ApiKey(_)))
@@ -296,6 +355,16 @@ fn header(description: &str, schema: Value) -> Value {
 /// routes behind a key, `Idempotent-Replayed` on the successes of routes that honour
 /// `Idempotency-Key`.
 pub fn annotate(doc: &mut Value) {
+    for (path, method, status, name, target, parameters) in LINKS {
+        let response = &mut doc["paths"][*path][*method]["responses"][*status];
+        if response.is_object() {
+            let parameters: serde_json::Map<String, Value> = parameters
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect();
+            response["links"][*name] = json!({"operationId": target, "parameters": parameters});
+        }
+    }
     let request_id = header(
         "The request's id (the client's `x-request-id` when it sent a valid one): quote it to support",
         json!({"type": "string"}),
@@ -328,6 +397,12 @@ pub fn annotate(doc: &mut Value) {
         let responses = &mut operation["responses"];
         if !responses.is_object() {
             *responses = json!({});
+        }
+        for (status, description) in TRANSPORT {
+            let key = status.to_string();
+            if responses.get(&key).is_none() {
+                responses[&key] = json!({"description": description});
+            }
         }
         for (status, errors) in &statuses {
             let key = status.to_string();

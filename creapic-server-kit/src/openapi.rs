@@ -154,9 +154,17 @@ pub fn document_for(limits: &crate::config::Limits) -> serde_json::Value {
                     continue;
                 };
                 for param in params {
-                    let name = param.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                    if UUID_PARAMETERS.contains(&name) {
+                    let name = param
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("")
+                        .to_owned();
+                    if UUID_PARAMETERS.contains(&name.as_str()) {
                         param["schema"] = json!({"type": "string", "format": "uuid"});
+                    }
+                    if name == "limit" && param["in"] == "query" {
+                        param["schema"]["minimum"] = json!(1);
+                        param["schema"]["maximum"] = json!(creapic_core::page::PAGE_LIMIT_MAX);
                     }
                 }
             }
