@@ -46,6 +46,7 @@ async fn run(prompt: &str, out: Option<String>) -> Result<(), Error> {
             },
             aspect_ratio: AspectRatioWire::R4x5,
             quality: QualityWire::Standard,
+            organization_id: None,
         })
         .send_with_meta()
         .await?;

@@ -50,6 +50,7 @@ pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 200;
 ///         source: ImageSource::Text { text: "Citrus mocktails on a summer table".into() },
 ///         aspect_ratio: Default::default(),
 ///         quality: Default::default(),
+///         organization_id: None,
 ///     })
 ///     .await?;
 /// println!("{} ({} tokens left)", image.image_url, image.tokens);

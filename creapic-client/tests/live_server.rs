@@ -58,6 +58,7 @@ async fn every_public_endpoint_answers_with_its_wire_type() {
             },
             aspect_ratio: AspectRatioWire::R4x5,
             quality: QualityWire::Hd,
+            organization_id: None,
         })
         .send_with_meta()
         .await
@@ -140,6 +141,7 @@ async fn every_public_endpoint_answers_with_its_wire_type() {
             }],
             aspect_ratio: AspectRatioWire::R16x9,
             quality: QualityWire::Standard,
+            organization_id: None,
         })
         .await
         .unwrap()
@@ -264,9 +266,26 @@ async fn the_001_error_table_arrives_as_typed_errors() {
             source: ImageSource::Text { text: "x".into() },
             aspect_ratio: AspectRatioWire::Square,
             quality: QualityWire::Hd,
+            organization_id: None,
         })
         .await);
     assert_eq!(e.code, ErrorCode::InsufficientCredits);
+    assert_eq!(s.balance().await, 1);
+    // `organizationId` naming another organization: 403 wrong_organization, typed.
+    let (other, _) = s.other_org().await;
+    let e = api(client
+        .images()
+        .generate(GenerateImageRequest {
+            source: ImageSource::Text { text: "x".into() },
+            aspect_ratio: AspectRatioWire::Square,
+            quality: QualityWire::Standard,
+            organization_id: Some(other.to_string()),
+        })
+        .await);
+    assert_eq!(
+        (e.status, &e.code),
+        (StatusCode::FORBIDDEN, &ErrorCode::WrongOrganization)
+    );
     assert_eq!(s.balance().await, 1);
 }
 

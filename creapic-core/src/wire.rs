@@ -306,6 +306,10 @@ pub struct GenerateImageRequest {
     /// Quality (default standard).
     #[serde(default)]
     pub quality: QualityWire,
+    /// Optional: the key's organization. The organization always comes from the key; when this
+    /// is sent it must name that organization (403 `wrong_organization` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// A finished generation.
@@ -394,6 +398,10 @@ pub struct SceneRenderRequest {
     /// Quality (default standard).
     #[serde(default)]
     pub quality: QualityWire,
+    /// Optional: the key's organization. The organization always comes from the key; when this
+    /// is sent it must name that organization (403 `wrong_organization` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// A scene render task.
@@ -479,6 +487,10 @@ pub struct CreateOrganizationResponse {
 pub struct BulkImagesRequest {
     /// 1–100 prompts, each 1–4000 characters.
     pub prompts: Vec<String>,
+    /// Optional: the key's organization. The organization always comes from the key; when this
+    /// is sent it must name that organization (403 `wrong_organization` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// Response of `POST /api/playground/images` (202), exactly as the 001 document shows.

@@ -60,6 +60,8 @@ impl Stage {
                 Core::InvalidKeyFormat.into(),
                 Core::InvalidKey.into(),
                 Core::MissingScope(scope).into(),
+                // `organizationId` sent for another organization than the key's.
+                Core::WrongOrganization.into(),
                 Core::TooManyAuthFailures {
                     retry_after: second,
                 }

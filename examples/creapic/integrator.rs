@@ -65,6 +65,7 @@ pub async fn generate(args: GenerateArgs) -> CliResult {
         source: ImageSource::Text { text: args.text },
         aspect_ratio: aspect,
         quality,
+        organization_id: None,
     };
     let response = client.images().generate(request).await?;
     if let Some(out) = &args.out {

@@ -32,6 +32,7 @@ impl<'a> Images<'a> {
             source: ImageSource::Text { text: text.into() },
             aspect_ratio: Default::default(),
             quality: Default::default(),
+            organization_id: None,
         })
     }
 }

@@ -31,6 +31,7 @@ impl<'a> Playground<'a> {
         let url = self.client.endpoint(&["api", "playground", "images"]);
         let body = BulkImagesRequest {
             prompts: prompts.into_iter().map(Into::into).collect(),
+            organization_id: None,
         };
         self.client.post(url, Auth::ApiKey, &body)
     }

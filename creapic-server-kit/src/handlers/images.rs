@@ -101,6 +101,7 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
     let prepared = async {
         let (request, raw): (GenerateImageRequest, _) =
             read_json(&parts.headers, body, limits.body_max_bytes).await?;
+        crate::handlers::same_organization(&principal, request.organization_id.as_deref())?;
         let source = prompt_source(request.source, limits.prompt_max_chars)?;
         let aspect = AspectRatio::from(request.aspect_ratio);
         let quality = Quality::from(request.quality);

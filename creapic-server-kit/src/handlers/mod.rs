@@ -25,6 +25,26 @@ use crate::config::TrustedProxies;
 use crate::rate_limit::RateDecision;
 use crate::service::AppState;
 
+/// `organizationId` in a public body. The organization always comes from the key; the field is
+/// optional, and when sent it must name the key's organization: a malformed id is 400, another
+/// organization 403 `wrong_organization` (nothing is done or charged).
+pub(crate) fn same_organization(
+    principal: &creapic_core::Principal,
+    sent: Option<&str>,
+) -> Result<(), Error> {
+    let Some(text) = sent else {
+        return Ok(());
+    };
+    let org = creapic_core::id::OrgId::parse(text).map_err(|_| Error::InvalidParameter {
+        name: "organizationId",
+        message: "must be a 36-character UUID".into(),
+    })?;
+    if org != principal.org {
+        return Err(Error::Core(creapic_core::Error::WrongOrganization));
+    }
+    Ok(())
+}
+
 /// A status and a serialized JSON body: what an idempotent handler's work returns, so that the
 /// body can be stored for replays byte for byte.
 pub fn json_reply<T: Serialize>(

@@ -53,6 +53,11 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
             Ok(v) => v,
             Err(e) => return e.into_response(),
         };
+    if let Err(e) =
+        crate::handlers::same_organization(&principal, request.organization_id.as_deref())
+    {
+        return e.into_response();
+    }
     if request.prompts.len() > limits.prompts_max {
         return Error::Core(creapic_core::Error::LimitExceeded {
             what: "prompts per job",

@@ -91,6 +91,7 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
     let prepared = async {
         let (request, raw): (SceneRenderRequest, _) =
             read_json(&parts.headers, body, limits.body_max_bytes).await?;
+        crate::handlers::same_organization(&principal, request.organization_id.as_deref())?;
         if request.layers.len() > limits.scene_layers_max {
             return Err(Error::Core(creapic_core::Error::LimitExceeded {
                 what: "layers per scene",
