@@ -598,3 +598,24 @@ async fn the_key_never_appears_in_debug_output_or_errors() {
     assert!(!shown.contains(&key[8..]), "{shown}");
     let _: &Server = &s;
 }
+
+#[tokio::test]
+async fn a_job_is_canceled_through_the_client_and_its_credits_come_back() {
+    // No runner: the job stays queued until it is canceled.
+    let s = server_with(Default::default(), false).await;
+    s.grant(s.org, 5).await;
+    let client = s.client(&s.key(&[Scope::ImageGeneration]).await);
+    let job = client.playground().create(["a", "b"]).await.unwrap();
+    assert_eq!(s.balance().await, 3);
+    let canceled = client.playground().cancel(&job.job_id).await.unwrap();
+    assert_eq!(canceled.status, JobStatusWire::Canceled);
+    assert_eq!(s.balance().await, 5);
+    let again = client.playground().cancel(&job.job_id).await.unwrap();
+    assert_eq!(again.status, JobStatusWire::Canceled);
+    let e = client
+        .playground()
+        .cancel(&uuid::Uuid::now_v7().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::NOT_FOUND));
+}

@@ -220,6 +220,18 @@ pub const ROUTES: &[(&str, Method, &[Stage])] = &[
         ],
     ),
     (
+        "/api/playground/images/{jobId}/cancel",
+        Method::POST,
+        &[
+            Stage::Always,
+            Stage::ApiKey(Scope::ImageGeneration),
+            Stage::Parameters,
+            Stage::Lookup,
+            Stage::Idempotent,
+            Stage::Store,
+        ],
+    ),
+    (
         "/api/keys",
         Method::GET,
         &[

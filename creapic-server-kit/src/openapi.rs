@@ -22,6 +22,7 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
         organizations::create,
         playground::submit,
         playground::status,
+        playground::cancel,
         keys::list,
         keys::create,
         keys::delete,

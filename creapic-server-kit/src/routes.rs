@@ -17,7 +17,7 @@ pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
     let metrics_route = state.config().metrics_route;
-    let table: [(&'static str, MethodRouter<AppState>); 12] = [
+    let table: [(&'static str, MethodRouter<AppState>); 13] = [
         ("/api/public/images/generate", post(images::generate)),
         ("/api/public/scenes/render", post(scenes::render)),
         ("/api/public/scenes/render/{id}", get(scenes::get)),
@@ -27,6 +27,10 @@ pub fn router(state: AppState) -> Router {
         ),
         ("/api/playground/images", post(playground::submit)),
         ("/api/playground/images/{job_id}", get(playground::status)),
+        (
+            "/api/playground/images/{job_id}/cancel",
+            post(playground::cancel),
+        ),
         ("/api/keys", get(keys::list).post(keys::create)),
         ("/api/keys/{id}", axum::routing::delete(keys::delete)),
         ("/api/audit", get(audit::list)),

@@ -122,6 +122,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Start a bulk image job through a running server.
     Bulk(BulkArgs),
+    /// A bulk job through a running server: its status, or cancel it.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Print the OpenAPI document `serve` serves at /api/openapi (the committed
     /// docs/openapi.json), without starting a server or opening a database.
     Openapi,
@@ -409,6 +412,23 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Show a job's status and images.
+    Status(JobArgs),
+    /// Cancel a job: items not started are never started, their credits come back.
+    Cancel(JobArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job id printed by `creapic bulk`.
+    pub job_id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct BulkArgs {
     /// The prompts (1–100).
@@ -431,7 +451,7 @@ pub async fn run(cli: Cli) -> CliResult {
     // client commands write the user's own files and keep the user's umask.
     if !matches!(
         cli.command,
-        Command::Generate(_) | Command::Bulk(_) | Command::Openapi
+        Command::Generate(_) | Command::Bulk(_) | Command::Job(_) | Command::Openapi
     ) {
         crate::data_dir::restrict_umask();
     }
@@ -443,6 +463,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Audit(args) => crate::admin::audit(&cli.store, args).await,
         Command::Generate(args) => crate::integrator::generate(args).await,
         Command::Bulk(args) => crate::integrator::bulk(args).await,
+        Command::Job(cmd) => crate::integrator::job(cmd).await,
         Command::Openapi => {
             openapi();
             Ok(())

@@ -9,7 +9,7 @@ use creapic_client::wire::{AspectRatioWire, GenerateImageRequest, ImageSource, Q
 use creapic_client::{Client, WaitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{BulkArgs, CliError, CliResult, GenerateArgs};
+use crate::cli::{BulkArgs, CliError, CliResult, GenerateArgs, JobCommand};
 use crate::output;
 
 impl From<creapic_client::Error> for CliError {
@@ -165,5 +165,26 @@ pub async fn bulk(args: BulkArgs) -> CliResult {
     if let Some(dir) = &args.out {
         output::line(format!("saved into {}", dir.display()));
     }
+    Ok(())
+}
+
+/// `creapic job status|cancel JOB_ID`.
+pub async fn job(cmd: JobCommand) -> CliResult {
+    let client = client()?;
+    let (job, args) = match cmd {
+        JobCommand::Status(args) => (client.playground().get(&args.job_id).await?, args),
+        JobCommand::Cancel(args) => (client.playground().cancel(&args.job_id).await?, args),
+    };
+    if args.json {
+        return output::json(&job);
+    }
+    let status = serde_json::to_value(job.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    output::line(format!(
+        "job {}: {status} ({} of {} images completed, {} failed)",
+        args.job_id, job.completed_images, job.total_images, job.failed_images
+    ));
     Ok(())
 }

@@ -140,6 +140,34 @@ async fn the_binary_serves_the_seed_flow_end_to_end() {
         balance["balance"], 16,
         "2 for the hd image, 1 per bulk image"
     );
+    // The finished job through `creapic job`: its status; canceling it now is refused (409).
+    let job_id = done["jobId"].as_str().unwrap_or_default().to_owned();
+    let job = |verb: &str| {
+        Command::new(BIN)
+            .args(["job", verb, &job_id, "--json"])
+            .env("AI_MEDIA_MAKER_API_KEY", &key)
+            .env("CREAPIC_BASE_URL", &server.base)
+            .output()
+            .unwrap()
+    };
+    let status = job("status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    let cancel = job("cancel");
+    assert!(
+        !cancel.status.success(),
+        "a finished job cannot be canceled"
+    );
+    assert!(
+        String::from_utf8_lossy(&cancel.stderr).contains("invalid_state"),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
 
     // Delete through the dashboard route: refused at once.
     let deleted = http

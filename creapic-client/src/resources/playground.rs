@@ -47,6 +47,16 @@ impl<'a> Playground<'a> {
         self.client.json_call(spec)
     }
 
+    /// Cancels the job: items not started are never started and their credits are released;
+    /// finished images stay. Canceling a canceled job returns it again; a job that already
+    /// finished is a 409 (`invalid_state`). Retried with its own `Idempotency-Key`, as every POST.
+    pub fn cancel(&self, job_id: &str) -> PostCall<'a, JobStatusResponse> {
+        let url = self
+            .client
+            .endpoint(&["api", "playground", "images", job_id, "cancel"]);
+        self.client.post(url, Auth::ApiKey, &serde_json::json!({}))
+    }
+
     /// Polls the job until it is `completed`, `partial`, `failed` or `canceled`, and returns its
     /// final status (check `status`: a finished job is not necessarily a successful one). Fails
     /// with [`crate::Error::ExceededMaxWait`] when `options.max_wait` runs out first.

@@ -1,5 +1,6 @@
-//! `POST /api/playground/images` and `GET /api/playground/images/{jobId}`: bulk image jobs, as
-//! the 001 document specifies them — 1 credit per image, all or nothing, then polling. A finished
+//! `POST /api/playground/images`, `GET /api/playground/images/{jobId}` and
+//! `POST /api/playground/images/{jobId}/cancel`: bulk image jobs, as the 001 document specifies
+//! them — 1 credit per image, all or nothing, then polling; canceling releases what is left. A finished
 //! job's status body is served from [`crate::finished_status`].
 
 use axum::extract::{Path, State};
@@ -178,4 +179,69 @@ pub async fn status(
         },
     )
     .await
+}
+
+/// Cancels a bulk job of the key's organization: items not yet started are never started and
+/// their credits are released in the same step; finished images stay (and stay paid). Canceling
+/// a canceled job answers it again; a job that already finished is 409.
+#[utoipa::path(
+    post,
+    path = "/api/playground/images/{jobId}/cancel",
+    operation_id = "cancelImageJob",
+    tag = "playground",
+    params(
+        ("jobId" = String, Path, description = "The job id returned by POST /api/playground/images"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe (canceling is idempotent anyway)"),
+    ),
+    responses(
+        (status = 200, description = "The job, canceled (or as it finished, if it did)", body = JobStatusResponse),
+        (status = 404, description = "No such job in this organization", body = creapic_core::wire::ErrorBody),
+        (status = 409, description = "The job already finished", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let (principal, rate) =
+        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    let id = match job_id_param(&job_id, "jobId", "job") {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let st = state.clone();
+    let mut response = idempotent::run(
+        &state,
+        principal.org,
+        None,
+        &parts.headers,
+        "POST",
+        parts.uri.path(),
+        b"",
+        Replay::Body,
+        state.config().limits.idempotency_lock,
+        |_ledger_key| async move {
+            // Only bulk jobs here: a render id is "not found" on this route.
+            job_by_id(&st, &principal, id, JobKind::Bulk, "job").await?;
+            let job = st
+                .core()
+                .cancel_job(&principal, id)
+                .await
+                .map_err(Error::Core)?;
+            let window = st.link_window();
+            let view = views::job_status(&job, &|output| {
+                st.output_url_in(window, principal.org, output)
+            });
+            crate::handlers::json_reply(StatusCode::OK, &view)
+        },
+    )
+    .await;
+    rate.apply(response.headers_mut());
+    response
 }
