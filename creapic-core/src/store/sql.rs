@@ -481,6 +481,175 @@ pub(crate) fn begin_outcome(
     }
 }
 
+/// Bodies of store methods that are the same statements on both SQL backends, written once.
+/// Each expands inside the backend's own method (so `async_trait` sees an ordinary body) and
+/// uses what that module provides: `write`, `map_error`, `commit`, `insert_audit` and, where
+/// named, its lock statements.
+///
+/// The body of `KeyStore::insert_key`: the organization row locked (`ORG_LOCK` of the invoking module), its active keys counted against `new.active_max`, the key inserted and `audit` appended, in one write transaction.
+macro_rules! insert_key_body {
+    ($store:expr, $new:expr, $audit:expr) => {{
+        let new = $new;
+        let audit = $audit;
+        let k = &new.key;
+        let mut tx = $store.write().await?;
+        // Count-then-insert is atomic: the organization row is locked (SQLite: the one writer)
+        // until the transaction ends, so concurrent creations queue behind this one.
+        let org = sqlx::query(ORG_LOCK)
+            .bind(k.org.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if org.is_none() {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        let active: i64 = sqlx::query_scalar(sql::ACTIVE_KEYS_COUNT)
+            .bind(k.org.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sql::check_active_keys(active, new.active_max)?;
+        sqlx::query(sql::KEY_INSERT)
+            .bind(k.id.as_uuid())
+            .bind(k.org.as_uuid())
+            .bind(new.digest.as_bytes().as_slice())
+            .bind(k.name.as_str())
+            .bind(k.prefix.as_str())
+            .bind(i64::from(k.scopes.bits()))
+            .bind(k.mode.as_str())
+            .bind(k.created_at.unix_ms())
+            .bind(k.created_by.as_uuid())
+            .bind(k.last_used_at.map(Timestamp::unix_ms))
+            .bind(k.deleted_at.map(Timestamp::unix_ms))
+            .bind(k.expires_at.map(Timestamp::unix_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }};
+}
+pub(crate) use insert_key_body;
+
+///
+/// The body of `OrgStore::create_org`: the owner's row locked (`USER_LOCK` of the invoking module), the organizations they own counted against `owned_max`, the organization and its owner's membership inserted and `audit` appended, in one write transaction.
+macro_rules! create_org_body {
+    ($store:expr, $org:expr, $owner:expr, $owned_max:expr, $audit:expr) => {{
+        let org = $org;
+        let owner = $owner;
+        let owned_max = $owned_max;
+        let audit = $audit;
+        let mut tx = $store.write().await?;
+        let user = sqlx::query(USER_LOCK)
+            .bind(owner.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if user.is_none() {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        let owned: i64 = sqlx::query_scalar(sql::OWNED_ORGS_COUNT)
+            .bind(owner.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sql::check_owned_orgs(owned, owned_max)?;
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(org.id.as_uuid())
+            .bind(org.name.as_str())
+            .bind(org.created_at.unix_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        // The owner's row is locked above: it exists until this commits.
+        sqlx::query("INSERT INTO memberships (org, user_id, role) VALUES ($1, $2, 'owner')")
+            .bind(org.id.as_uuid())
+            .bind(owner.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }};
+}
+pub(crate) use create_org_body;
+
+///
+/// The body of `IdempotencyStore::complete_request`.
+macro_rules! complete_request_body {
+    ($store:expr, $org:expr, $key:expr, $response:expr) => {{
+        let org = $org;
+        let key = $key;
+        let response = $response;
+        if response.body.len() > crate::idempotency::RESPONSE_MAX_BYTES {
+            return Err(Error::LimitExceeded {
+                what: "stored response size",
+                max: crate::idempotency::RESPONSE_MAX_BYTES as u64,
+            });
+        }
+        let mut tx = $store.write().await?;
+        let done = sqlx::query(sql::REQUEST_COMPLETE)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(i64::from(response.status))
+            .bind(response.body.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                resource: "idempotency record",
+            });
+        }
+        commit(tx).await
+    }};
+}
+pub(crate) use complete_request_body;
+
+///
+/// The body of `IdempotencyStore::renew_request`.
+macro_rules! renew_request_body {
+    ($store:expr, $org:expr, $key:expr, $attempt:expr, $lock_until:expr) => {{
+        let org = $org;
+        let key = $key;
+        let attempt = $attempt;
+        let lock_until = $lock_until;
+        let mut tx = $store.write().await?;
+        let renewed = sqlx::query(sql::REQUEST_RENEW)
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .bind(attempt.as_uuid())
+            .bind(lock_until.unix_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        commit(tx).await?;
+        Ok(renewed.rows_affected() == 1)
+    }};
+}
+pub(crate) use renew_request_body;
+
+///
+/// The body of `IdempotencyStore::abandon_request`.
+macro_rules! abandon_request_body {
+    ($store:expr, $org:expr, $key:expr, $how:expr) => {{
+        let org = $org;
+        let key = $key;
+        let how = $how;
+        let mut tx = $store.write().await?;
+        sqlx::query(sql::abandon_statement(how))
+            .bind(org.as_uuid())
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        commit(tx).await
+    }};
+}
+pub(crate) use abandon_request_body;
+
 /// `impl JobStore` for a SQL backend. Every method but `enqueue` is the same SQL on SQLite and
 /// PostgreSQL, so it is written once, here; a macro rather than generics over `sqlx::Database`
 /// because the two backends' connection types share no trait the statements could be written

@@ -764,42 +764,7 @@ impl OrgStore for SqliteStore {
         owned_max: u64,
         audit: &AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.write().await?;
-        let user = sqlx::query(USER_LOCK)
-            .bind(owner.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if user.is_none() {
-            return Err(Error::NotFound { resource: "user" });
-        }
-        let owned: i64 = sqlx::query_scalar(sql::OWNED_ORGS_COUNT)
-            .bind(owner.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        sql::check_owned_orgs(owned, owned_max)?;
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(org.id.as_uuid())
-            .bind(org.name.as_str())
-            .bind(org.created_at.unix_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        let added = sqlx::query(
-            "INSERT INTO memberships (org, user_id, role) \
-             SELECT $1, $2, 'owner' WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
-        )
-        .bind(org.id.as_uuid())
-        .bind(owner.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if added.rows_affected() == 0 {
-            return Err(Error::NotFound { resource: "user" });
-        }
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
+        sql::create_org_body!(self, org, owner, owned_max, audit)
     }
 
     async fn org(&self, id: OrgId) -> Result<Option<Organization>> {
@@ -870,44 +835,7 @@ impl OrgStore for SqliteStore {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, new: &NewKey, audit: &AuditEvent) -> Result<()> {
-        let k = &new.key;
-        let mut tx = self.write().await?;
-        // Count-then-insert is atomic: the organization row is locked (SQLite: the one writer)
-        // until the transaction ends, so concurrent creations queue behind this one.
-        let org = sqlx::query(ORG_LOCK)
-            .bind(k.org.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if org.is_none() {
-            return Err(Error::NotFound {
-                resource: "organization",
-            });
-        }
-        let active: i64 = sqlx::query_scalar(sql::ACTIVE_KEYS_COUNT)
-            .bind(k.org.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        sql::check_active_keys(active, new.active_max)?;
-        sqlx::query(sql::KEY_INSERT)
-            .bind(k.id.as_uuid())
-            .bind(k.org.as_uuid())
-            .bind(new.digest.as_bytes().as_slice())
-            .bind(k.name.as_str())
-            .bind(k.prefix.as_str())
-            .bind(i64::from(k.scopes.bits()))
-            .bind(k.mode.as_str())
-            .bind(k.created_at.unix_ms())
-            .bind(k.created_by.as_uuid())
-            .bind(k.last_used_at.map(Timestamp::unix_ms))
-            .bind(k.deleted_at.map(Timestamp::unix_ms))
-            .bind(k.expires_at.map(Timestamp::unix_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
+        sql::insert_key_body!(self, new, audit)
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>> {
@@ -1171,27 +1099,7 @@ impl IdempotencyStore for SqliteStore {
         response: &StoredResponse,
         _at: Timestamp,
     ) -> Result<()> {
-        if response.body.len() > crate::idempotency::RESPONSE_MAX_BYTES {
-            return Err(Error::LimitExceeded {
-                what: "stored response size",
-                max: crate::idempotency::RESPONSE_MAX_BYTES as u64,
-            });
-        }
-        let mut tx = self.write().await?;
-        let done = sqlx::query(sql::REQUEST_COMPLETE)
-            .bind(org.as_uuid())
-            .bind(key.as_str())
-            .bind(i64::from(response.status))
-            .bind(response.body.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                resource: "idempotency record",
-            });
-        }
-        commit(tx).await
+        sql::complete_request_body!(self, org, key, response)
     }
 
     async fn renew_request(
@@ -1201,28 +1109,11 @@ impl IdempotencyStore for SqliteStore {
         attempt: AttemptId,
         lock_until: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.write().await?;
-        let renewed = sqlx::query(sql::REQUEST_RENEW)
-            .bind(org.as_uuid())
-            .bind(key.as_str())
-            .bind(attempt.as_uuid())
-            .bind(lock_until.unix_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        commit(tx).await?;
-        Ok(renewed.rows_affected() == 1)
+        sql::renew_request_body!(self, org, key, attempt, lock_until)
     }
 
     async fn abandon_request(&self, org: OrgId, key: &IdempotencyKey, how: Abandon) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(sql::abandon_statement(how))
-            .bind(org.as_uuid())
-            .bind(key.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        commit(tx).await
+        sql::abandon_request_body!(self, org, key, how)
     }
 
     async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64> {
