@@ -257,19 +257,17 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let mut delay = std::time::Duration::from_millis(50);
         loop {
-            match self.media.get_upload(org, upload, &layer.media).await {
-                Err(Error::Core(creapic_core::Error::NotFound { .. }))
-                    if started.elapsed() < UPLOAD_WAIT =>
-                {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
-                }
-                Err(e) if crate::retry::is_transient(&e) && started.elapsed() < UPLOAD_WAIT => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
-                }
-                other => return other,
+            let read = self.media.get_upload(org, upload, &layer.media).await;
+            let worth_waiting = match &read {
+                Err(Error::Core(creapic_core::Error::NotFound { .. })) => true,
+                Err(e) => crate::retry::is_transient(e),
+                Ok(_) => false,
+            };
+            if !worth_waiting || started.elapsed() >= UPLOAD_WAIT {
+                return read;
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(1));
         }
     }
 
