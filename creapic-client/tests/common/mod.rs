@@ -1,8 +1,8 @@
 //! The test harness of the client: a real creapic server on loopback (the server kit over a
-//! SQLite file, the offline renderer, a job runner, and a stand-in for the host's login layer
-//! that reads the dashboard user from an `x-test-user` header), a [`RecordingTime`] that
-//! records the client's waits and returns at once, and [`DropFirstResponses`], a TCP proxy
-//! that loses the first answers on their way back.
+//! SQLite file or a PostgreSQL schema, see [`Backend`]; the offline renderer; a job runner; and
+//! a stand-in for the host's login layer that reads the dashboard user from an `x-test-user`
+//! header), a [`RecordingTime`] that records the client's waits and returns at once, and
+//! [`DropFirstResponses`], a TCP proxy that loses the first answers on their way back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
@@ -95,10 +95,67 @@ pub async fn server_with(config: KitConfig, runner: bool) -> Server {
 
 /// A server whose live keys generate with `pipeline` (a mocked third-party provider, say).
 pub async fn server_with_pipeline(config: KitConfig, runner: bool, pipeline: Pipeline) -> Server {
+    server_on(Backend::Sqlite, config, runner, pipeline).await
+}
+
+/// Which database a test server keeps its data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the temp directory (deleted on drop).
+    Sqlite,
+    /// A fresh schema of `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+    /// named `test_{secs}_…` like the store tests' schemas, whose cleanup covers it. An
+    /// unreachable server fails the test; it never skips.
+    Postgres,
+}
+
+/// Both backends, for tests that must pass on each.
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// The default test server (runner on, limits no test reaches) on `backend`.
+pub async fn server_on_backend(backend: Backend) -> Server {
+    let config = KitConfig {
+        rate_limit: RateLimitConfig {
+            per_second: 10_000,
+            burst: 10_000,
+        },
+        ..KitConfig::default()
+    };
+    let pipeline = Pipeline::offline(MediaStore::in_memory(SigningKey::generate()))
+        .with_offline_renderer(OfflineRenderer::with_long_sides(64, 96));
+    server_on(backend, config, true, pipeline).await
+}
+
+/// A server on `backend` whose live keys generate with `pipeline`.
+pub async fn server_on(
+    backend: Backend,
+    config: KitConfig,
+    runner: bool,
+    pipeline: Pipeline,
+) -> Server {
     let db = TempDb::new();
-    let store = creapic_core::store::connect(&db.url(), ConnectOptions::default())
-        .await
-        .expect("sqlite store");
+    let store = match backend {
+        Backend::Sqlite => creapic_core::store::connect(&db.url(), ConnectOptions::default())
+            .await
+            .expect("sqlite store"),
+        Backend::Postgres => {
+            let url = std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let schema = format!(
+                "test_{secs}_{}",
+                &uuid::Uuid::now_v7().simple().to_string()[16..]
+            );
+            let options = ConnectOptions::default().schema(&schema).max_connections(4);
+            match creapic_core::store::connect(&url, options).await {
+                Ok(s) => s,
+                Err(e) => panic!("PostgreSQL at {url} is required: {e}"),
+            }
+        }
+    };
     let core: Arc<Creapic<dyn Store>> = Arc::new(Creapic::new(store));
     let router = ServiceBuilder::new(core.clone(), pipeline.clone())
         .config(config)
