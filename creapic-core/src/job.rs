@@ -315,6 +315,68 @@ impl Job {
     }
 }
 
+/// A job without its items, as a listing shows it: what it is, where it stands and how its
+/// items ended, counted by the store (one query for a page, whatever the jobs' sizes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    /// The job.
+    pub id: JobId,
+    /// Its organization.
+    pub org: OrgId,
+    /// Bulk images or a scene render.
+    pub kind: JobKind,
+    /// Live or test.
+    pub mode: KeyMode,
+    /// Its state.
+    pub status: JobStatus,
+    /// Credits per item.
+    pub unit_cost: Credits,
+    /// How many items it has.
+    pub items: u32,
+    /// Items that succeeded (each paid once).
+    pub succeeded: u32,
+    /// Items that failed (each refunded).
+    pub failed: u32,
+    /// Items canceled before they finished (each refunded).
+    pub canceled: u32,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it reached its terminal state.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl JobSummary {
+    /// The summary of a whole job (its items counted here).
+    pub fn of(job: &Job) -> Self {
+        let count = |status: ItemStatus| u32::try_from(job.count(status)).unwrap_or(u32::MAX);
+        JobSummary {
+            id: job.id,
+            org: job.org,
+            kind: job.kind,
+            mode: job.mode,
+            status: job.status,
+            unit_cost: job.unit_cost,
+            items: u32::try_from(job.items.len()).unwrap_or(u32::MAX),
+            succeeded: count(ItemStatus::Succeeded),
+            failed: count(ItemStatus::Failed),
+            canceled: count(ItemStatus::Canceled),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+        }
+    }
+
+    /// Items not finished yet.
+    pub fn pending(&self) -> u32 {
+        self.items
+            .saturating_sub(self.succeeded)
+            .saturating_sub(self.failed)
+            .saturating_sub(self.canceled)
+    }
+}
+
 /// A job to enqueue, validated.
 #[derive(Debug, Clone)]
 pub struct NewJob {

@@ -405,3 +405,85 @@ mod tests {
         assert_eq!(prints.len(), ops.len());
     }
 }
+
+/// How many days one usage query may span.
+pub const USAGE_DAYS_MAX: u32 = 366;
+/// Milliseconds in a day: usage is counted per UTC day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// What an organization's ledger recorded on one UTC day, by kind of movement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyUsage {
+    /// The day's first millisecond (UTC midnight).
+    pub day: Timestamp,
+    /// Credits spent for good: captures (work paid from a hold) plus debits.
+    pub spent: Credits,
+    /// Credits added (grants).
+    pub granted: Credits,
+    /// Credits returned from holds (refunds of failed or canceled work, unused reservations).
+    pub released: Credits,
+}
+
+/// A range of whole UTC days, `[first, first + days)`, checked against [`USAGE_DAYS_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRange {
+    first: Timestamp,
+    days: u32,
+}
+
+impl DayRange {
+    /// The days from the one holding `from` to the one holding `to`, both included.
+    pub fn new(from: Timestamp, to: Timestamp) -> Result<Self> {
+        let first = from.unix_ms().div_euclid(DAY_MS);
+        let last = to.unix_ms().div_euclid(DAY_MS);
+        if last < first {
+            return Err(Error::invalid("to", "must not be before from"));
+        }
+        let days = last - first + 1;
+        if days > i64::from(USAGE_DAYS_MAX) {
+            return Err(Error::LimitExceeded {
+                what: "days in a usage range",
+                max: u64::from(USAGE_DAYS_MAX),
+            });
+        }
+        Ok(DayRange {
+            first: Timestamp::from_unix_ms(first.saturating_mul(DAY_MS)),
+            days: u32::try_from(days).unwrap_or(USAGE_DAYS_MAX),
+        })
+    }
+
+    /// The first day's first millisecond.
+    pub fn start(&self) -> Timestamp {
+        self.first
+    }
+
+    /// The first millisecond after the last day.
+    pub fn end(&self) -> Timestamp {
+        Timestamp::from_unix_ms(self.first.unix_ms() + i64::from(self.days) * DAY_MS)
+    }
+
+    /// How many days.
+    pub fn days(&self) -> u32 {
+        self.days
+    }
+
+    /// Every day of the range, in order, with the days a store reported filled in and the
+    /// others zero (a chart needs every day).
+    pub fn fill(&self, reported: &[DailyUsage]) -> Vec<DailyUsage> {
+        (0..i64::from(self.days))
+            .map(|i| {
+                let day = Timestamp::from_unix_ms(self.first.unix_ms() + i * DAY_MS);
+                reported
+                    .iter()
+                    .find(|u| u.day == day)
+                    .copied()
+                    .unwrap_or(DailyUsage {
+                        day,
+                        spent: Credits::ZERO,
+                        granted: Credits::ZERO,
+                        released: Credits::ZERO,
+                    })
+            })
+            .collect()
+    }
+}

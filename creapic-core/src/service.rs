@@ -20,9 +20,12 @@ use crate::error::{Error, Result};
 use crate::finished_jobs::FinishedJobs;
 use crate::id::{AttemptId, AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, NewJob, WorkerId};
+use crate::job::{Enqueued, FinishItem, ItemOutcome, Job, JobKind, JobSummary, NewJob, WorkerId};
 use crate::key::{ApiKey, ApiKeySecret, KeyMode, KeyName, NewKey, generate_key};
-use crate::ledger::{Credits, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest};
+use crate::ledger::{
+    Credits, DailyUsage, DayRange, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
+    LedgerRequest,
+};
 use crate::org::{Email, Membership, OrgName, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 use crate::random::{OsRandom, RandomSource};
@@ -646,6 +649,28 @@ impl<S: Store + ?Sized> Creapic<S> {
         self.store.entries(org, after, limit).await
     }
 
+    /// The credits of `org` in open holds (work queued or running; see [`crate::store::LedgerStore::held`]).
+    /// Read after, not together with, [`Creapic::balance`]: a hold opened between the two
+    /// reads shows in both or neither, never half.
+    pub async fn held(&self, org: OrgId) -> Result<Credits> {
+        self.store.held(org).await
+    }
+
+    /// Usage of `org` per UTC day, from the day holding `from` to the day holding `to` (both
+    /// included, at most [`USAGE_DAYS_MAX`](crate::ledger::USAGE_DAYS_MAX) days): every day of
+    /// the range, days without entries as zeros.
+    pub async fn usage(
+        &self,
+        org: OrgId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(DayRange, Vec<DailyUsage>)> {
+        let range = DayRange::new(from, to)?;
+        let reported = self.store.usage(org, &range).await?;
+        let days = range.fill(&reported);
+        Ok((range, days))
+    }
+
     // ----- jobs -----
 
     /// Submits a job for the key's organization, reserving its cost. Bulk jobs need
@@ -690,6 +715,21 @@ impl<S: Store + ?Sized> Creapic<S> {
             .ok_or(Error::NotFound { resource: "job" })?;
         self.finished_jobs.note(&job);
         Ok(job)
+    }
+
+    /// The key's organization's jobs (bulk jobs and scene renders), oldest first, without their
+    /// items. The key needs `IMAGE_GENERATION` or `SCENE_RENDER`: a summary names no prompt,
+    /// so either scope may see both kinds.
+    pub async fn list_jobs(
+        &self,
+        principal: &Principal,
+        after: Option<JobId>,
+        limit: PageLimit,
+    ) -> Result<Page<JobSummary, JobId>> {
+        if principal.require(Scope::ImageGeneration).is_err() {
+            principal.require(Scope::SceneRender)?;
+        }
+        self.store.list_jobs(principal.org, after, limit).await
     }
 
     /// Cancels a job of the key's organization, refunding unfinished items.

@@ -17,11 +17,11 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
+use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, JobSummary, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
-    BALANCE_MAX, Credits, EntryKind, Hold, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
-    LedgerRequest,
+    BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, EntryKind, Hold, IdempotencyKey,
+    LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest,
 };
 use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
@@ -538,6 +538,47 @@ impl LedgerStore for MemoryStore {
             .collect();
         Ok(Page::from_overfetch(items, limit, |e| e.seq))
     }
+
+    async fn held(&self, org: OrgId) -> Result<Credits> {
+        let s = self.lock();
+        let held = s
+            .holds
+            .values()
+            .filter(|h| h.org == org && h.closed_at.is_none())
+            .map(Hold::remaining)
+            .sum();
+        Credits::new(held)
+    }
+
+    async fn usage(&self, org: OrgId, range: &DayRange) -> Result<Vec<DailyUsage>> {
+        let s = self.lock();
+        let mut days: BTreeMap<i64, [u64; 3]> = BTreeMap::new();
+        for e in s
+            .entries
+            .iter()
+            .filter(|e| e.org == org && e.created_at >= range.start() && e.created_at < range.end())
+        {
+            let day = days
+                .entry(e.created_at.unix_ms().div_euclid(DAY_MS))
+                .or_default();
+            match e.kind {
+                EntryKind::Capture | EntryKind::Debit => day[0] += e.amount.get(),
+                EntryKind::Grant => day[1] += e.amount.get(),
+                EntryKind::Release => day[2] += e.amount.get(),
+                EntryKind::Hold => {}
+            }
+        }
+        days.into_iter()
+            .map(|(day, [spent, granted, released])| {
+                Ok(DailyUsage {
+                    day: Timestamp::from_unix_ms(day * DAY_MS),
+                    spent: Credits::new(spent)?,
+                    granted: Credits::new(granted)?,
+                    released: Credits::new(released)?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -623,16 +664,16 @@ impl JobStore for MemoryStore {
         org: OrgId,
         after: Option<JobId>,
         limit: PageLimit,
-    ) -> Result<Page<Job, JobId>> {
+    ) -> Result<Page<JobSummary, JobId>> {
         let s = self.lock();
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        let items: Vec<Job> = s
+        let items: Vec<JobSummary> = s
             .jobs
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, j)| j)
             .filter(|j| j.org == org)
             .take(limit.as_usize() + 1)
-            .cloned()
+            .map(JobSummary::of)
             .collect();
         Ok(Page::from_overfetch(items, limit, |j| j.id))
     }

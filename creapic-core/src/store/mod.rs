@@ -23,9 +23,11 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::id::{AttemptId, AuditId, EntryId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{Enqueued, FinishItem, Job, WorkerId};
+use crate::job::{Enqueued, FinishItem, Job, JobSummary, WorkerId};
 use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
-use crate::ledger::{Credits, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest};
+use crate::ledger::{
+    Credits, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest,
+};
 use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 
@@ -158,6 +160,13 @@ pub trait LedgerStore: Send + Sync {
         after: Option<u64>,
         limit: PageLimit,
     ) -> Result<Page<LedgerEntry, u64>>;
+    /// The credits of `org` in open holds: reserved, neither captured nor released yet (work
+    /// running or queued). Zero for an organization without holds.
+    async fn held(&self, org: OrgId) -> Result<Credits>;
+    /// What the ledger of `org` recorded per UTC day in `range`: one [`DailyUsage`] per day
+    /// that has entries, oldest first (days without entries are absent). Summed by the store
+    /// over the entries' `created_at`, one query whatever the number of entries.
+    async fn usage(&self, org: OrgId, range: &DayRange) -> Result<Vec<DailyUsage>>;
 }
 
 /// Jobs and their items, with the holds that pay for them.
@@ -170,13 +179,14 @@ pub trait JobStore: Send + Sync {
     async fn enqueue(&self, job: &crate::job::NewJob) -> Result<Enqueued>;
     /// A job of `org`.
     async fn job(&self, org: OrgId, id: JobId) -> Result<Option<Job>>;
-    /// Jobs of `org`, oldest first, after the cursor.
+    /// Jobs of `org` without their items, oldest first, after the cursor: each with its
+    /// items counted by state (one query for the page, not one per job).
     async fn list_jobs(
         &self,
         org: OrgId,
         after: Option<JobId>,
         limit: PageLimit,
-    ) -> Result<Page<Job, JobId>>;
+    ) -> Result<Page<JobSummary, JobId>>;
     /// Claims the oldest claimable job (queued, or running with an expired lease) for `worker`
     /// until `lease_until`, marking it running and counting the attempt. Two concurrent claims
     /// never get the same job.

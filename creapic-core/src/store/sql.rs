@@ -17,9 +17,11 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{AttemptId, AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{ItemError, ItemStatus, Job, JobItem, JobKind, JobStatus, Lease, WorkerId};
+use crate::job::{
+    ItemError, ItemStatus, Job, JobItem, JobKind, JobStatus, JobSummary, Lease, WorkerId,
+};
 use crate::key::{ApiKey, KeyMode, KeyName, KeyPrefix};
-use crate::ledger::{Credits, EntryKind, Hold, IdempotencyKey, LedgerEntry};
+use crate::ledger::{Credits, DAY_MS, DailyUsage, EntryKind, Hold, IdempotencyKey, LedgerEntry};
 use crate::org::{Email, OrgName, Organization, Role, User};
 use crate::scope::ScopeSet;
 
@@ -47,6 +49,66 @@ pub(crate) fn stale_holds_sql() -> String {
          AND captured + released < amount AND created_at < $1 ORDER BY created_at, id LIMIT $2"
     )
 }
+/// `LedgerStore::held` on both SQL backends: `$1` the organization. The partial index
+/// `holds_open_by_org` keeps it a scan of that organization's open holds.
+pub(crate) const HELD_SQL: &str = "SELECT CAST(COALESCE(SUM(amount - captured - released), 0) \
+     AS BIGINT) AS held FROM holds WHERE org = $1 AND closed_at IS NULL";
+
+/// `LedgerStore::usage` on both SQL backends: `$1` the organization, `$2`..`$3` the range's
+/// first and past-the-end millisecond. Sums per UTC day (`created_at` is Unix ms, never
+/// negative, so integer division is the day number); the index `ledger_entries_org_time` keeps
+/// it a range scan of the organization's entries in the range.
+pub(crate) const USAGE_SQL: &str = "SELECT created_at / 86400000 AS day, \
+     CAST(COALESCE(SUM(CASE WHEN kind IN ('capture', 'debit') THEN amount ELSE 0 END), 0) AS BIGINT) AS spent, \
+     CAST(COALESCE(SUM(CASE WHEN kind = 'grant' THEN amount ELSE 0 END), 0) AS BIGINT) AS granted, \
+     CAST(COALESCE(SUM(CASE WHEN kind = 'release' THEN amount ELSE 0 END), 0) AS BIGINT) AS released \
+     FROM ledger_entries WHERE org = $1 AND created_at >= $2 AND created_at < $3 \
+     GROUP BY created_at / 86400000 ORDER BY day";
+
+/// A row of [`USAGE_SQL`].
+pub(crate) fn daily_usage(row: &impl Columns) -> Result<DailyUsage> {
+    Ok(DailyUsage {
+        day: Timestamp::from_unix_ms(row.int("day")?.saturating_mul(DAY_MS)),
+        spent: row.credits("spent")?,
+        granted: row.credits("granted")?,
+        released: row.credits("released")?,
+    })
+}
+
+/// `JobStore::list_jobs` on both SQL backends: `$1` the organization, `$2` the cursor (a job id
+/// or NULL), `$3` the page size plus one. The page of jobs is chosen first, then only its items
+/// are counted, by state, in one grouped scan.
+pub(crate) fn list_jobs_sql() -> String {
+    format!(
+        "WITH page AS (SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
+             ORDER BY id LIMIT $3), \
+         counts AS (SELECT job_id, CAST(COUNT(*) AS BIGINT) AS n_items, \
+             CAST(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS n_succeeded, \
+             CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS n_failed, \
+             CAST(SUM(CASE WHEN status = 'canceled' THEN 1 ELSE 0 END) AS BIGINT) AS n_canceled \
+             FROM job_items WHERE job_id IN (SELECT id FROM page) GROUP BY job_id) \
+         SELECT page.*, COALESCE(counts.n_items, 0) AS n_items, \
+             COALESCE(counts.n_succeeded, 0) AS n_succeeded, \
+             COALESCE(counts.n_failed, 0) AS n_failed, \
+             COALESCE(counts.n_canceled, 0) AS n_canceled \
+         FROM page LEFT JOIN counts ON counts.job_id = page.id ORDER BY page.id"
+    )
+}
+
+/// A row of [`list_jobs_sql`].
+pub(crate) fn job_summary(row: &impl Columns) -> Result<JobSummary> {
+    let job = job(row, Vec::new())?;
+    let count =
+        |col: &str| -> Result<u32> { u32::try_from(row.int(col)?).map_err(|e| corrupt(col, e)) };
+    Ok(JobSummary {
+        items: count("n_items")?,
+        succeeded: count("n_succeeded")?,
+        failed: count("n_failed")?,
+        canceled: count("n_canceled")?,
+        ..JobSummary::of(&job)
+    })
+}
+
 /// Columns of `jobs`.
 pub(crate) const JOB_COLUMNS: &str = "id, org, key_id, kind, mode, status, unit_cost, hold_id, \
      idempotency_key, created_at, updated_at, finished_at, lease_worker, lease_expires_at, attempts";
@@ -676,24 +738,18 @@ macro_rules! sql_job_store {
                 org: OrgId,
                 after: Option<JobId>,
                 limit: PageLimit,
-            ) -> Result<Page<Job, JobId>> {
-                let mut conn = self.read_pool().acquire().await.map_err(map_error)?;
-                let rows = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
-                     ORDER BY id LIMIT $3"
-                )))
-                .bind(org.as_uuid())
-                .bind(after.map(|j| j.as_uuid()))
-                .bind(i64::from(limit.get()) + 1)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(map_error)?;
-                let mut jobs = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let id = JobId::from_uuid(row.uuid("id")?);
-                    let items = load_items(&mut conn, id).await?;
-                    jobs.push(sql::job(row, items)?);
-                }
+            ) -> Result<Page<$crate::job::JobSummary, JobId>> {
+                let rows = sqlx::query(AssertSqlSafe($crate::store::sql::list_jobs_sql()))
+                    .bind(org.as_uuid())
+                    .bind(after.map(|j| j.as_uuid()))
+                    .bind(i64::from(limit.get()) + 1)
+                    .fetch_all(self.read_pool())
+                    .await
+                    .map_err(map_error)?;
+                let jobs = rows
+                    .iter()
+                    .map($crate::store::sql::job_summary)
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Page::from_overfetch(jobs, limit, |j| j.id))
             }
 

@@ -29,7 +29,8 @@ use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredRe
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
-    BALANCE_MAX, Credits, Hold, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest,
+    BALANCE_MAX, Credits, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry, LedgerOp,
+    LedgerReceipt, LedgerRequest,
 };
 use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
@@ -1035,6 +1036,26 @@ impl LedgerStore for SqliteStore {
         .map_err(map_error)?;
         let items = rows.iter().map(sql::entry).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |e| e.seq))
+    }
+
+    async fn held(&self, org: OrgId) -> Result<Credits> {
+        let row = sqlx::query(sql::HELD_SQL)
+            .bind(org.as_uuid())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_error)?;
+        sql::Columns::credits(&row, "held")
+    }
+
+    async fn usage(&self, org: OrgId, range: &DayRange) -> Result<Vec<DailyUsage>> {
+        let rows = sqlx::query(sql::USAGE_SQL)
+            .bind(org.as_uuid())
+            .bind(range.start().unix_ms())
+            .bind(range.end().unix_ms())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(sql::daily_usage).collect()
     }
 }
 

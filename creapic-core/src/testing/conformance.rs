@@ -49,6 +49,8 @@ macro_rules! conformance_suite {
             ledger_stale_holds_are_open_unpaid_and_old,
             ledger_grant_respects_the_balance_limit,
             ledger_entries_page_in_order,
+            ledger_held_counts_open_holds_only,
+            ledger_usage_sums_each_utc_day,
             concurrent_debits_and_holds_never_overdraw,
             concurrent_replays_charge_once,
             jobs_enqueue_reserves_in_one_step,
@@ -61,6 +63,7 @@ macro_rules! conformance_suite {
             jobs_complete_releases_the_rest,
             jobs_cancel_refunds_unfinished_items,
             jobs_are_invisible_to_other_orgs,
+            jobs_list_counts_items_by_state,
             concurrent_claims_never_share_a_job,
             audit_queries_filter_page_and_purge,
             audit_chain_links_every_append_and_survives_purge,
@@ -1297,6 +1300,99 @@ pub async fn jobs_items_are_charged_exactly_once(store: Arc<dyn Store>) {
     assert!(matches!(r, Err(Error::Invalid { .. })), "{r:?}");
 }
 
+/// A listing shows each job with its items counted by state, oldest first, one page at a
+/// time, and only the organization's own jobs.
+pub async fn jobs_list_counts_items_by_state(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    let other = ok(f.funded_org(100).await, "other");
+    let first = new_job(&f, org, 4, 1, "list-1");
+    ok(f.store.enqueue(&first).await, "enqueue 1");
+    let second = new_job(&f, org, 2, 1, "list-2");
+    ok(f.store.enqueue(&second).await, "enqueue 2");
+    let third = new_job(&f, org, 1, 1, "list-3");
+    ok(f.store.enqueue(&third).await, "enqueue 3");
+    ok(
+        f.store
+            .enqueue(&new_job(&f, other, 1, 1, "list-other"))
+            .await,
+        "enqueue other",
+    );
+    let w = worker("w-list");
+    claim_exact(&f, &w, first.id).await;
+    ok(
+        f.store
+            .finish_item(&finish(&f, first.id, &w, 0, true))
+            .await,
+        "0",
+    );
+    ok(
+        f.store
+            .finish_item(&finish(&f, first.id, &w, 1, true))
+            .await,
+        "1",
+    );
+    ok(
+        f.store
+            .finish_item(&finish(&f, first.id, &w, 2, false))
+            .await,
+        "2",
+    );
+    ok(
+        f.store
+            .cancel_job(org, second.id, f.entry_id(), f.now)
+            .await,
+        "cancel",
+    );
+
+    // Ids made in one millisecond sort by their random bits: "oldest first" is id order.
+    let mut order = vec![first.id, second.id, third.id];
+    order.sort();
+    let limit = ok(PageLimit::new(2), "limit");
+    let page = ok(f.store.list_jobs(org, None, limit).await, "page 1");
+    let next = page.next.expect("a second page");
+    let rest = ok(f.store.list_jobs(org, Some(next), limit).await, "page 2");
+    assert_eq!(rest.next, None);
+    let all: Vec<_> = page.items.iter().chain(&rest.items).cloned().collect();
+    assert_eq!(
+        all.iter().map(|j| j.id).collect::<Vec<_>>(),
+        order,
+        "id order, two per page, each job once"
+    );
+    let find = |id: JobId| all.iter().find(|j| j.id == id).expect("listed").clone();
+    let running = find(first.id);
+    assert_eq!(
+        (
+            running.items,
+            running.succeeded,
+            running.failed,
+            running.canceled
+        ),
+        (4, 2, 1, 0)
+    );
+    assert_eq!(running.pending(), 1);
+    assert_eq!(running.status, JobStatus::Running);
+    assert_eq!(running.org, org);
+    assert_eq!(running.unit_cost.get(), 1);
+    let canceled = find(second.id);
+    assert_eq!(canceled.status, JobStatus::Canceled);
+    assert_eq!(
+        (canceled.items, canceled.canceled, canceled.pending()),
+        (2, 2, 0)
+    );
+    assert!(canceled.finished_at.is_some());
+    // (Claiming the first job may have claimed this one on the way: queued or running.)
+    let untouched = find(third.id);
+    assert_eq!(
+        (untouched.items, untouched.pending(), untouched.finished_at),
+        (1, 1, None),
+        "a job not worked on: every item pending"
+    );
+    // The listing agrees with the whole job, item by item.
+    let whole = ok(f.store.job(org, first.id).await, "job").expect("job");
+    assert_eq!(crate::job::JobSummary::of(&whole), running);
+}
+
 async fn claim_exact(f: &Fixture, w: &WorkerId, id: JobId) -> crate::job::Job {
     for _ in 0..1000 {
         match ok(
@@ -1392,6 +1488,203 @@ pub async fn jobs_cancel_refunds_unfinished_items(store: Arc<dyn Store>) {
     );
     assert_eq!(c.status, JobStatus::Canceled);
     assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 8);
+}
+
+/// `held` is what open holds still hold: reserved minus captured minus released, of open
+/// holds of this organization only; closing a hold takes it out.
+pub async fn ledger_held_counts_open_holds_only(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    let other = ok(f.funded_org(100).await, "other");
+    assert_eq!(ok(f.store.held(org).await, "held").get(), 0);
+    let a = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(10),
+                job: None,
+            },
+            "held-a",
+        )
+        .await,
+        "reserve a",
+    );
+    let b = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(7),
+                job: None,
+            },
+            "held-b",
+        )
+        .await,
+        "reserve b",
+    );
+    ok(
+        f.apply(
+            other,
+            LedgerOp::Reserve {
+                amount: amount(50),
+                job: None,
+            },
+            "held-o",
+        )
+        .await,
+        "reserve other",
+    );
+    let hold_a = a.hold.expect("hold a").id;
+    let hold_b = b.hold.expect("hold b").id;
+    assert_eq!(ok(f.store.held(org).await, "held").get(), 17);
+    ok(
+        f.apply(
+            org,
+            LedgerOp::Capture {
+                hold: hold_a,
+                amount: amount(4),
+            },
+            "held-cap",
+        )
+        .await,
+        "capture",
+    );
+    ok(
+        f.apply(
+            org,
+            LedgerOp::Release {
+                hold: hold_a,
+                amount: Some(amount(1)),
+            },
+            "held-rel",
+        )
+        .await,
+        "release part",
+    );
+    assert_eq!(ok(f.store.held(org).await, "held").get(), 5 + 7);
+    ok(
+        f.apply(
+            org,
+            LedgerOp::Release {
+                hold: hold_b,
+                amount: None,
+            },
+            "held-close",
+        )
+        .await,
+        "close b",
+    );
+    assert_eq!(ok(f.store.held(org).await, "held").get(), 5);
+    assert_eq!(ok(f.store.held(other).await, "held other").get(), 50);
+    // Balance plus held plus what was spent is what was granted.
+    let balance = ok(f.store.balance(org).await, "balance").get();
+    assert_eq!(balance + 5 + 4, 100);
+}
+
+/// Usage sums each UTC day's entries by kind (spent = captures + debits; grants; releases),
+/// of this organization only, within the range only; reserves move nothing here.
+pub async fn ledger_usage_sums_each_utc_day(store: Arc<dyn Store>) {
+    use crate::ledger::{DAY_MS, DayRange};
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(0).await, "org");
+    let other = ok(f.funded_org(0).await, "other");
+    // Three days: d0 (outside the range), d1 and d2.
+    let d0 = (f.now.unix_ms() / DAY_MS - 3) * DAY_MS;
+    let (d1, d2) = (d0 + DAY_MS, d0 + 2 * DAY_MS);
+    let at = |ms: i64| Timestamp::from_unix_ms(ms);
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Grant {
+                amount: amount(100),
+            },
+            "u-g0",
+            at(d0 + 5),
+        )
+        .await,
+        "g0",
+    );
+    ok(
+        f.apply_at(org, LedgerOp::Grant { amount: amount(50) }, "u-g1", at(d1))
+            .await,
+        "g1",
+    );
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Debit { amount: amount(3) },
+            "u-d1",
+            at(d1 + DAY_MS - 1),
+        )
+        .await,
+        "d1",
+    );
+    let r = ok(
+        f.apply_at(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(10),
+                job: None,
+            },
+            "u-r2",
+            at(d2 + 1),
+        )
+        .await,
+        "r2",
+    );
+    let hold = r.hold.expect("hold").id;
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(6),
+            },
+            "u-c2",
+            at(d2 + 2),
+        )
+        .await,
+        "c2",
+    );
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Release { hold, amount: None },
+            "u-x2",
+            at(d2 + 3),
+        )
+        .await,
+        "x2",
+    );
+    ok(
+        f.apply_at(
+            other,
+            LedgerOp::Grant { amount: amount(9) },
+            "u-o",
+            at(d1 + 7),
+        )
+        .await,
+        "other",
+    );
+    let range = ok(DayRange::new(at(d1 + 123), at(d2 + 456)), "range");
+    assert_eq!((range.start(), range.days()), (at(d1), 2));
+    let days = ok(f.store.usage(org, &range).await, "usage");
+    let got: Vec<_> = days
+        .iter()
+        .map(|u| {
+            (
+                u.day.unix_ms(),
+                u.spent.get(),
+                u.granted.get(),
+                u.released.get(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(d1, 3, 50, 0), (d2, 6, 0, 4)]);
+    let empty = ok(
+        DayRange::new(at(d2 + DAY_MS), at(d2 + DAY_MS)),
+        "empty range",
+    );
+    assert!(ok(f.store.usage(org, &empty).await, "usage").is_empty());
 }
 
 /// Another organization can neither read, list nor cancel a job.
