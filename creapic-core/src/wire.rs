@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::generation::{AspectRatio, Quality};
-use crate::job::{ItemStatus, JobStatus};
+use crate::job::{ItemStatus, JobKind, JobStatus};
 use crate::key::KeyMode;
+use crate::ledger::EntryKind;
 use crate::scope::Scope;
 
 /// Longest prompt (raw text or serialized JSON prompt), in characters.
@@ -670,6 +671,164 @@ pub struct AuditEventWire {
 pub struct AuditResponse {
     /// Events, oldest first.
     pub events: Vec<AuditEventWire>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a ledger entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerEntryTypeWire {
+    /// Tokens added.
+    Grant,
+    /// Tokens removed for good.
+    Debit,
+    /// Tokens set aside for work not finished yet.
+    Hold,
+    /// Held tokens made final: the work was delivered (the balance does not change).
+    Capture,
+    /// Held tokens returned: failed or canceled work, or a reservation left over.
+    Release,
+}
+
+impl From<EntryKind> for LedgerEntryTypeWire {
+    fn from(k: EntryKind) -> Self {
+        match k {
+            EntryKind::Grant => LedgerEntryTypeWire::Grant,
+            EntryKind::Debit => LedgerEntryTypeWire::Debit,
+            EntryKind::Hold => LedgerEntryTypeWire::Hold,
+            EntryKind::Capture => LedgerEntryTypeWire::Capture,
+            EntryKind::Release => LedgerEntryTypeWire::Release,
+        }
+    }
+}
+
+/// One line of an organization's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntryWire {
+    /// The entry's id.
+    pub id: String,
+    /// What it did.
+    #[serde(rename = "type")]
+    pub entry_type: LedgerEntryTypeWire,
+    /// How many tokens it moved (for a capture: the tokens made final).
+    pub amount: u64,
+    /// The signed change of the balance (0 for a capture).
+    pub delta: i64,
+    /// The balance right after it.
+    pub balance_after: u64,
+    /// The bulk job or scene render it paid for or refunded (poll it by this id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The hold it belongs to, for hold, capture and release entries. For a synchronous image
+    /// generation this is also the generation's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
+    /// When (RFC 3339).
+    pub created_at: String,
+}
+
+/// Response of `GET /api/public/credits`: the key's organization's tokens and one page of its
+/// ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsResponse {
+    /// The organization (the key's).
+    pub organization_id: String,
+    /// Tokens available to spend now.
+    pub balance: u64,
+    /// Tokens set aside for work queued or running (not part of `balance`; what the work does
+    /// not use comes back to it).
+    pub held: u64,
+    /// Ledger entries, oldest first.
+    pub entries: Vec<LedgerEntryWire>,
+    /// Pass as `cursor` to get the next page of entries.
+    pub next_cursor: Option<String>,
+}
+
+/// One UTC day of an organization's token usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyUsageWire {
+    /// The day (`YYYY-MM-DD`, UTC).
+    pub date: String,
+    /// Tokens spent: delivered work (captures) and debits.
+    pub spent: u64,
+    /// Tokens added.
+    pub granted: u64,
+    /// Tokens returned from holds (refunds, canceled work, reservations left over).
+    pub released: u64,
+}
+
+/// Response of `GET /api/public/credits/usage`: every day of the range, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    /// The organization (the key's).
+    pub organization_id: String,
+    /// The first day (`YYYY-MM-DD`, UTC).
+    pub from: String,
+    /// The last day, included (`YYYY-MM-DD`, UTC).
+    pub to: String,
+    /// Tokens spent over the range.
+    pub spent: u64,
+    /// One entry per day of the range, days without activity as zeros.
+    pub days: Vec<DailyUsageWire>,
+}
+
+/// What a job makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKindWire {
+    /// A bulk image job (`POST /api/playground/images`; poll `GET /api/playground/images/{jobId}`).
+    Bulk,
+    /// A scene render (`POST /api/public/scenes/render`; poll
+    /// `GET /api/public/scenes/render/{id}`).
+    Scene,
+}
+
+impl From<JobKind> for JobKindWire {
+    fn from(k: JobKind) -> Self {
+        match k {
+            JobKind::Bulk => JobKindWire::Bulk,
+            JobKind::Scene => JobKindWire::Scene,
+        }
+    }
+}
+
+/// A bulk job or scene render as a listing shows it: no prompts, no images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummaryWire {
+    /// The job's (or render's) id.
+    pub job_id: String,
+    /// What it makes.
+    pub kind: JobKindWire,
+    /// Its state.
+    pub status: JobStatusWire,
+    /// Images requested (1 for a render).
+    pub total_images: u32,
+    /// Images generated.
+    pub completed_images: u32,
+    /// Images failed.
+    pub failed_images: u32,
+    /// Images canceled before they were made.
+    pub canceled_images: u32,
+    /// Tokens per image.
+    pub tokens_per_image: u64,
+    /// When it was accepted (RFC 3339).
+    pub created_at: String,
+    /// When it finished (RFC 3339).
+    pub completed_at: Option<String>,
+}
+
+/// Response of `GET /api/playground/images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListJobsResponse {
+    /// Bulk jobs and renders, oldest first.
+    pub jobs: Vec<JobSummaryWire>,
     /// Pass as `cursor` to get the next page.
     pub next_cursor: Option<String>,
 }

@@ -49,14 +49,33 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principa
     Ok(principal)
 }
 
-/// Verifies the request's API key and checks `scope`, then the per-key rate limit.
+/// What a route asks of an API key beyond being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyNeed {
+    /// A key with this scope.
+    Scope(Scope),
+    /// Any valid key of the organization (reads of the organization's own account, such as its
+    /// credits); finer checks, if any, are the core's.
+    AnyKey,
+}
+
+impl From<Scope> for KeyNeed {
+    fn from(scope: Scope) -> Self {
+        KeyNeed::Scope(scope)
+    }
+}
+
+/// Verifies the request's API key and checks what the route needs of it (a scope, or nothing
+/// more), then the per-key rate limit.
 pub async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
-    scope: Scope,
+    need: impl Into<KeyNeed>,
 ) -> Result<(Principal, crate::rate_limit::RateDecision), Error> {
     let principal = principal(state, headers).await?;
-    principal.require(scope)?;
+    if let KeyNeed::Scope(scope) = need.into() {
+        principal.require(scope)?;
+    }
     let decision = state.rate_limiter().check(principal.key).await;
     if !decision.allowed {
         return Err(Error::RateLimited {

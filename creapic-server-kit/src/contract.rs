@@ -22,9 +22,11 @@ use crate::error::Error;
 pub enum Stage {
     /// Any route: a bug or a panic is a 500 with the error body.
     Always,
-    /// An API key is checked: missing, malformed, unknown; failed authentications limited per
-    /// address; the key's rate limit; the store asked about the key.
+    /// An API key is checked: missing, malformed, unknown, lacking the scope; failed
+    /// authentications limited per address; the key's rate limit; the store asked about the key.
     ApiKey(Scope),
+    /// Any valid key of the organization: as [`Stage::ApiKey`] without a scope to lack.
+    AnyKey,
     /// A dashboard route: the host's signed-in user, their role in the organization.
     Dashboard,
     /// A JSON body read under the size limit.
@@ -55,13 +57,17 @@ impl Stage {
             Stage::Always => vec![Error::Internal {
                 message: String::new(),
             }],
-            Stage::ApiKey(scope) => vec![
+            Stage::ApiKey(scope) => {
+                let mut errors = Stage::AnyKey.errors();
+                errors.push(Core::MissingScope(scope).into());
+                // `organizationId` sent for another organization than the key's.
+                errors.push(Core::WrongOrganization.into());
+                errors
+            }
+            Stage::AnyKey => vec![
                 Core::MissingAuthorization.into(),
                 Core::InvalidKeyFormat.into(),
                 Core::InvalidKey.into(),
-                Core::MissingScope(scope).into(),
-                // `organizationId` sent for another organization than the key's.
-                Core::WrongOrganization.into(),
                 Core::TooManyAuthFailures {
                     retry_after: second,
                 }
@@ -207,6 +213,37 @@ pub const ROUTES: &[(&str, Method, &[Stage])] = &[
             Stage::JsonBody,
             Stage::Idempotent,
             Stage::Paid,
+        ],
+    ),
+    (
+        "/api/playground/images",
+        Method::GET,
+        &[
+            Stage::Always,
+            // IMAGE_GENERATION or SCENE_RENDER: a key with neither is refused (403).
+            Stage::ApiKey(Scope::ImageGeneration),
+            Stage::Parameters,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/public/credits",
+        Method::GET,
+        &[
+            Stage::Always,
+            Stage::AnyKey,
+            Stage::Parameters,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/public/credits/usage",
+        Method::GET,
+        &[
+            Stage::Always,
+            Stage::AnyKey,
+            Stage::Parameters,
+            Stage::Store,
         ],
     ),
     (
@@ -356,7 +393,9 @@ const LINKS: &[Link] = &[
 
 /// Whether a route is behind an API key (it then answers with `RateLimit-*` headers).
 fn keyed(stages: &[Stage]) -> bool {
-    stages.iter().any(|s| matches!(s, Stage::ApiKey(_)))
+    stages
+        .iter()
+        .any(|s| matches!(s, Stage::ApiKey(_) | Stage::AnyKey))
 }
 
 fn header(description: &str, schema: Value) -> Value {
@@ -466,9 +505,12 @@ mod tests {
             let statuses = error_statuses(path, method).unwrap_or_default();
             assert!(statuses.contains_key(&500), "{method} {path}");
             if keyed(stages) {
-                for s in [401, 403, 429, 503] {
+                for s in [401, 429, 503] {
                     assert!(statuses.contains_key(&s), "{method} {path} lacks {s}");
                 }
+            }
+            if stages.iter().any(|s| matches!(s, Stage::ApiKey(_))) {
+                assert!(statuses.contains_key(&403), "{method} {path} lacks 403");
             }
         }
     }

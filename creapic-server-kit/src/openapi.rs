@@ -5,7 +5,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{audit, images, keys, media, organizations, playground, scenes, system};
+use crate::handlers::{
+    audit, credits, images, keys, media, organizations, playground, scenes, system,
+};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -20,7 +22,10 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
         scenes::get,
         media::get,
         organizations::create,
+        credits::get,
+        credits::usage,
         playground::submit,
+        playground::list,
         playground::status,
         playground::cancel,
         keys::list,
@@ -34,7 +39,8 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
     tags(
         (name = "images", description = "Synchronous image generation from text or a ready JSON prompt (API key, IMAGE_GENERATION)"),
         (name = "scenes", description = "Scene renders: a generated background with layers composited over it (API key, SCENE_RENDER)"),
-        (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll (API key, IMAGE_GENERATION)"),
+        (name = "credits", description = "The key's organization's tokens: balance, held tokens, ledger and usage per day (any valid key)"),
+        (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll, list or cancel (API key, IMAGE_GENERATION; the listing also SCENE_RENDER)"),
         (name = "organizations", description = "Organizations created with an API key (ORGANIZATION_WRITE)"),
         (name = "keys", description = "API key management, called by a signed-in dashboard user (the host's session)"),
         (name = "audit", description = "The organization's audit log, called by a signed-in dashboard user"),

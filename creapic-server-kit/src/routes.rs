@@ -8,7 +8,9 @@ use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::error::Error;
-use crate::handlers::{audit, images, keys, media, organizations, playground, scenes, system};
+use crate::handlers::{
+    audit, credits, images, keys, media, organizations, playground, scenes, system,
+};
 use crate::reference;
 use crate::service::AppState;
 
@@ -17,7 +19,7 @@ pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
     let metrics_route = state.config().metrics_route;
-    let table: [(&'static str, MethodRouter<AppState>); 13] = [
+    let table: [(&'static str, MethodRouter<AppState>); 15] = [
         ("/api/public/images/generate", post(images::generate)),
         ("/api/public/scenes/render", post(scenes::render)),
         ("/api/public/scenes/render/{id}", get(scenes::get)),
@@ -25,7 +27,12 @@ pub fn router(state: AppState) -> Router {
             "/api/public/organizations/create",
             post(organizations::create),
         ),
-        ("/api/playground/images", post(playground::submit)),
+        ("/api/public/credits", get(credits::get)),
+        ("/api/public/credits/usage", get(credits::usage)),
+        (
+            "/api/playground/images",
+            get(playground::list).post(playground::submit),
+        ),
         ("/api/playground/images/{job_id}", get(playground::status)),
         (
             "/api/playground/images/{job_id}/cancel",

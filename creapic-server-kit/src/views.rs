@@ -2,12 +2,14 @@
 //! audit event or a job looks on the wire. Handlers call these; the client reads what they build.
 
 use creapic_core::audit::AuditEvent;
-use creapic_core::job::{ItemStatus, Job};
+use creapic_core::clock::Timestamp;
+use creapic_core::job::{ItemStatus, Job, JobSummary};
 use creapic_core::key::ApiKey;
+use creapic_core::ledger::{DailyUsage, LedgerEntry};
 use creapic_core::org::Organization;
 use creapic_core::wire::{
-    ApiKeyInfo, AuditEventWire, ItemErrorWire, JobImage, JobStatusResponse, OrganizationWire,
-    ScopeWire,
+    ApiKeyInfo, AuditEventWire, DailyUsageWire, ItemErrorWire, JobImage, JobStatusResponse,
+    JobSummaryWire, LedgerEntryWire, OrganizationWire, ScopeWire,
 };
 
 /// A key's record as listed (never its secret or digest).
@@ -89,5 +91,52 @@ pub fn job_status(job: &Job, url: &dyn Fn(&str) -> Option<String>) -> JobStatusR
             .collect(),
         created_at: job.created_at.to_rfc3339(),
         completed_at: job.finished_at.map(|t| t.to_rfc3339()),
+    }
+}
+
+/// A UTC day as `YYYY-MM-DD`.
+pub fn date(t: Timestamp) -> String {
+    let mut text = t.to_rfc3339();
+    text.truncate(10);
+    text
+}
+
+/// A ledger entry.
+pub fn ledger_entry(e: &LedgerEntry) -> LedgerEntryWire {
+    LedgerEntryWire {
+        id: e.id.to_string(),
+        entry_type: e.kind.into(),
+        amount: e.amount.get(),
+        delta: e.delta,
+        balance_after: e.balance_after.get(),
+        job_id: e.job.map(|j| j.to_string()),
+        hold_id: e.hold.map(|h| h.to_string()),
+        created_at: e.created_at.to_rfc3339(),
+    }
+}
+
+/// One day of usage.
+pub fn daily_usage(u: &DailyUsage) -> DailyUsageWire {
+    DailyUsageWire {
+        date: date(u.day),
+        spent: u.spent.get(),
+        granted: u.granted.get(),
+        released: u.released.get(),
+    }
+}
+
+/// A job as a listing shows it.
+pub fn job_summary(j: &JobSummary) -> JobSummaryWire {
+    JobSummaryWire {
+        job_id: j.id.to_string(),
+        kind: j.kind.into(),
+        status: j.status.into(),
+        total_images: j.items,
+        completed_images: j.succeeded,
+        failed_images: j.failed,
+        canceled_images: j.canceled,
+        tokens_per_image: j.unit_cost.get(),
+        created_at: j.created_at.to_rfc3339(),
+        completed_at: j.finished_at.map(|t| t.to_rfc3339()),
     }
 }

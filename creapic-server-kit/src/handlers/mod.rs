@@ -3,6 +3,7 @@
 //! `creapic_core::wire`; every failure is an [`Error`](crate::Error) turned into a response.
 
 pub mod audit;
+pub mod credits;
 pub mod images;
 pub mod keys;
 pub mod media;
@@ -13,10 +14,10 @@ pub mod system;
 
 use std::net::{IpAddr, SocketAddr};
 
+use creapic_core::Principal;
 use creapic_core::audit::RequestContext;
 use creapic_core::id::JobId;
 use creapic_core::job::{Job, JobKind};
-use creapic_core::{Principal, scope::Scope};
 use http::{HeaderMap, StatusCode, request::Parts};
 use serde::Serialize;
 
@@ -98,19 +99,19 @@ pub async fn job_by_id(
     Ok(job)
 }
 
-/// Authorizes the request for `scope`, runs `work`, and stamps the answer with the key's rate
-/// limit headers: the frame of every API-key route.
+/// Authorizes the request for `need` (a scope, or any key), runs `work`, and stamps the answer
+/// with the key's rate limit headers: the frame of every API-key route.
 pub async fn with_key<F, Fut>(
     state: &AppState,
     headers: &HeaderMap,
-    scope: Scope,
+    need: impl Into<crate::auth::KeyNeed>,
     work: F,
 ) -> Response
 where
     F: FnOnce(Principal) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let (principal, rate) = match crate::auth::authorize(state, headers, scope).await {
+    let (principal, rate) = match crate::auth::authorize(state, headers, need).await {
         Ok(p) => p,
         Err(e) => return axum::response::IntoResponse::into_response(e),
     };

@@ -1,4 +1,5 @@
-//! `POST /api/playground/images`, `GET /api/playground/images/{jobId}` and
+//! `POST /api/playground/images`, `GET /api/playground/images` (the listing),
+//! `GET /api/playground/images/{jobId}` and
 //! `POST /api/playground/images/{jobId}/cancel`: bulk image jobs, as the 001 document specifies
 //! them — 1 credit per image, all or nothing, then polling; canceling releases what is left. A finished
 //! job's status body is served from [`crate::finished_status`].
@@ -10,13 +11,17 @@ use creapic_core::JobSpec;
 use creapic_core::job::JobKind;
 use creapic_core::ledger::Credits;
 use creapic_core::scope::Scope;
-use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusResponse};
+use creapic_core::wire::{
+    BulkImagesRequest, BulkImagesResponse, JobStatusResponse, ListJobsResponse,
+};
 use http::StatusCode;
 
+use crate::auth::KeyNeed;
 use crate::body::read_json;
+use crate::handlers::keys::{limit, query};
 use crate::handlers::{job_by_id, job_id_param, with_key};
 use crate::idempotent::{self, Replay};
-use crate::response::bytes_response;
+use crate::response::{bytes_response, json};
 use crate::service::AppState;
 use crate::{Error, views};
 
@@ -115,6 +120,76 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
     .await;
     rate.apply(response.headers_mut());
     response
+}
+
+/// Query of `GET /api/playground/images`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Jobs per page, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// The key's organization's bulk jobs and scene renders, oldest first, without prompts or
+/// images (poll one by its id for those).
+#[utoipa::path(
+    get,
+    path = "/api/playground/images",
+    operation_id = "listImageJobs",
+    tag = "playground",
+    params(ListJobsQuery),
+    responses(
+        (status = 200, description = "Jobs and renders, oldest first", body = ListJobsResponse),
+        (status = 400, description = "Bad query (cursor, limit)", body = creapic_core::wire::ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = creapic_core::wire::ErrorBody),
+        (status = 403, description = "The key has neither IMAGE_GENERATION nor SCENE_RENDER", body = creapic_core::wire::ErrorBody),
+        (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let st = state.clone();
+    // Parsed before the key is checked, answered after: a bad query of an unauthenticated
+    // caller is a 401 like any other.
+    let q: Result<ListJobsQuery, Error> = query(&parts);
+    // The scope check is the core's (either of two scopes).
+    with_key(
+        &state,
+        &parts.headers,
+        KeyNeed::AnyKey,
+        |principal| async move {
+            let result = async {
+                let q = q?;
+                let after = q
+                    .cursor
+                    .as_deref()
+                    .map(creapic_core::id::JobId::parse)
+                    .transpose()
+                    .map_err(|_| Error::InvalidParameter {
+                        name: "cursor",
+                        message: "not a cursor from this API".into(),
+                    })?;
+                let page = st
+                    .core()
+                    .list_jobs(&principal, after, limit(q.limit)?)
+                    .await
+                    .map_err(Error::Core)?;
+                let body = ListJobsResponse {
+                    jobs: page.items.iter().map(views::job_summary).collect(),
+                    next_cursor: page.next.map(|id| id.to_string()),
+                };
+                Ok::<_, Error>(json(StatusCode::OK, &body))
+            }
+            .await;
+            result.unwrap_or_else(IntoResponse::into_response)
+        },
+    )
+    .await
 }
 
 /// The status of a bulk job of the key's organization (404 for any other organization's job).
