@@ -23,7 +23,7 @@ use url::Url;
 
 use crate::config::ClientBuilder;
 use crate::error::{ApiError, Error, ErrorCode, Result};
-use crate::resources::{Audit, Images, Keys, Media, Organizations, Playground, Scenes};
+use crate::resources::{Audit, Credits, Images, Keys, Media, Organizations, Playground, Scenes};
 use crate::retry::{self, RetryPolicy};
 use crate::time::Time;
 
@@ -145,6 +145,12 @@ impl Client {
     /// `POST /api/public/organizations/create`.
     pub fn organizations(&self) -> Organizations<'_> {
         Organizations::new(self)
+    }
+
+    /// The key's organization's tokens: balance, held tokens, ledger and usage per day
+    /// (`/api/public/credits`).
+    pub fn credits(&self) -> Credits<'_> {
+        Credits::new(self)
     }
 
     /// `POST /api/playground/images`, `GET /api/playground/images/{jobId}`, and the job waiter.

@@ -38,6 +38,7 @@
 
 pub mod config;
 pub mod error;
+pub mod paginate;
 pub mod resources;
 pub mod retry;
 pub mod time;
@@ -53,5 +54,6 @@ pub use config::{ClientBuilder, DashboardAuth};
 pub use creapic_core::key::ApiKeySecret;
 pub use creapic_core::wire;
 pub use error::{ApiError, Error, ErrorCode, Result};
+pub use paginate::{Paged, Paginator};
 pub use retry::RetryPolicy;
 pub use wait::{ExceededMaxWait, Progress, Wait, WaitOptions};

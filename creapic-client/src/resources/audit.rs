@@ -73,6 +73,24 @@ impl<'a> Audit<'a> {
         self.client.json_call(Ok(spec))
     }
 
+    /// Every event matching `filter` from its cursor on, page by page, following `nextCursor`.
+    pub fn pages(
+        &self,
+        organization_id: &str,
+        filter: &AuditFilter,
+    ) -> crate::paginate::Paginator<'a, AuditResponse> {
+        let handle = *self;
+        let org = organization_id.to_owned();
+        let filter = filter.clone();
+        crate::paginate::Paginator::new(move |cursor| {
+            let mut page = filter.clone();
+            if let Some(cursor) = cursor {
+                page.cursor = Some(cursor.to_owned());
+            }
+            handle.list(&org, &page)
+        })
+    }
+
     /// A page of events as CSV.
     pub fn export_csv(&self, organization_id: &str, filter: &AuditFilter) -> Call<'a, AuditCsv> {
         let url = self.url(organization_id, filter, true);

@@ -66,6 +66,26 @@ impl<'a> Keys<'a> {
         self.client.json_call(Ok(spec))
     }
 
+    /// Every key of the organization, page by page (1000 per page), following `nextCursor`.
+    pub fn pages(
+        &self,
+        organization_id: &str,
+        include_deleted: bool,
+    ) -> crate::paginate::Paginator<'a, ListKeysResponse> {
+        let handle = *self;
+        let org = organization_id.to_owned();
+        crate::paginate::Paginator::new(move |cursor| {
+            handle.list(
+                &org,
+                &ListKeys {
+                    cursor: cursor.map(str::to_owned),
+                    limit: Some(1000),
+                    include_deleted,
+                },
+            )
+        })
+    }
+
     /// Creates a key. A retry of this call whose first answer was lost is answered
     /// `already_processed` (409): the key exists, but its plaintext is never shown twice —
     /// delete it and create another.

@@ -8,6 +8,7 @@
 //! so an id cannot change the route it is sent to.
 
 mod audit;
+mod credits;
 mod images;
 mod keys;
 mod media;
@@ -16,6 +17,7 @@ mod playground;
 mod scenes;
 
 pub use audit::{Audit, AuditCsv, AuditFilter};
+pub use credits::{Credits, CreditsPage, UsageRange};
 pub use images::Images;
 pub use keys::{CreatedKey, Keys, ListKeys};
 pub use media::{Media, MediaFile};

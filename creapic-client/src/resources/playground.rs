@@ -1,12 +1,15 @@
 //! `client.playground()`: bulk image jobs as the 001 document specifies them —
 //! `POST /api/playground/images` (1 credit per image, all or nothing) and
 //! `GET /api/playground/images/{jobId}` — plus [`Playground::wait_for_job`], which polls until
-//! the job is finished.
+//! the job is finished, the listing of jobs and renders (with a paginator), and cancel.
 
-use creapic_core::wire::{BulkImagesRequest, BulkImagesResponse, JobStatusResponse};
+use creapic_core::wire::{
+    BulkImagesRequest, BulkImagesResponse, JobStatusResponse, ListJobsResponse,
+};
 use reqwest::Method;
 
 use crate::client::{Auth, Call, Client, PostCall};
+use crate::paginate::Paginator;
 use crate::wait::{Acceptance, Progress, Wait, WaitOptions};
 
 /// Bulk image jobs.
@@ -34,6 +37,30 @@ impl<'a> Playground<'a> {
             organization_id: None,
         };
         self.client.post(url, Auth::ApiKey, &body)
+    }
+
+    /// One page of the organization's bulk jobs and scene renders, oldest first, without their
+    /// prompts or images (`cursor`: the previous page's `nextCursor`; `limit`: 1–1000, server
+    /// default 50). The key needs `IMAGE_GENERATION` or `SCENE_RENDER`.
+    pub fn list(&self, cursor: Option<&str>, limit: Option<u32>) -> Call<'a, ListJobsResponse> {
+        let mut url = self.client.endpoint(&["api", "playground", "images"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(cursor) = cursor {
+                q.append_pair("cursor", cursor);
+            }
+            if let Some(limit) = limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        let spec = self.client.spec(Method::GET, url, Auth::ApiKey);
+        self.client.json_call(Ok(spec))
+    }
+
+    /// Every job and render, page by page (`page_size` each, 1–1000), following `nextCursor`.
+    pub fn jobs(&self, page_size: u32) -> Paginator<'a, ListJobsResponse> {
+        let handle = *self;
+        Paginator::new(move |cursor| handle.list(cursor, Some(page_size)))
     }
 
     /// The job's status and every image so far.
