@@ -896,13 +896,13 @@ impl<S: Store + ?Sized> Creapic<S> {
     }
 
     /// A generation of the key's organization; another organization's, or an unknown id, is
-    /// "not found".
+    /// "not found". No scope is checked here (the route checks its own: reading one needs
+    /// `IMAGE_GENERATION`, using one as a scene layer `SCENE_RENDER`).
     pub async fn generation(
         &self,
         principal: &Principal,
         id: GenerationId,
     ) -> Result<GenerationRecord> {
-        principal.require(Scope::ImageGeneration)?;
         self.store
             .generation(principal.org, id)
             .await?

@@ -16,6 +16,7 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
     ),
     paths(
         images::generate,
+        images::get,
         scenes::render,
         scenes::get,
         media::get,
@@ -32,7 +33,7 @@ use crate::handlers::{audit, images, keys, media, organizations, playground, sce
     ),
     modifiers(&Security),
     tags(
-        (name = "images", description = "Synchronous image generation from text or a ready JSON prompt (API key, IMAGE_GENERATION)"),
+        (name = "images", description = "Synchronous image generation from text or a ready JSON prompt, and generations read back by id (API key, IMAGE_GENERATION)"),
         (name = "scenes", description = "Scene renders: a generated background with layers composited over it (API key, SCENE_RENDER)"),
         (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll (API key, IMAGE_GENERATION)"),
         (name = "organizations", description = "Organizations created with an API key (ORGANIZATION_WRITE)"),
