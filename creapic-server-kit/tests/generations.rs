@@ -308,3 +308,96 @@ async fn a_replay_answers_with_the_same_id_and_charges_once() {
         assert_eq!(read["generation"], first["generation"], "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_attempt_whose_generation_is_recorded_answers_from_the_record() {
+    use creapic_core::generation::{AspectRatio, GenerationParams, Quality};
+    use creapic_core::idempotency::{IdempotencyBegin, RequestFingerprint};
+    use creapic_core::ledger::{Credits, IdempotencyKey};
+
+    let (stores, _dir) = backends().await;
+    for (name, store) in stores {
+        let app = app_on(store).await;
+        app.grant(app.org, 5).await;
+        // A live key: its provider fails, so a 200 proves the provider was not called again.
+        let live = app.key(&[Scope::ImageGeneration]).await;
+        let body_bytes = serde_json::to_vec(&json!({
+            "source": {"type": "text", "text": "A lighthouse at dusk, watercolor"},
+            "quality": "hd"
+        }))
+        .unwrap();
+        // An earlier process began the request, paid, recorded the generation and died before
+        // storing the answer; its lock lapses.
+        let key = IdempotencyKey::new("crashed-after-record").unwrap();
+        let fingerprint =
+            RequestFingerprint::of("POST", "/api/public/images/generate", &body_bytes);
+        let begun = app
+            .core
+            .begin_request(
+                app.org,
+                &key,
+                fingerprint,
+                std::time::Duration::from_millis(1),
+            )
+            .await
+            .unwrap();
+        let IdempotencyBegin::Started {
+            attempt: Some(attempt),
+        } = begun
+        else {
+            panic!("{name}: expected a started attempt, got {begun:?}");
+        };
+        let ledger_key = format!("http:{}:{}", key.as_str(), attempt.as_uuid().simple());
+        let hold = app
+            .core
+            .reserve(app.org, 2, None, &format!("{ledger_key}:hold"))
+            .await
+            .unwrap()
+            .hold
+            .unwrap()
+            .id;
+        app.core
+            .capture(app.org, hold, 2, &format!("{ledger_key}:capture"))
+            .await
+            .unwrap();
+        let params = GenerationParams {
+            prompt: r#"{"subject":"a lighthouse"}"#.into(),
+            aspect_ratio: AspectRatio::Square,
+            quality: Quality::Hd,
+        };
+        let media = format!("{}.png", "cd".repeat(32));
+        let record = app
+            .core
+            .record_completed_generation(app.org, hold, params, media, Credits::new(2).unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+        let (status, headers, b) = body(
+            app.http
+                .post(app.url("/api/public/images/generate"))
+                .bearer_auth(&live)
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", key.as_str())
+                .body(body_bytes.clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: resumed, not regenerated: {b}");
+        assert!(!headers.contains_key("idempotent-replayed"), "{name}");
+        assert_eq!(
+            b["generation"]["id"],
+            record.id.to_string().as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            b["generation"]["prompt"]["subject"], "a lighthouse",
+            "{name}"
+        );
+        assert_eq!(b["tokens"], 3, "{name}: the capture replayed, charged once");
+        assert_eq!(app.core.balance(app.org).await.unwrap().get(), 3, "{name}");
+        assert_eq!(holds(&app).await, vec![hold], "{name}: no second hold");
+    }
+}
