@@ -1,10 +1,20 @@
-//! What an image is asked for: [`AspectRatio`] and [`Quality`], and the pixel size they imply.
+//! What an image is asked for: [`AspectRatio`] and [`Quality`], and the pixel size they imply;
+//! and what became of a synchronous generation: [`GenerationRecord`].
 //!
 //! Domain types shared by the HTTP layer (which parses them from the wire), the providers (which
 //! translate them into each API's terms) and the offline renderer (which draws at the size they
 //! give). The accepted aspect ratios are exactly those the public API lists.
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::id::{GenerationId, OrgId};
+use crate::ledger::Credits;
+
+/// Longest prompt a generation record keeps, in bytes (the composed JSON prompt of a request
+/// within the kit's prompt limit is far shorter).
+pub const RECORD_PROMPT_MAX_BYTES: usize = 64 * 1024;
+/// Longest media object name or error code a generation record keeps, in bytes.
+pub const RECORD_NAME_MAX_BYTES: usize = 255;
 
 /// An image's aspect ratio, width:height.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -150,6 +160,113 @@ impl Quality {
 impl std::fmt::Display for Quality {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a generation ended. Only finished generations are recorded: a record is written after
+/// the capture (completed) or after the confirmed refund (failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationOutcome {
+    /// The image was stored and paid for.
+    Completed {
+        /// The stored image's media object name (its content hash and extension).
+        media: String,
+        /// Credits captured.
+        tokens: Credits,
+    },
+    /// The generation failed and its hold was released: nothing was charged.
+    Failed {
+        /// The error's stable code (e.g. `provider_failed`).
+        code: String,
+    },
+}
+
+impl GenerationOutcome {
+    /// `completed` or `failed` (the stored text).
+    pub const fn status(&self) -> &'static str {
+        match self {
+            GenerationOutcome::Completed { .. } => "completed",
+            GenerationOutcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// Credits charged: zero for a failed generation.
+    pub const fn tokens(&self) -> Credits {
+        match self {
+            GenerationOutcome::Completed { tokens, .. } => *tokens,
+            GenerationOutcome::Failed { .. } => Credits::ZERO,
+        }
+    }
+
+    /// The stored image's media object name, if it completed.
+    pub fn media(&self) -> Option<&str> {
+        match self {
+            GenerationOutcome::Completed { media, .. } => Some(media),
+            GenerationOutcome::Failed { .. } => None,
+        }
+    }
+
+    /// The failure's error code, if it failed.
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            GenerationOutcome::Completed { .. } => None,
+            GenerationOutcome::Failed { code } => Some(code),
+        }
+    }
+}
+
+/// What a synchronous generation was asked for, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationParams {
+    /// The prompt as JSON text (see [`GenerationRecord::prompt`]).
+    pub prompt: String,
+    /// The aspect ratio.
+    pub aspect_ratio: AspectRatio,
+    /// The quality.
+    pub quality: Quality,
+}
+
+/// One synchronous generation, as recorded: its id is the id of the hold that paid for it
+/// ([`GenerationId::of_hold`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationRecord {
+    /// The generation (= its hold's id).
+    pub id: GenerationId,
+    /// Its organization.
+    pub org: OrgId,
+    /// The prompt as JSON text: the composed JSON prompt (or a ready prompt given as a JSON
+    /// string) of a completed generation; what was asked, as JSON, for a failed one.
+    pub prompt: String,
+    /// The aspect ratio asked for.
+    pub aspect_ratio: AspectRatio,
+    /// The quality asked for.
+    pub quality: Quality,
+    /// How it ended.
+    pub outcome: GenerationOutcome,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}
+
+impl GenerationRecord {
+    /// Checks the bounds of the texts a record keeps.
+    pub fn validate(&self) -> Result<()> {
+        if self.prompt.is_empty() {
+            return Err(Error::invalid("generation prompt", "must not be empty"));
+        }
+        if self.prompt.len() > RECORD_PROMPT_MAX_BYTES {
+            return Err(Error::LimitExceeded {
+                what: "generation prompt bytes",
+                max: RECORD_PROMPT_MAX_BYTES as u64,
+            });
+        }
+        let name = match &self.outcome {
+            GenerationOutcome::Completed { media, .. } => ("generation media", media),
+            GenerationOutcome::Failed { code } => ("generation error code", code),
+        };
+        if name.1.is_empty() || name.1.len() > RECORD_NAME_MAX_BYTES {
+            return Err(Error::invalid(name.0, "must be 1 to 255 bytes"));
+        }
+        Ok(())
     }
 }
 

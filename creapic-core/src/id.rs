@@ -19,16 +19,22 @@ pub fn new_uuid(at: Timestamp, rng: &dyn RandomSource) -> uuid::Uuid {
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(uuid::Uuid);
+        id_type!(@derived $(#[$doc])* $name, $what);
 
         impl $name {
             /// Mints a new id for the instant `at`.
             pub fn generate(at: Timestamp, rng: &dyn RandomSource) -> Self {
                 $name(new_uuid(at, rng))
             }
+        }
+    };
+    // An id that is never minted on its own: it is made from another id (see `GenerationId`).
+    (@derived $(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(uuid::Uuid);
 
+        impl $name {
             /// Wraps an existing UUID (e.g. read back from a store).
             pub const fn from_uuid(id: uuid::Uuid) -> Self {
                 $name(id)
@@ -107,6 +113,27 @@ id_type!(
     AttemptId, "attempt id"
 );
 
+id_type!(@derived
+    /// A synchronous image generation. Never minted on its own: a generation's id **is** the id
+    /// of the hold that pays for it ([`GenerationId::of_hold`]), minted by the attempt's reserve.
+    /// So it is unique per paid attempt, the same on an idempotent resume (the reserve replays
+    /// its hold), and the ledger entries of the generation (reserve, capture or release), which
+    /// carry that hold, name it.
+    GenerationId, "generation id"
+);
+
+impl GenerationId {
+    /// The id of the generation the hold `hold` pays for.
+    pub const fn of_hold(hold: HoldId) -> Self {
+        GenerationId(hold.as_uuid())
+    }
+
+    /// The hold that pays for this generation.
+    pub const fn hold(self) -> HoldId {
+        HoldId::from_uuid(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +147,20 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.as_uuid().get_version_num(), 7);
         assert_eq!(JobId::parse(&a.to_string()).ok(), Some(a));
+    }
+
+    #[test]
+    fn a_generation_id_is_its_holds_id() {
+        let rng = SeededRandom::new(2);
+        let hold = HoldId::generate(Timestamp::from_unix_ms(5_000), &rng);
+        let generation = GenerationId::of_hold(hold);
+        assert_eq!(generation.as_uuid(), hold.as_uuid());
+        assert_eq!(generation.hold(), hold);
+        assert_eq!(generation.to_string(), hold.to_string());
+        assert_eq!(
+            GenerationId::parse(&generation.to_string()).ok(),
+            Some(generation)
+        );
     }
 
     #[test]

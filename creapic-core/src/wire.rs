@@ -317,21 +317,27 @@ pub struct GenerateImageRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Generation {
-    /// Its id; log it to ease support.
+    /// Its id (a UUID, unique per paid generation; a replay under the same `Idempotency-Key`
+    /// answers with the same id). Read it back with `GET /api/public/images/{id}`; log it to
+    /// ease support.
     pub id: String,
-    /// `completed`.
+    /// `completed`, or `failed` (read back: the tokens were refunded).
     pub status: JobStatusWire,
-    /// The prompt the provider received: the JSON prompt, or a ready prompt given as text.
+    /// The prompt the provider received: the JSON prompt, or a ready prompt given as text (for a
+    /// failed generation, the prompt as it was asked).
     #[schema(schema_with = ready_prompt_schema)]
     pub prompt: serde_json::Value,
     /// The aspect ratio.
     pub aspect_ratio: AspectRatioWire,
     /// The quality.
     pub quality: QualityWire,
-    /// Tokens debited.
+    /// Tokens debited (0 for a failed generation).
     pub tokens_used: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
+    /// Why it failed: the error's code (only for a failed generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 /// Response of `POST /api/public/images/generate`.
@@ -344,6 +350,18 @@ pub struct GenerateImageResponse {
     pub image_url: String,
     /// The organization's token balance left.
     pub tokens: u64,
+}
+
+/// Response of `GET /api/public/images/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationResponse {
+    /// The generation.
+    pub generation: Generation,
+    /// Where to fetch the image (an expiring signed URL, minted now); absent for a failed
+    /// generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
 }
 
 /// A layer of a scene: an image placed over the background.
@@ -374,7 +392,8 @@ fn one() -> f32 {
 pub enum LayerSource {
     /// An image the organization generated before (its generation id).
     Generation {
-        /// The generation id.
+        /// The generation id (`generation.id` of a completed generation), or the image's media
+        /// object name (its content hash, the generation id answered before generation records).
         id: String,
     },
     /// A PNG or JPEG given inline, base64-encoded.

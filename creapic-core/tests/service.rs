@@ -821,3 +821,133 @@ async fn audit_events_older_than_the_retention_are_purged() {
     assert_eq!(log.items.len(), 1);
     assert_eq!(log.items[0].event.action, AuditAction::KeyCreated);
 }
+
+#[tokio::test]
+async fn generations_are_recorded_under_their_hold_and_read_per_organization() {
+    use creapic_core::generation::{AspectRatio, GenerationParams, Quality};
+    use creapic_core::id::GenerationId;
+
+    let w = world();
+    let owner = w.core.ensure_user("g@example.com").await.unwrap();
+    let mut keys = Vec::new();
+    for name in ["Acme", "Other"] {
+        let org = w
+            .core
+            .create_org(name, owner.id, Actor::Operator, &w.ctx)
+            .await
+            .unwrap();
+        w.core
+            .grant(Actor::Operator, org.id, 10, "seed", &w.ctx)
+            .await
+            .unwrap();
+        let key = w
+            .core
+            .create_key(
+                Actor::Operator,
+                org.id,
+                spec(&[Scope::ImageGeneration]),
+                &w.ctx,
+            )
+            .await
+            .unwrap();
+        keys.push(auth(&w, &bearer(key.secret.expose())).await.unwrap());
+    }
+    let (who, other) = (keys[0], keys[1]);
+    let params = || GenerationParams {
+        prompt: r#"{"subject":"a fox"}"#.into(),
+        aspect_ratio: AspectRatio::Portrait4x5,
+        quality: Quality::Standard,
+    };
+    let hold = w
+        .core
+        .reserve(who.org, 2, None, "r-1")
+        .await
+        .unwrap()
+        .hold
+        .unwrap()
+        .id;
+    // Not yet paid: recording it as completed is refused, nothing stored.
+    let early = w
+        .core
+        .record_completed_generation(
+            who.org,
+            hold,
+            params(),
+            "a.png".into(),
+            Credits::new(2).unwrap(),
+        )
+        .await;
+    assert!(matches!(early, Err(Error::InvalidState(_))), "{early:?}");
+    w.core.capture(who.org, hold, 2, "c-1").await.unwrap();
+    let record = w
+        .core
+        .record_completed_generation(
+            who.org,
+            hold,
+            params(),
+            "a.png".into(),
+            Credits::new(2).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.id, GenerationId::of_hold(hold));
+    assert_eq!(record.created_at, w.clock.now());
+    // A repeat (a resumed attempt) later on answers with the first record.
+    w.clock.advance(Duration::from_secs(5));
+    let again = w
+        .core
+        .record_completed_generation(
+            who.org,
+            hold,
+            params(),
+            "a.png".into(),
+            Credits::new(2).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, record);
+    assert_eq!(w.core.generation(&who, record.id).await.unwrap(), record);
+    let hidden = w.core.generation(&other, record.id).await;
+    assert!(
+        matches!(
+            hidden,
+            Err(Error::NotFound {
+                resource: "generation"
+            })
+        ),
+        "{hidden:?}"
+    );
+    // Another organization cannot record over a hold it does not own.
+    let stolen = w
+        .core
+        .record_failed_generation(other.org, hold, params(), "provider_failed")
+        .await;
+    assert!(matches!(stolen, Err(Error::NotFound { .. })), "{stolen:?}");
+
+    // A failed generation: recorded only once its hold is released whole.
+    let failed = w
+        .core
+        .reserve(who.org, 2, None, "r-2")
+        .await
+        .unwrap()
+        .hold
+        .unwrap()
+        .id;
+    let early = w
+        .core
+        .record_failed_generation(who.org, failed, params(), "provider_failed")
+        .await;
+    assert!(matches!(early, Err(Error::InvalidState(_))), "{early:?}");
+    w.core.release(who.org, failed, None, "x-2").await.unwrap();
+    let record = w
+        .core
+        .record_failed_generation(who.org, failed, params(), "provider_failed")
+        .await
+        .unwrap();
+    assert_eq!(record.outcome.status(), "failed");
+    assert_eq!(record.outcome.tokens(), Credits::ZERO);
+    assert_eq!(
+        w.core.balance(who.org).await.unwrap(),
+        Credits::new(8).unwrap()
+    );
+}

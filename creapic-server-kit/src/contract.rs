@@ -171,6 +171,16 @@ pub const ROUTES: &[(&str, Method, &[Stage])] = &[
         ],
     ),
     (
+        "/api/public/images/{id}",
+        Method::GET,
+        &[
+            Stage::Always,
+            Stage::ApiKey(Scope::ImageGeneration),
+            Stage::Parameters,
+            Stage::Lookup,
+        ],
+    ),
+    (
         "/api/public/scenes/render",
         Method::POST,
         &[
@@ -362,6 +372,14 @@ type Link = (
 
 /// The links of the document.
 const LINKS: &[Link] = &[
+    (
+        "/api/public/images/generate",
+        "post",
+        "200",
+        "GetImage",
+        "getImage",
+        &[("id", "$response.body#/generation/id")],
+    ),
     (
         "/api/public/scenes/render",
         "post",

@@ -18,6 +18,7 @@ use crate::handlers::{
     ),
     paths(
         images::generate,
+        images::get,
         scenes::render,
         scenes::get,
         media::get,
@@ -37,7 +38,7 @@ use crate::handlers::{
     ),
     modifiers(&Security),
     tags(
-        (name = "images", description = "Synchronous image generation from text or a ready JSON prompt (API key, IMAGE_GENERATION)"),
+        (name = "images", description = "Synchronous image generation from text or a ready JSON prompt, and generations read back by id (API key, IMAGE_GENERATION)"),
         (name = "scenes", description = "Scene renders: a generated background with layers composited over it (API key, SCENE_RENDER)"),
         (name = "credits", description = "The key's organization's tokens: balance, held tokens, ledger and usage per day (any valid key)"),
         (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll, list or cancel (API key, IMAGE_GENERATION; the listing also SCENE_RENDER)"),

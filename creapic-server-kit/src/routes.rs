@@ -19,8 +19,9 @@ pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
     let metrics_route = state.config().metrics_route;
-    let table: [(&'static str, MethodRouter<AppState>); 15] = [
+    let table: [(&'static str, MethodRouter<AppState>); 16] = [
         ("/api/public/images/generate", post(images::generate)),
+        ("/api/public/images/{id}", get(images::get)),
         ("/api/public/scenes/render", post(scenes::render)),
         ("/api/public/scenes/render/{id}", get(scenes::get)),
         (

@@ -15,7 +15,8 @@ use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, Requ
 use crate::audit_chain::{self, AuditHash, ChainHead, ChainLink, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::generation::GenerationRecord;
+use crate::id::{AttemptId, EntryId, GenerationId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, JobSummary, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
@@ -26,7 +27,8 @@ use crate::ledger::{
 use crate::org::{Email, Membership, Organization, Role, User};
 use crate::page::{Page, PageLimit};
 use crate::store::{
-    AuditStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage, LedgerStore, OrgStore,
+    AuditStore, GenerationStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage,
+    LedgerStore, OrgStore,
 };
 
 /// A store that keeps everything in process memory.
@@ -75,6 +77,7 @@ struct State {
     /// The last event a purge deleted, which the chain's anchor names.
     anchor: Option<(AuditRecord, ChainLink)>,
     requests: HashMap<(OrgId, IdempotencyKey), RequestSlot>,
+    generations: HashMap<GenerationId, GenerationRecord>,
 }
 
 #[derive(Debug)]
@@ -958,5 +961,29 @@ impl IdempotencyStore for MemoryStore {
         let before = s.requests.len();
         s.requests.retain(|_, r| r.created_at >= cutoff);
         Ok((before - s.requests.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl GenerationStore for MemoryStore {
+    async fn insert_generation(&self, record: &GenerationRecord) -> Result<GenerationRecord> {
+        let mut state = self.lock();
+        let stored = state
+            .generations
+            .entry(record.id)
+            .or_insert_with(|| record.clone());
+        if stored.org != record.org {
+            return Err(conflict("generation"));
+        }
+        Ok(stored.clone())
+    }
+
+    async fn generation(&self, org: OrgId, id: GenerationId) -> Result<Option<GenerationRecord>> {
+        Ok(self
+            .lock()
+            .generations
+            .get(&id)
+            .filter(|g| g.org == org)
+            .cloned())
     }
 }

@@ -11,6 +11,8 @@
 //!   in one transaction; a refused change writes nothing. No method reads a balance and then writes.
 //! - **Tenancy is in the signature.** Methods that read or change an organization's resource take
 //!   the organization and answer "not found" for another organization's resource.
+//! - **Idempotent by id.** A record keyed by an id the caller derived (a generation's is its
+//!   hold's) is inserted at most once; a repeat returns the stored one.
 //! - **Audit rides along.** A change that must be audited takes its [`AuditEvent`] and commits it in
 //!   the same transaction, linked into the audit hash chain ([`crate::audit_chain`]) as the last
 //!   write of that transaction.
@@ -21,7 +23,8 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::id::{AttemptId, AuditId, EntryId, JobId, KeyId, OrgId, UserId};
+use crate::generation::GenerationRecord;
+use crate::id::{AttemptId, AuditId, EntryId, GenerationId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, Job, JobSummary, WorkerId};
 use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
@@ -297,14 +300,40 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64>;
 }
 
+/// Records of synchronous generations (see [`crate::generation::GenerationRecord`]).
+#[async_trait]
+pub trait GenerationStore: Send + Sync {
+    /// Stores a finished generation and returns what is stored under its id. Idempotent on the
+    /// id: when a record with that id exists (a resumed attempt recording again), nothing is
+    /// written and the stored record is returned as it is — a repeat never fails and never
+    /// duplicates. An id stored for another organization is a `Store { kind: Conflict }` error.
+    async fn insert_generation(&self, record: &GenerationRecord) -> Result<GenerationRecord>;
+    /// A generation of `org`; `None` for an unknown id or another organization's.
+    async fn generation(&self, org: OrgId, id: GenerationId) -> Result<Option<GenerationRecord>>;
+}
+
 /// Every store trait: what a backend implements.
 pub trait Store:
-    OrgStore + KeyStore + LedgerStore + JobStore + AuditStore + IdempotencyStore + 'static
+    OrgStore
+    + KeyStore
+    + LedgerStore
+    + JobStore
+    + AuditStore
+    + IdempotencyStore
+    + GenerationStore
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: OrgStore + KeyStore + LedgerStore + JobStore + AuditStore + IdempotencyStore + 'static
+    T: OrgStore
+        + KeyStore
+        + LedgerStore
+        + JobStore
+        + AuditStore
+        + IdempotencyStore
+        + GenerationStore
+        + 'static
 {
 }
 

@@ -28,7 +28,8 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::generation::GenerationRecord;
+use crate::id::{AttemptId, EntryId, GenerationId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
@@ -1654,6 +1655,7 @@ impl LedgerStore for PgStore {
 
 sql::sql_job_store!(PgStore);
 sql::sql_audit_store!(PgStore);
+sql::sql_generation_store!(PgStore);
 
 #[async_trait]
 impl IdempotencyStore for PgStore {

@@ -15,7 +15,8 @@ use crate::audit::{Actor, AuditAction, AuditEvent, AuditRecord};
 use crate::audit_chain::{AuditHash, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{AttemptId, AuditId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::generation::{AspectRatio, GenerationOutcome, GenerationRecord, Quality};
+use crate::id::{AttemptId, AuditId, EntryId, GenerationId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{
     ItemError, ItemStatus, Job, JobItem, JobKind, JobStatus, JobSummary, Lease, WorkerId,
@@ -281,6 +282,45 @@ pub(crate) fn hold(row: &impl Columns) -> Result<Hold> {
         released: row.credits("released")?,
         created_at: row.time("created_at")?,
         closed_at: row.opt_time("closed_at")?,
+    })
+}
+
+/// `GenerationStore::insert_generation`: a repeated id writes nothing (the caller then reads
+/// the stored row back in the same transaction).
+pub(crate) const GENERATION_INSERT: &str = "INSERT INTO generations (id, org, status, prompt, \
+     aspect_ratio, quality, tokens, media, error_code, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
+/// One generation by id, of any organization (the caller checks the organization).
+pub(crate) const GENERATION_READ: &str = "SELECT id, org, status, prompt, aspect_ratio, \
+     quality, tokens, media, error_code, created_at FROM generations WHERE id = $1";
+
+/// A `generations` row (the columns of [`GENERATION_READ`]).
+pub(crate) fn generation(row: &impl Columns) -> Result<GenerationRecord> {
+    let outcome = match row.text("status")?.as_str() {
+        "completed" => GenerationOutcome::Completed {
+            media: row
+                .opt_text("media")?
+                .ok_or_else(|| corrupt("media", "a completed generation without media"))?,
+            tokens: row.credits("tokens")?,
+        },
+        "failed" => GenerationOutcome::Failed {
+            code: row
+                .opt_text("error_code")?
+                .ok_or_else(|| corrupt("error_code", "a failed generation without a code"))?,
+        },
+        other => return Err(corrupt("status", format!("unknown status {other:?}"))),
+    };
+    Ok(GenerationRecord {
+        id: GenerationId::from_uuid(row.uuid("id")?),
+        org: OrgId::from_uuid(row.uuid("org")?),
+        prompt: row.text("prompt")?,
+        aspect_ratio: valid(
+            "aspect_ratio",
+            AspectRatio::parse(&row.text("aspect_ratio")?),
+        )?,
+        quality: valid("quality", Quality::parse(&row.text("quality")?))?,
+        outcome,
+        created_at: row.time("created_at")?,
     })
 }
 
@@ -1038,3 +1078,69 @@ macro_rules! sql_audit_store {
     };
 }
 pub(crate) use sql_audit_store;
+
+/// `impl GenerationStore` for a SQL backend: the same SQL on SQLite and PostgreSQL, written
+/// once (see [`sql_job_store`] for why a macro). The invoking module provides `read_pool(&self)`,
+/// `write(&self)` (a write transaction), `commit`, `map_error` and the names the bodies use in
+/// scope. The insert and the read-back share one transaction, so a repeat — even one racing the
+/// first insert on another connection, which `ON CONFLICT DO NOTHING` makes wait for it —
+/// returns the row that won.
+macro_rules! sql_generation_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::GenerationStore for $store {
+            async fn insert_generation(
+                &self,
+                record: &GenerationRecord,
+            ) -> Result<GenerationRecord> {
+                let mut tx = self.write().await?;
+                sqlx::query(sql::GENERATION_INSERT)
+                    .bind(record.id.as_uuid())
+                    .bind(record.org.as_uuid())
+                    .bind(record.outcome.status())
+                    .bind(record.prompt.as_str())
+                    .bind(record.aspect_ratio.as_str())
+                    .bind(record.quality.as_str())
+                    .bind(record.outcome.tokens().signed())
+                    .bind(record.outcome.media())
+                    .bind(record.outcome.error_code())
+                    .bind(record.created_at.unix_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                let row = sqlx::query(sql::GENERATION_READ)
+                    .bind(record.id.as_uuid())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                let stored = sql::generation(&row)?;
+                commit(tx).await?;
+                if stored.org != record.org {
+                    return Err(Error::store(
+                        StoreErrorKind::Conflict,
+                        "generation already exists",
+                    ));
+                }
+                Ok(stored)
+            }
+
+            async fn generation(
+                &self,
+                org: OrgId,
+                id: GenerationId,
+            ) -> Result<Option<GenerationRecord>> {
+                let row = sqlx::query(sql::GENERATION_READ)
+                    .bind(id.as_uuid())
+                    .fetch_optional(self.read_pool())
+                    .await
+                    .map_err(map_error)?;
+                Ok(row
+                    .as_ref()
+                    .map(sql::generation)
+                    .transpose()?
+                    .filter(|g| g.org == org))
+            }
+        }
+    };
+}
+pub(crate) use sql_generation_store;

@@ -24,7 +24,8 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::{AttemptId, EntryId, HoldId, JobId, KeyId, OrgId, UserId};
+use crate::generation::GenerationRecord;
+use crate::id::{AttemptId, EntryId, GenerationId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
 use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, NewJob, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
@@ -1061,6 +1062,7 @@ impl LedgerStore for SqliteStore {
 
 sql::sql_job_store!(SqliteStore);
 sql::sql_audit_store!(SqliteStore);
+sql::sql_generation_store!(SqliteStore);
 
 #[async_trait]
 impl IdempotencyStore for SqliteStore {

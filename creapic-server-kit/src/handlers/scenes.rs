@@ -9,6 +9,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use creapic_core::id::GenerationId;
 use creapic_core::job::{ItemStatus, Job, JobKind};
 use creapic_core::ledger::Credits;
 use creapic_core::scope::Scope;
@@ -73,7 +74,7 @@ pub fn render_view(state: &AppState, job: &Job) -> Render {
         (status = 401, description = "Missing, malformed or unknown key", body = creapic_core::wire::ErrorBody),
         (status = 402, description = "Insufficient credits", body = creapic_core::wire::ErrorBody),
         (status = 403, description = "The key lacks SCENE_RENDER", body = creapic_core::wire::ErrorBody),
-        (status = 404, description = "A layer names a generation this organization does not have", body = creapic_core::wire::ErrorBody),
+        (status = 404, description = "A layer names a generation this organization does not have (or one that failed)", body = creapic_core::wire::ErrorBody),
         (status = 413, description = "Body larger than 1 MiB", body = creapic_core::wire::ErrorBody),
         (status = 422, description = "A limit was exceeded or a layer is not an image", body = creapic_core::wire::ErrorBody),
         (status = 429, description = "Rate limited", body = creapic_core::wire::ErrorBody),
@@ -111,10 +112,7 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
         for (i, layer) in request.layers.iter().enumerate() {
             let media = match &layer.source {
                 LayerSource::Generation { id } => {
-                    let key = MediaKey::parse(id).map_err(|_| Error::InvalidJson {
-                        path: format!("layers[{i}].source.id"),
-                        message: "not a generation id".into(),
-                    })?;
+                    let key = layer_media(&state, &principal, i, id).await?;
                     // Only this organization's media: another organization's id is not found.
                     state.media().get(principal.org, &key).await?;
                     key
@@ -226,6 +224,32 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
     .await;
     rate.apply(response.headers_mut());
     response
+}
+
+/// The media object a generation layer names: a generation id (its record, of this
+/// organization, completed) or, as before generation records, the media object's name.
+async fn layer_media(
+    state: &AppState,
+    principal: &creapic_core::Principal,
+    index: usize,
+    id: &str,
+) -> Result<MediaKey, Error> {
+    let malformed = || Error::InvalidJson {
+        path: format!("layers[{index}].source.id"),
+        message: "not a generation id".into(),
+    };
+    let Ok(generation) = GenerationId::parse(id) else {
+        return MediaKey::parse(id).map_err(|_| malformed());
+    };
+    let record = crate::handlers::images::generation_by_id(state, principal, generation).await?;
+    // A failed generation has no image: as good as none.
+    record
+        .outcome
+        .media()
+        .and_then(|m| MediaKey::parse(m).ok())
+        .ok_or(Error::Core(creapic_core::Error::NotFound {
+            resource: "generation",
+        }))
 }
 
 /// Staging a paid render's layers failed: cancel its job (the hold is released), delete what
