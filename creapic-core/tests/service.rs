@@ -984,10 +984,7 @@ async fn membership_rules_hold_for_every_actor() {
         .unwrap();
     let events = w
         .core
-        .audit(
-            Actor::Operator,
-            &AuditQuery::all(org.id),
-        )
+        .audit(Actor::Operator, &AuditQuery::all(org.id))
         .await
         .unwrap();
     let removed: Vec<_> = events

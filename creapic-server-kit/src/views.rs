@@ -4,10 +4,10 @@
 use creapic_core::audit::AuditEvent;
 use creapic_core::job::{ItemStatus, Job};
 use creapic_core::key::ApiKey;
-use creapic_core::org::Organization;
+use creapic_core::org::{Member, Organization};
 use creapic_core::wire::{
-    ApiKeyInfo, AuditEventWire, ItemErrorWire, JobImage, JobStatusResponse, OrganizationWire,
-    ScopeWire,
+    ApiKeyInfo, AuditEventWire, ItemErrorWire, JobImage, JobStatusResponse, MemberWire,
+    OrganizationWire, ScopeWire,
 };
 
 /// A key's record as listed (never its secret or digest).
@@ -33,6 +33,16 @@ pub fn organization(org: &Organization) -> OrganizationWire {
         id: org.id.to_string(),
         name: org.name.to_string(),
         created_at: org.created_at.to_rfc3339(),
+    }
+}
+
+/// A member of an organization.
+pub fn member(m: &Member) -> MemberWire {
+    MemberWire {
+        user_id: m.user.id.to_string(),
+        email: m.user.email.to_string(),
+        role: m.role.into(),
+        joined_at: m.joined_at.map(|t| t.to_rfc3339()),
     }
 }
 

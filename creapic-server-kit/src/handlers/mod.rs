@@ -6,6 +6,7 @@ pub mod audit;
 pub mod images;
 pub mod keys;
 pub mod media;
+pub mod members;
 pub mod organizations;
 pub mod playground;
 pub mod scenes;
