@@ -12,6 +12,7 @@ mod images;
 mod keys;
 mod media;
 mod organizations;
+mod pages;
 mod playground;
 mod scenes;
 
@@ -19,7 +20,8 @@ pub use audit::{Audit, AuditCsv, AuditFilter};
 pub use images::Images;
 pub use keys::{CreatedKey, Keys, ListKeys};
 pub use media::{Media, MediaFile};
-pub use organizations::Organizations;
+pub use organizations::{ListMembers, ListOrganizations, ListPage, Members, Organizations};
+pub use pages::{Listing, Pages};
 pub use playground::Playground;
 pub use scenes::Scenes;
 
