@@ -250,6 +250,37 @@ impl Client {
         }
     }
 
+    /// A PATCH of `body`, or a DELETE without one, with a fresh `Idempotency-Key` like a POST
+    /// (the server replays the first answer to a retry), answered with JSON.
+    pub(crate) fn idempotent<'a, B: serde::Serialize, T: DeserializeOwned + Send + 'a>(
+        &'a self,
+        method: Method,
+        url: Result<Url>,
+        auth: Auth,
+        body: Option<&B>,
+    ) -> PostCall<'a, T> {
+        let spec = url.and_then(|url| {
+            let bytes =
+                body.map(serde_json::to_vec)
+                    .transpose()
+                    .map_err(|e| Error::InvalidArgument {
+                        name: "body",
+                        reason: e.to_string(),
+                    })?;
+            Ok(RequestSpec {
+                method,
+                url,
+                auth,
+                body: bytes,
+                idempotency_key: Some(new_idempotency_key()),
+                max_bytes: self.inner.response_max_bytes,
+            })
+        });
+        PostCall {
+            call: self.call(spec, decode_json::<T>),
+        }
+    }
+
     /// A GET or DELETE without a body.
     pub(crate) fn spec(&self, method: Method, url: Url, auth: Auth) -> RequestSpec {
         RequestSpec {

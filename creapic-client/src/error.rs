@@ -273,6 +273,10 @@ error_codes! {
     LeaseLost => "lease_lost",
     /// 409: not allowed in the resource's current state.
     InvalidState => "invalid_state",
+    /// 409: the change would leave the organization without an owner.
+    LastOwner => "last_owner",
+    /// 409: the user is already a member of the organization.
+    AlreadyMember => "already_member",
     /// 503: the store is unreachable right now.
     StoreUnavailable => "store_unavailable",
     /// 409: a store uniqueness conflict.

@@ -3,12 +3,14 @@
 //!
 //! Design decision: a paginator asks for one page at a time, only when the caller wants it
 //! ([`Paginator::next_page`]); [`Paginator::collect`] gathers items up to a bound the caller
-//! chooses, so following a cursor can never grow memory without limit. Each page is an
+//! chooses (an error past it) and [`Paginator::take`] the first items only, so following a
+//! cursor can never grow memory without limit. Each page is an
 //! ordinary [`Call`], with the client's retries.
 
 use creapic_core::wire::{
     AuditEventWire, AuditResponse, CreditsResponse, JobSummaryWire, LedgerEntryWire,
-    ListJobsResponse, ListKeysResponse,
+    ListJobsResponse, ListKeysResponse, ListMembersResponse, ListOrganizationsResponse, MemberWire,
+    OrganizationMembership,
 };
 
 use crate::client::Call;
@@ -64,6 +66,12 @@ impl<'a, P: Paged + 'a> Paginator<'a, P> {
         }
     }
 
+    /// Starts at `cursor` (a `nextCursor` kept from earlier) instead of the first page.
+    pub(crate) fn starting_at(mut self, cursor: Option<String>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
     /// The next page, or `None` once the last page was returned.
     pub async fn next_page(&mut self) -> Result<Option<P>> {
         if self.done {
@@ -99,6 +107,20 @@ impl<'a, P: Paged + 'a> Paginator<'a, P> {
             }
             items.extend(page);
         }
+        Ok(items)
+    }
+
+    /// The first `n` items from here on, in order: fetching stops as soon as it has them (a
+    /// listing shorter than `n` gives all it has).
+    pub async fn take(mut self, n: usize) -> Result<Vec<P::Item>> {
+        let mut items = Vec::new();
+        while items.len() < n {
+            match self.next_page().await? {
+                Some(page) => items.extend(page.into_items()),
+                None => break,
+            }
+        }
+        items.truncate(n);
         Ok(items)
     }
 }
@@ -140,5 +162,25 @@ impl Paged for ListJobsResponse {
     }
     fn into_items(self) -> Vec<Self::Item> {
         self.jobs
+    }
+}
+
+impl Paged for ListOrganizationsResponse {
+    type Item = OrganizationMembership;
+    fn next_cursor(&self) -> Option<&str> {
+        self.next_cursor.as_deref()
+    }
+    fn into_items(self) -> Vec<Self::Item> {
+        self.organizations
+    }
+}
+
+impl Paged for ListMembersResponse {
+    type Item = MemberWire;
+    fn next_cursor(&self) -> Option<&str> {
+        self.next_cursor.as_deref()
+    }
+    fn into_items(self) -> Vec<Self::Item> {
+        self.members
     }
 }

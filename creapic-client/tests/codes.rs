@@ -36,6 +36,8 @@ fn every_server_error_code_is_known_to_the_client() {
         C::IdempotencyInProgress,
         C::LeaseLost,
         C::InvalidState("x"),
+        C::LastOwner,
+        C::AlreadyMember,
         C::store(StoreErrorKind::Unavailable, "down"),
         C::store(StoreErrorKind::Conflict, "dup"),
         C::store(StoreErrorKind::Corrupt, "bad"),

@@ -35,6 +35,8 @@ pub enum AuditAction {
     OrgCreated,
     /// A member was added or their role changed.
     MemberChanged,
+    /// A member was removed from an organization.
+    MemberRemoved,
     /// Credits were granted.
     CreditsGranted,
 }
@@ -48,6 +50,7 @@ impl AuditAction {
             AuditAction::KeyUsed => "key.used",
             AuditAction::OrgCreated => "org.created",
             AuditAction::MemberChanged => "member.changed",
+            AuditAction::MemberRemoved => "member.removed",
             AuditAction::CreditsGranted => "credits.granted",
         }
     }
@@ -60,6 +63,7 @@ impl AuditAction {
             "key.used" => AuditAction::KeyUsed,
             "org.created" => AuditAction::OrgCreated,
             "member.changed" => AuditAction::MemberChanged,
+            "member.removed" => AuditAction::MemberRemoved,
             "credits.granted" => AuditAction::CreditsGranted,
             _ => return Err(Error::invalid("audit action", "unknown")),
         })
@@ -255,6 +259,7 @@ mod tests {
             AuditAction::KeyUsed,
             AuditAction::OrgCreated,
             AuditAction::MemberChanged,
+            AuditAction::MemberRemoved,
             AuditAction::CreditsGranted,
         ] {
             assert_eq!(AuditAction::parse(a.as_str()).ok(), Some(a));

@@ -87,6 +87,13 @@ pub enum Error {
     /// A worker acted on a job whose lease it no longer holds.
     #[error("the job lease is no longer held by this worker")]
     LeaseLost,
+    /// The change would leave an organization without an owner (demoting or removing its last
+    /// owner): refused for everyone, the operator too.
+    #[error("an organization must keep at least one owner; make someone else an owner first")]
+    LastOwner,
+    /// The user is already a member of the organization (change their role instead).
+    #[error("the user is already a member of this organization")]
+    AlreadyMember,
     /// The operation is not allowed in the resource's current state (e.g. capturing a closed hold).
     #[error("{0}")]
     InvalidState(&'static str),
@@ -133,6 +140,8 @@ impl Error {
             Error::IdempotencyInProgress => "idempotency_in_progress",
             Error::LeaseLost => "lease_lost",
             Error::InvalidState(_) => "invalid_state",
+            Error::LastOwner => "last_owner",
+            Error::AlreadyMember => "already_member",
             Error::Store { kind, .. } => match kind {
                 StoreErrorKind::Unavailable => "store_unavailable",
                 StoreErrorKind::Conflict => "store_conflict",
@@ -212,6 +221,8 @@ mod tests {
             Error::IdempotencyInProgress,
             Error::LeaseLost,
             Error::InvalidState("x"),
+            Error::LastOwner,
+            Error::AlreadyMember,
             Error::store(StoreErrorKind::Unavailable, "down"),
             Error::store(StoreErrorKind::Conflict, "dup"),
             Error::store(StoreErrorKind::Corrupt, "bad"),

@@ -1,8 +1,15 @@
 //! Organizations, users and membership roles.
 //!
 //! Keys belong to organizations; people belong to organizations through a [`Role`]. Only an
-//! owner or admin may create or delete an organization's keys ([`Role::may_manage_keys`]); that
-//! rule lives here, once, and the service layer asks it.
+//! owner or admin may create or delete an organization's keys ([`Role::may_manage_keys`]) or
+//! change its members ([`Role::may_change_member`]: an admin only plain members); those rules
+//! live here, once, and the service layer asks them.
+//!
+//! Design decision: a membership write ([`RoleChange`], or a removal) carries the roles the
+//! service decided on — the target's role it read (`from`) and the acting user's — and the store
+//! confirms both inside its writing transaction, where it also refuses to leave the organization
+//! without an owner ([`check_last_owner`]). So the decision and the write are one atomic step
+//! however requests interleave.
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -154,6 +161,132 @@ pub struct Membership {
     pub role: Role,
 }
 
+/// A member of an organization as listed: the person, their role and when they joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The user.
+    pub user: User,
+    /// Their role.
+    pub role: Role,
+    /// When they joined; `None` for memberships recorded before join times were kept
+    /// (migration `20261201000200_members`).
+    pub joined_at: Option<Timestamp>,
+}
+
+impl Role {
+    /// Whether a member with this role may move another member from `from` to `to` (`None`:
+    /// not a member — an addition, or a removal). Owners may do anything; admins may add,
+    /// re-role and remove plain members only, and only to or from `member`: they never create,
+    /// demote or remove an owner or admin; members change nothing. (Leaving an owner behind is
+    /// a separate rule that binds everyone, the operator too: [`check_last_owner`].)
+    pub const fn may_change_member(self, from: Option<Role>, to: Option<Role>) -> bool {
+        match self {
+            Role::Owner => true,
+            Role::Admin => {
+                matches!(from, None | Some(Role::Member)) && matches!(to, None | Some(Role::Member))
+            }
+            Role::Member => false,
+        }
+    }
+}
+
+/// A membership write as the service decided it; the store checks it in the writing
+/// transaction ([`RoleChange::check`]) and writes it with its audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The organization.
+    pub org: OrgId,
+    /// The user whose role is set.
+    pub user: UserId,
+    /// The role they get.
+    pub role: Role,
+    /// Their role as the service read it (`None`: not a member, so this adds them). Another
+    /// role in the transaction refuses the write.
+    pub from: Option<Role>,
+    /// The acting person and their role as the service read it (`None` for the operator);
+    /// another role in the transaction refuses the write.
+    pub by: Option<(UserId, Role)>,
+    /// When they join, if this adds them.
+    pub at: Timestamp,
+}
+
+/// What the store answers when the target's role in the transaction is `current` but the
+/// service decided on `from`: an addition of a member is `AlreadyMember`, a change of someone
+/// no longer a member `NotFound`, another role `InvalidState` (read again and retry).
+pub fn check_from(from: Option<Role>, current: Option<Role>) -> Result<()> {
+    match (from, current) {
+        (a, b) if a == b => Ok(()),
+        (None, Some(_)) => Err(Error::AlreadyMember),
+        (Some(_), None) => Err(Error::NotFound { resource: "member" }),
+        _ => Err(Error::InvalidState(
+            "the member's role changed meanwhile; read it again",
+        )),
+    }
+}
+
+/// What the store answers when the acting person's role in the transaction is `current` but
+/// the service authorized them as `expected`: no longer a member, `NotFound` (the organization,
+/// as for any outsider); another role, `InvalidState`.
+pub fn check_actor(expected: Role, current: Option<Role>) -> Result<()> {
+    match current {
+        Some(role) if role == expected => Ok(()),
+        Some(_) => Err(Error::InvalidState(
+            "your role changed meanwhile; read it again",
+        )),
+        None => Err(Error::NotFound {
+            resource: "organization",
+        }),
+    }
+}
+
+/// The rule that an organization always has an owner: taking the owner role from someone
+/// (`from` owner, `to` anything else or `None` for a removal) while the organization has
+/// `owners` owners, them included, is `LastOwner` when they are the only one. Stores count the
+/// owners in the writing transaction, after locking the organization's row.
+pub fn check_last_owner(from: Option<Role>, to: Option<Role>, owners: u64) -> Result<()> {
+    if from == Some(Role::Owner) && to != Some(Role::Owner) && owners <= 1 {
+        return Err(Error::LastOwner);
+    }
+    Ok(())
+}
+
+impl RoleChange {
+    /// Every check of the writing transaction, given the target's current role, the acting
+    /// person's current role and the organization's owner count.
+    pub fn check(&self, current: Option<Role>, actor: Option<Role>, owners: u64) -> Result<()> {
+        if let Some((_, expected)) = self.by {
+            check_actor(expected, actor)?;
+        }
+        check_from(self.from, current)?;
+        check_last_owner(self.from, Some(self.role), owners)
+    }
+}
+
+/// A removal as the service decided it (see [`RoleChange`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// The organization.
+    pub org: OrgId,
+    /// The user removed.
+    pub user: UserId,
+    /// Their role as the service read it.
+    pub from: Role,
+    /// The acting person and their role as the service read it (`None` for the operator).
+    pub by: Option<(UserId, Role)>,
+}
+
+impl Removal {
+    /// Every check of the removing transaction (as [`RoleChange::check`]); a target no longer
+    /// a member is `NotFound`.
+    pub fn check(&self, current: Option<Role>, actor: Option<Role>, owners: u64) -> Result<()> {
+        if let Some((_, expected)) = self.by {
+            check_actor(expected, actor)?;
+        }
+        check_from(Some(self.from), current)?;
+        check_last_owner(Some(self.from), None, owners)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +299,56 @@ mod tests {
         for r in [Role::Owner, Role::Admin, Role::Member] {
             assert_eq!(Role::parse(r.as_str()).ok(), Some(r));
         }
+    }
+
+    #[test]
+    fn admins_change_plain_members_only() {
+        use Role::{Admin, Member, Owner};
+        let all = [None, Some(Owner), Some(Admin), Some(Member)];
+        for from in all {
+            for to in all {
+                assert!(Owner.may_change_member(from, to), "{from:?} -> {to:?}");
+                assert!(!Member.may_change_member(from, to), "{from:?} -> {to:?}");
+                let plain = |r: Option<Role>| matches!(r, None | Some(Member));
+                assert_eq!(
+                    Admin.may_change_member(from, to),
+                    plain(from) && plain(to),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_owner_stays() {
+        use Role::{Admin, Member, Owner};
+        assert!(matches!(
+            check_last_owner(Some(Owner), Some(Admin), 1),
+            Err(Error::LastOwner)
+        ));
+        assert!(matches!(
+            check_last_owner(Some(Owner), None, 1),
+            Err(Error::LastOwner)
+        ));
+        assert!(check_last_owner(Some(Owner), None, 2).is_ok());
+        assert!(check_last_owner(Some(Owner), Some(Owner), 1).is_ok());
+        assert!(check_last_owner(Some(Member), None, 0).is_ok());
+        assert!(matches!(
+            check_from(None, Some(Member)),
+            Err(Error::AlreadyMember)
+        ));
+        assert!(matches!(
+            check_from(Some(Member), None),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            check_from(Some(Member), Some(Admin)),
+            Err(Error::InvalidState(_))
+        ));
+        assert!(matches!(
+            check_actor(Owner, None),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]

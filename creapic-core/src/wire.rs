@@ -15,6 +15,7 @@ use crate::generation::{AspectRatio, Quality};
 use crate::job::{ItemStatus, JobKind, JobStatus};
 use crate::key::KeyMode;
 use crate::ledger::EntryKind;
+use crate::org::Role;
 use crate::scope::Scope;
 
 /// Longest prompt (raw text or serialized JSON prompt), in characters.
@@ -658,6 +659,109 @@ pub struct ListKeysResponse {
 pub struct DeleteKeyResponse {
     /// The deleted key's record (`deletedAt` set).
     pub api_key: ApiKeyInfo,
+}
+
+/// A member's role in an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleWire {
+    /// Full control; an organization always has at least one.
+    Owner,
+    /// Manages keys and plain members.
+    Admin,
+    /// Uses the organization's resources.
+    Member,
+}
+
+impl From<RoleWire> for Role {
+    fn from(w: RoleWire) -> Self {
+        match w {
+            RoleWire::Owner => Role::Owner,
+            RoleWire::Admin => Role::Admin,
+            RoleWire::Member => Role::Member,
+        }
+    }
+}
+
+impl From<Role> for RoleWire {
+    fn from(d: Role) -> Self {
+        match d {
+            Role::Owner => RoleWire::Owner,
+            Role::Admin => RoleWire::Admin,
+            Role::Member => RoleWire::Member,
+        }
+    }
+}
+
+/// An organization the signed-in user belongs to, with their role in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationMembership {
+    /// The organization.
+    pub organization: OrganizationWire,
+    /// The user's role in it.
+    pub role: RoleWire,
+}
+
+/// Response of `GET /api/organizations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListOrganizationsResponse {
+    /// The organizations, oldest first.
+    pub organizations: Vec<OrganizationMembership>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberWire {
+    /// The user's id.
+    pub user_id: String,
+    /// Their e-mail address (normalized: trimmed, lowercase).
+    pub email: String,
+    /// Their role.
+    pub role: RoleWire,
+    /// When they joined (RFC 3339); absent for memberships older than join times.
+    pub joined_at: Option<String>,
+}
+
+/// Response of `GET /api/organizations/{organizationId}/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMembersResponse {
+    /// The members, by user id.
+    pub members: Vec<MemberWire>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/organizations/{organizationId}/members`: the user is created if the e-mail is new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// The person's e-mail address.
+    pub email: String,
+    /// Their role (an admin may add `member` only).
+    pub role: RoleWire,
+}
+
+/// `PATCH /api/organizations/{organizationId}/members/{userId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetMemberRoleRequest {
+    /// The new role.
+    pub role: RoleWire,
+}
+
+/// Response of adding, re-roling or removing a member: the member as they are now (or were,
+/// for a removal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberResponse {
+    /// The member.
+    pub member: MemberWire,
 }
 
 /// One audit event.

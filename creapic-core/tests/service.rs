@@ -951,3 +951,195 @@ async fn generations_are_recorded_under_their_hold_and_read_per_organization() {
         Credits::new(8).unwrap()
     );
 }
+
+/// The membership rules of issue #17 item 4, through the service: who may add, re-role and
+/// remove whom, the hole of `set_role` closed (an admin could demote an owner), and the last
+/// owner kept against everyone, the operator too.
+#[tokio::test]
+async fn membership_rules_hold_for_every_actor() {
+    let w = world();
+    let owner = w.core.ensure_user("owner@example.com").await.unwrap();
+    let outsider = w.core.ensure_user("outsider@example.com").await.unwrap();
+    let org = w
+        .core
+        .create_org("Acme", owner.id, Actor::Operator, &w.ctx)
+        .await
+        .unwrap();
+    let o = Actor::User(owner.id);
+    let admin = w
+        .core
+        .add_member(o, org.id, "Admin@Example.com", Role::Admin, &w.ctx)
+        .await
+        .unwrap();
+    assert_eq!(admin.user.email.as_str(), "admin@example.com");
+    assert_eq!(admin.role, Role::Admin);
+    let a = Actor::User(admin.user.id);
+    // An admin adds plain members only; adding a member twice is `already_member`.
+    let member = w
+        .core
+        .add_member(a, org.id, "member@example.com", Role::Member, &w.ctx)
+        .await
+        .unwrap();
+    let code = |r: Result<creapic_core::org::Member, Error>| r.unwrap_err().code();
+    assert_eq!(
+        code(
+            w.core
+                .add_member(a, org.id, "member@example.com", Role::Member, &w.ctx)
+                .await
+        ),
+        "already_member"
+    );
+    assert_eq!(
+        code(
+            w.core
+                .add_member(a, org.id, "new-admin@example.com", Role::Admin, &w.ctx)
+                .await
+        ),
+        "forbidden"
+    );
+    assert!(
+        w.core
+            .store()
+            .user_by_email(&creapic_core::org::Email::new("new-admin@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "nobody is created for a refused addition"
+    );
+    // The hole: an admin could set an owner (or another admin) to member. No longer.
+    assert_eq!(
+        code(
+            w.core
+                .set_role(a, org.id, owner.id, Role::Member, &w.ctx)
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(
+            w.core
+                .change_role(a, org.id, owner.id, Role::Member, &w.ctx)
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(w.core.remove_member(a, org.id, owner.id, &w.ctx).await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(
+            w.core
+                .change_role(a, org.id, member.user.id, Role::Admin, &w.ctx)
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        w.core.store().role(org.id, owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    // Members change nothing; outsiders are told the organization does not exist.
+    let m = Actor::User(member.user.id);
+    assert_eq!(
+        code(
+            w.core
+                .add_member(m, org.id, "x@example.com", Role::Member, &w.ctx)
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(w.core.remove_member(m, org.id, admin.user.id, &w.ctx).await),
+        "forbidden"
+    );
+    let x = Actor::User(outsider.id);
+    assert_eq!(
+        code(
+            w.core
+                .change_role(x, org.id, member.user.id, Role::Member, &w.ctx)
+                .await
+        ),
+        "not_found"
+    );
+    assert_eq!(
+        w.core
+            .members(x, org.id, None, PageLimit::default())
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    // Any member reads the members.
+    let listed = w
+        .core
+        .members(m, org.id, None, PageLimit::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 3);
+    // The last owner stays, whoever asks; a second owner lets the first go.
+    for by in [o, Actor::Operator] {
+        assert_eq!(
+            code(
+                w.core
+                    .change_role(by, org.id, owner.id, Role::Admin, &w.ctx)
+                    .await
+            ),
+            "last_owner"
+        );
+        assert_eq!(
+            code(w.core.remove_member(by, org.id, owner.id, &w.ctx).await),
+            "last_owner"
+        );
+    }
+    w.core
+        .change_role(o, org.id, admin.user.id, Role::Owner, &w.ctx)
+        .await
+        .unwrap();
+    let removed = w
+        .core
+        .remove_member(o, org.id, owner.id, &w.ctx)
+        .await
+        .unwrap();
+    assert_eq!(removed.role, Role::Owner);
+    assert_eq!(
+        code(w.core.remove_member(a, org.id, owner.id, &w.ctx).await),
+        "not_found"
+    );
+    // An admin removes a plain member; the events name the user and the role.
+    let now_admin_owner = Actor::User(admin.user.id);
+    w.core
+        .remove_member(now_admin_owner, org.id, member.user.id, &w.ctx)
+        .await
+        .unwrap();
+    let events = w
+        .core
+        .audit(Actor::Operator, &AuditQuery::all(org.id))
+        .await
+        .unwrap();
+    let removed: Vec<_> = events
+        .items
+        .iter()
+        .filter(|r| r.event.action == AuditAction::MemberRemoved)
+        .map(|r| r.event.detail.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            format!("user={} role=owner", owner.id),
+            format!("user={} role=member", member.user.id)
+        ]
+    );
+    let orgs = w
+        .core
+        .organizations_of(admin.user.id, None, PageLimit::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        orgs.items
+            .iter()
+            .map(|(o, r)| (o.id, *r))
+            .collect::<Vec<_>>(),
+        [(org.id, Role::Owner)]
+    );
+}

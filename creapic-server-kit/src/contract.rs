@@ -35,6 +35,9 @@ pub enum Stage {
     Parameters,
     /// A resource of the caller's organization looked up by id.
     Lookup,
+    /// A membership change checked in the store's transaction: already a member, the last
+    /// owner, a role that moved meanwhile, no such member.
+    Members,
     /// `Idempotency-Key` handled (malformed header, in flight, reused with another body).
     Idempotent,
     /// Credits held or a job reserved (insufficient credits, a limit on the request).
@@ -76,6 +79,12 @@ impl Stage {
                     retry_after: second,
                 },
                 Core::store(StoreErrorKind::Unavailable, "").into(),
+            ],
+            Stage::Members => vec![
+                Core::AlreadyMember.into(),
+                Core::LastOwner.into(),
+                Core::InvalidState("").into(),
+                Core::NotFound { resource: "member" }.into(),
             ],
             Stage::Dashboard => vec![
                 Error::NotSignedIn,
@@ -318,6 +327,64 @@ pub const ROUTES: &[(&str, Method, &[Stage])] = &[
             Stage::Always,
             Stage::Dashboard,
             Stage::Parameters,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/organizations",
+        Method::GET,
+        &[
+            Stage::Always,
+            Stage::Dashboard,
+            Stage::Parameters,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/organizations/{organizationId}/members",
+        Method::GET,
+        &[
+            Stage::Always,
+            Stage::Dashboard,
+            Stage::Parameters,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/organizations/{organizationId}/members",
+        Method::POST,
+        &[
+            Stage::Always,
+            Stage::Dashboard,
+            Stage::Parameters,
+            Stage::JsonBody,
+            Stage::Idempotent,
+            Stage::Members,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/organizations/{organizationId}/members/{userId}",
+        Method::PATCH,
+        &[
+            Stage::Always,
+            Stage::Dashboard,
+            Stage::Parameters,
+            Stage::JsonBody,
+            Stage::Idempotent,
+            Stage::Members,
+            Stage::Store,
+        ],
+    ),
+    (
+        "/api/organizations/{organizationId}/members/{userId}",
+        Method::DELETE,
+        &[
+            Stage::Always,
+            Stage::Dashboard,
+            Stage::Parameters,
+            Stage::Idempotent,
+            Stage::Members,
             Stage::Store,
         ],
     ),

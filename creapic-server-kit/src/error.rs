@@ -178,9 +178,11 @@ impl Error {
                 C::Invalid { .. } => StatusCode::BAD_REQUEST,
                 C::LimitExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 C::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-                C::IdempotencyInProgress | C::LeaseLost | C::InvalidState(_) => {
-                    StatusCode::CONFLICT
-                }
+                C::IdempotencyInProgress
+                | C::LeaseLost
+                | C::InvalidState(_)
+                | C::LastOwner
+                | C::AlreadyMember => StatusCode::CONFLICT,
                 C::Store { kind, .. } => match kind {
                     StoreErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                     StoreErrorKind::Conflict => StatusCode::CONFLICT,

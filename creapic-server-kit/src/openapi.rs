@@ -6,7 +6,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers::{
-    audit, credits, images, keys, media, organizations, playground, scenes, system,
+    audit, credits, images, keys, media, members, organizations, playground, scenes, system,
 };
 
 /// The API description.
@@ -33,6 +33,11 @@ use crate::handlers::{
         keys::create,
         keys::delete,
         audit::list,
+        members::list_organizations,
+        members::list_members,
+        members::add,
+        members::set_role,
+        members::remove,
         system::openapi,
         system::health,
     ),
@@ -44,6 +49,7 @@ use crate::handlers::{
         (name = "playground", description = "Bulk image jobs of the AI Media Maker: submit, then poll, list or cancel (API key, IMAGE_GENERATION; the listing also SCENE_RENDER)"),
         (name = "organizations", description = "Organizations created with an API key (ORGANIZATION_WRITE)"),
         (name = "keys", description = "API key management, called by a signed-in dashboard user (the host's session)"),
+        (name = "members", description = "A signed-in dashboard user's organizations, and their members: listed by any member, changed by owners and admins"),
         (name = "audit", description = "The organization's audit log, called by a signed-in dashboard user"),
         (name = "media", description = "Generated images, served through signed, expiring links"),
         (name = "system", description = "Operational routes"),
@@ -143,7 +149,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// Path and query parameters that are ids (UUIDs) wherever they appear.
-const UUID_PARAMETERS: [&str; 4] = ["jobId", "id", "org", "organizationId"];
+const UUID_PARAMETERS: [&str; 5] = ["jobId", "id", "org", "organizationId", "userId"];
 
 /// The document a service serves: the derived one, with what the types cannot say written in —
 /// ids as `format: uuid`, and the host's own [`Limits`](crate::config::Limits) (they are
@@ -193,6 +199,11 @@ pub fn document_for(limits: &crate::config::Limits) -> serde_json::Value {
             key["name"]["minLength"] = json!(1);
             key["name"]["maxLength"] = json!(creapic_core::key::NAME_MAX_CHARS);
             key["scopes"]["minItems"] = json!(1);
+        }
+        let email = &mut schemas["AddMemberRequest"]["properties"]["email"];
+        if email.is_object() {
+            email["minLength"] = json!(3);
+            email["maxLength"] = json!(creapic_core::org::EMAIL_MAX_LEN);
         }
         let org = &mut schemas["CreateOrganizationRequest"]["properties"]["name"];
         if org.is_object() {

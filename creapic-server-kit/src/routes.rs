@@ -5,11 +5,11 @@
 //! ([`crate::reference`]), on unless the host switches [`crate::KitConfig::reference_page`] off.
 
 use axum::Router;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, patch, post};
 
 use crate::error::Error;
 use crate::handlers::{
-    audit, credits, images, keys, media, organizations, playground, scenes, system,
+    audit, credits, images, keys, media, members, organizations, playground, scenes, system,
 };
 use crate::reference;
 use crate::service::AppState;
@@ -19,7 +19,7 @@ pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
     let metrics_route = state.config().metrics_route;
-    let table: [(&'static str, MethodRouter<AppState>); 16] = [
+    let table: [(&'static str, MethodRouter<AppState>); 19] = [
         ("/api/public/images/generate", post(images::generate)),
         ("/api/public/images/{id}", get(images::get)),
         ("/api/public/scenes/render", post(scenes::render)),
@@ -42,6 +42,15 @@ pub fn router(state: AppState) -> Router {
         ("/api/keys", get(keys::list).post(keys::create)),
         ("/api/keys/{id}", axum::routing::delete(keys::delete)),
         ("/api/audit", get(audit::list)),
+        ("/api/organizations", get(members::list_organizations)),
+        (
+            "/api/organizations/{organization_id}/members",
+            get(members::list_members).post(members::add),
+        ),
+        (
+            "/api/organizations/{organization_id}/members/{user_id}",
+            patch(members::set_role).delete(members::remove),
+        ),
         ("/api/media/{org}/{key}", get(media::get)),
         ("/api/openapi", get(system::openapi)),
         ("/api/health", get(system::health)),

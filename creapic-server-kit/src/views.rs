@@ -6,10 +6,10 @@ use creapic_core::clock::Timestamp;
 use creapic_core::job::{ItemStatus, Job, JobSummary};
 use creapic_core::key::ApiKey;
 use creapic_core::ledger::{DailyUsage, LedgerEntry};
-use creapic_core::org::Organization;
+use creapic_core::org::{Member, Organization};
 use creapic_core::wire::{
     ApiKeyInfo, AuditEventWire, DailyUsageWire, ItemErrorWire, JobImage, JobStatusResponse,
-    JobSummaryWire, LedgerEntryWire, OrganizationWire, ScopeWire,
+    JobSummaryWire, LedgerEntryWire, MemberWire, OrganizationWire, ScopeWire,
 };
 
 /// A key's record as listed (never its secret or digest).
@@ -35,6 +35,16 @@ pub fn organization(org: &Organization) -> OrganizationWire {
         id: org.id.to_string(),
         name: org.name.to_string(),
         created_at: org.created_at.to_rfc3339(),
+    }
+}
+
+/// A member of an organization.
+pub fn member(m: &Member) -> MemberWire {
+    MemberWire {
+        user_id: m.user.id.to_string(),
+        email: m.user.email.to_string(),
+        role: m.role.into(),
+        joined_at: m.joined_at.map(|t| t.to_rfc3339()),
     }
 }
 

@@ -73,6 +73,8 @@ async fn every_status_the_server_answers_is_in_the_document() {
         for id in [&garbage_id, &unknown_id] {
             let url_path = path
                 .replace("{jobId}", id)
+                .replace("{organizationId}", id)
+                .replace("{userId}", id)
                 .replace("{id}", id)
                 .replace("{org}", id)
                 .replace("{key}", id);
@@ -92,7 +94,7 @@ async fn every_status_the_server_answers_is_in_the_document() {
                     .bearer_auth(&full)
                     .header("x-test-user", &unknown_id),
             );
-            if method == "POST" || method == "DELETE" {
+            if method == "POST" || method == "DELETE" || method == "PATCH" {
                 for key in [&full, &broke] {
                     probes.push(
                         request()

@@ -1,4 +1,5 @@
-//! The operator's commands over the store: organizations, keys, credits and the audit log.
+//! The operator's commands over the store: organizations and their members, keys, credits and
+//! the audit log.
 //!
 //! They open the same database `serve` uses (by default the data directory's SQLite file, which
 //! both may have open at once) and act as the operator (`Actor::Operator`), so every change is
@@ -10,6 +11,7 @@ use creapic_core::audit::{Actor, AuditQuery, RequestContext};
 use creapic_core::clock::Timestamp;
 use creapic_core::id::{KeyId, OrgId};
 use creapic_core::key::KeyMode;
+use creapic_core::org::{Email, Role};
 use creapic_core::page::PageLimit;
 use creapic_core::scope::ScopeSet;
 use creapic_core::store::{ConnectOptions, KeyQuery, Store};
@@ -19,7 +21,7 @@ use serde_json::json;
 
 use crate::cli::{
     AuditArgs, AuditCommand, AuditFormat, CliError, CliResult, CreditsCommand, KeyCommand,
-    OrgCommand, StoreArgs,
+    MemberCommand, OrgCommand, StoreArgs,
 };
 use crate::output;
 
@@ -58,8 +60,14 @@ fn operator_context() -> RequestContext {
     RequestContext::new(None, Some("creapic-cli"))
 }
 
+/// Most pages a listing command reads (1,000 items each).
+const LIST_PAGES_MAX: usize = 100;
+
 pub async fn org(args: &StoreArgs, cmd: OrgCommand) -> CliResult {
-    let OrgCommand::Create { name, owner, json } = cmd;
+    let (name, owner, json) = match cmd {
+        OrgCommand::Create { name, owner, json } => (name, owner, json),
+        OrgCommand::List { user, json } => return org_list(args, &user, json).await,
+    };
     let core = open(args).await?;
     let user = core.ensure_user(&owner).await?;
     let org = core
@@ -78,6 +86,147 @@ pub async fn org(args: &StoreArgs, cmd: OrgCommand) -> CliResult {
         org.id
     ));
     Ok(())
+}
+
+fn role_arg(text: &str) -> CliResult<Role> {
+    Role::parse(text).map_err(|_| {
+        CliError::usage(format!("--role: {text:?} is not a role"))
+            .hint("one of owner, admin, member")
+    })
+}
+
+/// The user with this e-mail, who must exist.
+async fn user_by_email(core: &Core, email: &str) -> CliResult<creapic_core::org::User> {
+    let email = Email::new(email)?;
+    core.store().user_by_email(&email).await?.ok_or_else(|| {
+        CliError::new(format!("no user with the e-mail {email}"))
+            .hint("`creapic member add --org ORG --email E --role R` creates one")
+    })
+}
+
+async fn org_list(args: &StoreArgs, email: &str, json: bool) -> CliResult {
+    let core = open(args).await?;
+    let user = user_by_email(&core, email).await?;
+    let mut all = Vec::new();
+    let mut after = None;
+    for _ in 0..LIST_PAGES_MAX {
+        let page = core
+            .organizations_of(user.id, after, PageLimit::max())
+            .await?;
+        all.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    if json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(o, r)| json!({"organization": views::organization(o), "role": r.as_str()}))
+            .collect();
+        return output::json(&json!({"user": user.email.as_str(), "organizations": list}));
+    }
+    for (o, r) in &all {
+        output::line(format!("{}  {:<6}  {}", o.id, r.as_str(), o.name));
+    }
+    if all.is_empty() {
+        output::line(format!("{} belongs to no organization", user.email));
+    }
+    Ok(())
+}
+
+fn member_json(m: &creapic_core::org::Member) -> serde_json::Value {
+    serde_json::to_value(views::member(m)).unwrap_or_default()
+}
+
+fn member_line(m: &creapic_core::org::Member) -> String {
+    let joined = m
+        .joined_at
+        .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+    format!(
+        "{}  {:<6}  {}  joined {joined}",
+        m.user.id,
+        m.role.as_str(),
+        m.user.email
+    )
+}
+
+pub async fn member(args: &StoreArgs, cmd: MemberCommand) -> CliResult {
+    let ctx = operator_context();
+    match cmd {
+        MemberCommand::List { org, json } => {
+            let org = org_id(&org)?;
+            let core = open(args).await?;
+            let mut all = Vec::new();
+            let mut after = None;
+            for _ in 0..LIST_PAGES_MAX {
+                let page = core
+                    .members(Actor::Operator, org, after, PageLimit::max())
+                    .await?;
+                all.extend(page.items);
+                after = page.next;
+                if after.is_none() {
+                    break;
+                }
+            }
+            if json {
+                let list: Vec<_> = all.iter().map(member_json).collect();
+                return output::json(&json!({"organizationId": org.to_string(), "members": list}));
+            }
+            for m in &all {
+                output::line(member_line(m));
+            }
+            Ok(())
+        }
+        MemberCommand::Add {
+            org,
+            email,
+            role,
+            json,
+        } => {
+            let (org, role) = (org_id(&org)?, role_arg(&role)?);
+            let core = open(args).await?;
+            let m = core
+                .add_member(Actor::Operator, org, &email, role, &ctx)
+                .await?;
+            if json {
+                return output::json(&json!({"member": member_json(&m)}));
+            }
+            output::line(format!("added    {}", member_line(&m)));
+            Ok(())
+        }
+        MemberCommand::Role {
+            org,
+            email,
+            role,
+            json,
+        } => {
+            let (org, role) = (org_id(&org)?, role_arg(&role)?);
+            let core = open(args).await?;
+            let user = user_by_email(&core, &email).await?;
+            let m = core
+                .change_role(Actor::Operator, org, user.id, role, &ctx)
+                .await?;
+            if json {
+                return output::json(&json!({"member": member_json(&m)}));
+            }
+            output::line(format!("changed  {}", member_line(&m)));
+            Ok(())
+        }
+        MemberCommand::Remove { org, email, json } => {
+            let org = org_id(&org)?;
+            let core = open(args).await?;
+            let user = user_by_email(&core, &email).await?;
+            let m = core
+                .remove_member(Actor::Operator, org, user.id, &ctx)
+                .await?;
+            if json {
+                return output::json(&json!({"member": member_json(&m)}));
+            }
+            output::line(format!("removed  {}", member_line(&m)));
+            Ok(())
+        }
+    }
 }
 
 pub async fn key(args: &StoreArgs, cmd: KeyCommand) -> CliResult {

@@ -110,6 +110,9 @@ pub enum Command {
     /// Organizations.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Members of an organization (the operator: role rules do not apply, the last owner stays).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -269,6 +272,70 @@ pub enum OrgCommand {
         /// The owner's e-mail (created if new).
         #[arg(long, default_value = "owner@localhost")]
         owner: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a user's organizations with their role in each.
+    List {
+        /// The user's e-mail.
+        #[arg(long, default_value = "owner@localhost")]
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List an organization's members.
+    List {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a person (created if new) to an organization.
+    Add {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// Their e-mail.
+        #[arg(long)]
+        email: String,
+        /// owner, admin or member.
+        #[arg(long)]
+        role: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a member's role (the last owner cannot be demoted).
+    Role {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// The member's e-mail.
+        #[arg(long)]
+        email: String,
+        /// owner, admin or member.
+        #[arg(long)]
+        role: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (the last owner cannot be removed; the user and their keys stay).
+    Remove {
+        /// The organization id.
+        #[arg(long)]
+        org: String,
+        /// The member's e-mail.
+        #[arg(long)]
+        email: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -458,6 +525,7 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve(args) => crate::serve::run(&cli.store, args).await,
         Command::Org(cmd) => crate::admin::org(&cli.store, cmd).await,
+        Command::Member(cmd) => crate::admin::member(&cli.store, cmd).await,
         Command::Key(cmd) => crate::admin::key(&cli.store, cmd).await,
         Command::Credits(cmd) => crate::admin::credits(&cli.store, cmd).await,
         Command::Audit(args) => crate::admin::audit(&cli.store, args).await,

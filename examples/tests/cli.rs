@@ -444,3 +444,157 @@ async fn audit_verify_finds_an_edited_row_and_a_deleted_row() {
     assert_eq!(report["broken"]["kind"], "missing");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `creapic org list` and `creapic member list|add|role|remove` through the binary, as the
+/// operator: text and `--json`, the last owner kept (exit 1, `last_owner`), a bad role exit 2.
+#[test]
+fn org_and_member_commands_manage_membership_as_the_operator() {
+    let dir = data_dir();
+    let created = cli_json(&dir, &["org", "create", "--name", "Acme", "--json"]);
+    let org = created["organization"]["id"].as_str().unwrap().to_owned();
+    let second = cli_json(&dir, &["org", "create", "--name", "Beta", "--json"]);
+    let beta = second["organization"]["id"].as_str().unwrap().to_owned();
+    // The default user is the default owner.
+    let listed = cli_json(&dir, &["org", "list", "--json"]);
+    let orgs = listed["organizations"].as_array().unwrap();
+    assert_eq!(orgs.len(), 2, "{listed}");
+    assert!(orgs.iter().all(|o| o["role"] == "owner"));
+    let text = cli(&dir, &["org", "list"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains(&org) && text.contains("Acme") && text.contains("owner"),
+        "{text}"
+    );
+
+    let added = cli_json(
+        &dir,
+        &[
+            "member",
+            "add",
+            "--org",
+            &org,
+            "--email",
+            "ada@example.com",
+            "--role",
+            "admin",
+            "--json",
+        ],
+    );
+    assert_eq!(added["member"]["email"], "ada@example.com");
+    assert_eq!(added["member"]["role"], "admin");
+    let ada_orgs = cli_json(
+        &dir,
+        &["org", "list", "--user", "ada@example.com", "--json"],
+    );
+    assert_eq!(ada_orgs["organizations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        ada_orgs["organizations"][0]["organization"]["id"],
+        org.as_str()
+    );
+    assert_eq!(ada_orgs["organizations"][0]["role"], "admin");
+
+    let members = cli_json(&dir, &["member", "list", "--org", &org, "--json"]);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+
+    // The last owner stays, even for the operator.
+    for args in [
+        vec![
+            "member",
+            "role",
+            "--org",
+            &org,
+            "--email",
+            "owner@localhost",
+            "--role",
+            "member",
+        ],
+        vec![
+            "member",
+            "remove",
+            "--org",
+            &org,
+            "--email",
+            "owner@localhost",
+        ],
+    ] {
+        let out = cli(&dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("last_owner"), "{args:?}: {err}");
+    }
+    // Promote Ada, then the first owner may go.
+    let promoted = cli_json(
+        &dir,
+        &[
+            "member",
+            "role",
+            "--org",
+            &org,
+            "--email",
+            "ada@example.com",
+            "--role",
+            "owner",
+            "--json",
+        ],
+    );
+    assert_eq!(promoted["member"]["role"], "owner");
+    let removed = cli_json(
+        &dir,
+        &[
+            "member",
+            "remove",
+            "--org",
+            &org,
+            "--email",
+            "owner@localhost",
+            "--json",
+        ],
+    );
+    assert_eq!(removed["member"]["role"], "owner");
+    let out = cli(
+        &dir,
+        &[
+            "member",
+            "remove",
+            "--org",
+            &org,
+            "--email",
+            "owner@localhost",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+    let listed = cli_json(&dir, &["org", "list", "--json"]);
+    assert_eq!(listed["organizations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        listed["organizations"][0]["organization"]["id"],
+        beta.as_str()
+    );
+
+    let out = cli(
+        &dir,
+        &[
+            "member",
+            "add",
+            "--org",
+            &org,
+            "--email",
+            "x@example.com",
+            "--role",
+            "king",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
+    let out = cli(&dir, &["member", "list", "--org", &org]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("ada@example.com") && text.contains("owner"),
+        "{text}"
+    );
+    // Every change is audited as the operator.
+    let audit = cli(&dir, &["audit", "--org", &org, "--format", "json"]);
+    let audit_text = String::from_utf8_lossy(&audit.stdout).into_owned();
+    assert!(audit_text.contains("member.removed"), "{audit_text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,7 @@ pub use credits::{Credits, CreditsPage, UsageRange};
 pub use images::Images;
 pub use keys::{CreatedKey, Keys, ListKeys};
 pub use media::{Media, MediaFile};
-pub use organizations::Organizations;
+pub use organizations::{ListMembers, ListOrganizations, ListPage, Members, Organizations};
 pub use playground::Playground;
 pub use scenes::Scenes;
 

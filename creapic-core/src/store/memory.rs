@@ -24,7 +24,7 @@ use crate::ledger::{
     BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, EntryKind, Hold, IdempotencyKey,
     LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest,
 };
-use crate::org::{Email, Membership, Organization, Role, User};
+use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
 use crate::store::{
     AuditStore, GenerationStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage,
@@ -55,8 +55,10 @@ struct State {
     users: HashMap<UserId, User>,
     user_by_email: HashMap<Email, UserId>,
     orgs: HashMap<OrgId, Organization>,
-    /// (org, user) → (role, order of joining), the order answering `first_owner`.
-    members: BTreeMap<(OrgId, UserId), (Role, u64)>,
+    /// (org, user) → their membership; its `seq` (order of joining) answers `first_owner`.
+    members: BTreeMap<(OrgId, UserId), Seat>,
+    /// (user, org) for every membership: `orgs_of_user` in organization order.
+    orgs_by_user: BTreeSet<(UserId, OrgId)>,
     member_seq: u64,
     keys: BTreeMap<KeyId, ApiKey>,
     key_digests: HashMap<KeyDigest, KeyId>,
@@ -80,6 +82,14 @@ struct State {
     generations: HashMap<GenerationId, GenerationRecord>,
 }
 
+/// One membership.
+#[derive(Debug, Clone, Copy)]
+struct Seat {
+    role: Role,
+    seq: u64,
+    joined_at: Option<Timestamp>,
+}
+
 #[derive(Debug)]
 struct RequestSlot {
     fingerprint: RequestFingerprint,
@@ -94,6 +104,27 @@ fn conflict(what: &str) -> Error {
 }
 
 impl State {
+    fn seat(&self, org: OrgId, user: UserId) -> Option<Seat> {
+        self.members.get(&(org, user)).copied()
+    }
+
+    fn owners(&self, org: OrgId) -> u64 {
+        self.members
+            .range((org, UserId::from_uuid(uuid::Uuid::nil()))..)
+            .take_while(|((o, _), _)| *o == org)
+            .filter(|(_, seat)| seat.role == Role::Owner)
+            .count() as u64
+    }
+
+    fn member(&self, org: OrgId, user: UserId) -> Option<Member> {
+        let seat = self.seat(org, user)?;
+        Some(Member {
+            user: self.users.get(&user)?.clone(),
+            role: seat.role,
+            joined_at: seat.joined_at,
+        })
+    }
+
     fn append_audit(&mut self, event: &AuditEvent) {
         for l in audit_chain::link(&mut self.chain, std::slice::from_ref(event)) {
             let record = AuditRecord {
@@ -313,7 +344,7 @@ impl OrgStore for MemoryStore {
         let owned = s
             .members
             .iter()
-            .filter(|((_, user), (role, _))| *user == owner && *role == Role::Owner)
+            .filter(|((_, user), seat)| *user == owner && seat.role == Role::Owner)
             .count();
         if owned as u64 >= owned_max {
             return Err(Error::LimitExceeded {
@@ -324,7 +355,15 @@ impl OrgStore for MemoryStore {
         s.orgs.insert(org.id, org.clone());
         s.member_seq += 1;
         let seq = s.member_seq;
-        s.members.insert((org.id, owner), (Role::Owner, seq));
+        s.members.insert(
+            (org.id, owner),
+            Seat {
+                role: Role::Owner,
+                seq,
+                joined_at: Some(org.created_at),
+            },
+        );
+        s.orgs_by_user.insert((owner, org.id));
         s.append_audit(audit);
         Ok(())
     }
@@ -333,26 +372,99 @@ impl OrgStore for MemoryStore {
         Ok(self.lock().orgs.get(&id).cloned())
     }
 
-    async fn set_role(&self, m: &Membership, audit: &AuditEvent) -> Result<()> {
+    async fn set_role(&self, change: &RoleChange, audit: &AuditEvent) -> Result<Member> {
         let mut s = self.lock();
-        if !s.orgs.contains_key(&m.org) {
+        if !s.orgs.contains_key(&change.org) {
             return Err(Error::NotFound {
                 resource: "organization",
             });
         }
-        if !s.users.contains_key(&m.user) {
+        let Some(user) = s.users.get(&change.user).cloned() else {
             return Err(Error::NotFound { resource: "user" });
-        }
+        };
+        let current = s.seat(change.org, change.user).map(|seat| seat.role);
+        let actor = change
+            .by
+            .and_then(|(by, _)| s.seat(change.org, by))
+            .map(|seat| seat.role);
+        change.check(current, actor, s.owners(change.org))?;
         s.member_seq += 1;
         let seq = s.member_seq;
-        let slot = s.members.entry((m.org, m.user)).or_insert((m.role, seq));
-        slot.0 = m.role;
+        let seat = s.members.entry((change.org, change.user)).or_insert(Seat {
+            role: change.role,
+            seq,
+            joined_at: Some(change.at),
+        });
+        seat.role = change.role;
+        let member = Member {
+            user,
+            role: seat.role,
+            joined_at: seat.joined_at,
+        };
+        s.orgs_by_user.insert((change.user, change.org));
         s.append_audit(audit);
-        Ok(())
+        Ok(member)
+    }
+
+    async fn remove_member(&self, removal: &Removal, audit: &AuditEvent) -> Result<Option<Member>> {
+        let mut s = self.lock();
+        let Some(member) = s.member(removal.org, removal.user) else {
+            return Ok(None);
+        };
+        let actor = removal
+            .by
+            .and_then(|(by, _)| s.seat(removal.org, by))
+            .map(|seat| seat.role);
+        removal.check(Some(member.role), actor, s.owners(removal.org))?;
+        s.members.remove(&(removal.org, removal.user));
+        s.orgs_by_user.remove(&(removal.user, removal.org));
+        s.append_audit(audit);
+        Ok(Some(member))
+    }
+
+    async fn orgs_of_user(
+        &self,
+        user: UserId,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<(Organization, Role), OrgId>> {
+        let s = self.lock();
+        let start = after.unwrap_or(OrgId::from_uuid(uuid::Uuid::nil()));
+        let items: Vec<(Organization, Role)> = s
+            .orgs_by_user
+            .range((user, start)..)
+            .take_while(|(u, _)| *u == user)
+            .filter(|(_, org)| after.is_none_or(|a| *org > a))
+            .filter_map(|(_, org)| {
+                let seat = s.seat(*org, user)?;
+                Some((s.orgs.get(org)?.clone(), seat.role))
+            })
+            .take(limit.as_usize() + 1)
+            .collect();
+        Ok(Page::from_overfetch(items, limit, |(o, _)| o.id))
+    }
+
+    async fn members(
+        &self,
+        org: OrgId,
+        after: Option<UserId>,
+        limit: PageLimit,
+    ) -> Result<Page<Member, UserId>> {
+        let s = self.lock();
+        let start = after.unwrap_or(UserId::from_uuid(uuid::Uuid::nil()));
+        let items: Vec<Member> = s
+            .members
+            .range((org, start)..)
+            .take_while(|((o, _), _)| *o == org)
+            .filter(|((_, u), _)| after.is_none_or(|a| *u > a))
+            .filter_map(|((_, u), _)| s.member(org, *u))
+            .take(limit.as_usize() + 1)
+            .collect();
+        Ok(Page::from_overfetch(items, limit, |m| m.user.id))
     }
 
     async fn role(&self, org: OrgId, user: UserId) -> Result<Option<Role>> {
-        Ok(self.lock().members.get(&(org, user)).map(|(r, _)| *r))
+        Ok(self.lock().seat(org, user).map(|seat| seat.role))
     }
 
     async fn first_owner(&self, org: OrgId) -> Result<Option<UserId>> {
@@ -360,8 +472,8 @@ impl OrgStore for MemoryStore {
         Ok(s.members
             .range((org, UserId::from_uuid(uuid::Uuid::nil()))..)
             .take_while(|((o, _), _)| *o == org)
-            .filter(|(_, (role, _))| *role == Role::Owner)
-            .min_by_key(|(_, (_, seq))| *seq)
+            .filter(|(_, seat)| seat.role == Role::Owner)
+            .min_by_key(|(_, seat)| seat.seq)
             .map(|((_, u), _)| *u))
     }
 }

@@ -31,7 +31,7 @@ use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
 use crate::ledger::{
     Credits, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest,
 };
-use crate::org::{Email, Membership, Organization, Role, User};
+use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
 
 mod connect;
@@ -68,8 +68,36 @@ pub trait OrgStore: Send + Sync {
     ) -> Result<()>;
     /// An organization by id.
     async fn org(&self, id: OrgId) -> Result<Option<Organization>>;
-    /// Sets a member's role (adding the member if needed) and appends `audit`, atomically.
-    async fn set_role(&self, membership: &Membership, audit: &AuditEvent) -> Result<()>;
+    /// Sets a user's role in an organization — adding them (joined at `change.at`) when
+    /// `change.from` is `None` — and appends `audit`, atomically, after checking in the same
+    /// transaction, with the organization's row locked (`ORG_LOCK`), what
+    /// [`RoleChange::check`] checks: the acting person still has the role they were authorized
+    /// with, the target still has `change.from` (`AlreadyMember`, `NotFound { member }` or
+    /// `InvalidState` otherwise), and the organization keeps an owner (`LastOwner`: the owners
+    /// are counted under that lock, so two owners demoting each other at once leave one).
+    /// `NotFound` for an unknown organization or user. A refused change writes nothing.
+    async fn set_role(&self, change: &RoleChange, audit: &AuditEvent) -> Result<Member>;
+    /// Removes a member and appends `audit`, atomically, with the checks of
+    /// [`Removal::check`] made in the same transaction under the organization's row lock (the
+    /// last owner is never removed: `LastOwner`). The removed member, or `None` when the user is
+    /// not a member of `org` (nothing written). The user and the keys they created stay.
+    async fn remove_member(&self, removal: &Removal, audit: &AuditEvent) -> Result<Option<Member>>;
+    /// The organizations `user` belongs to, with their role in each, by organization id (which
+    /// sorts by creation time), after the cursor `after`.
+    async fn orgs_of_user(
+        &self,
+        user: UserId,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<(Organization, Role), OrgId>>;
+    /// The members of `org` by user id (which sorts by the user's creation time), after the
+    /// cursor `after`; an empty page for an unknown organization.
+    async fn members(
+        &self,
+        org: OrgId,
+        after: Option<UserId>,
+        limit: PageLimit,
+    ) -> Result<Page<Member, UserId>>;
     /// A user's role in an organization, if they are a member.
     async fn role(&self, org: OrgId, user: UserId) -> Result<Option<Role>>;
     /// The earliest owner of an organization (keys created by the operator are attributed to it).

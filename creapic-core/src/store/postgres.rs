@@ -37,7 +37,7 @@ use crate::ledger::{
     BALANCE_MAX, Credits, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry, LedgerOp,
     LedgerReceipt, LedgerRequest,
 };
-use crate::org::{Email, Membership, Organization, Role, User};
+use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
 use crate::service::Creapic;
 use crate::store::connect::ConnectOptions;
@@ -1369,37 +1369,30 @@ impl OrgStore for PgStore {
         row.as_ref().map(sql::org).transpose()
     }
 
-    async fn set_role(&self, m: &Membership, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.write().await?;
-        let (org, user): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1), \
-             EXISTS (SELECT 1 FROM users WHERE id = $2)",
-        )
-        .bind(m.org.as_uuid())
-        .bind(m.user.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if !org {
-            return Err(Error::NotFound {
-                resource: "organization",
-            });
-        }
-        if !user {
-            return Err(Error::NotFound { resource: "user" });
-        }
-        sqlx::query(
-            "INSERT INTO memberships (org, user_id, role) VALUES ($1, $2, $3) \
-             ON CONFLICT (org, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(m.org.as_uuid())
-        .bind(m.user.as_uuid())
-        .bind(m.role.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
+    async fn set_role(&self, change: &RoleChange, audit: &AuditEvent) -> Result<Member> {
+        sql::set_role_body!(self, change, audit)
+    }
+
+    async fn remove_member(&self, removal: &Removal, audit: &AuditEvent) -> Result<Option<Member>> {
+        sql::remove_member_body!(self, removal, audit)
+    }
+
+    async fn orgs_of_user(
+        &self,
+        user: UserId,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<(Organization, Role), OrgId>> {
+        sql::orgs_of_user_body!(self, user, after, limit)
+    }
+
+    async fn members(
+        &self,
+        org: OrgId,
+        after: Option<UserId>,
+        limit: PageLimit,
+    ) -> Result<Page<Member, UserId>> {
+        sql::members_body!(self, org, after, limit)
     }
 
     async fn role(&self, org: OrgId, user: UserId) -> Result<Option<Role>> {

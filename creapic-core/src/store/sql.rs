@@ -23,7 +23,7 @@ use crate::job::{
 };
 use crate::key::{ApiKey, KeyMode, KeyName, KeyPrefix};
 use crate::ledger::{Credits, DAY_MS, DailyUsage, EntryKind, Hold, IdempotencyKey, LedgerEntry};
-use crate::org::{Email, OrgName, Organization, Role, User};
+use crate::org::{Email, Member, OrgName, Organization, Role, User};
 use crate::scope::ScopeSet;
 
 /// Most rows one purge statement deletes: purges run in bounded batches so that a large backlog
@@ -500,6 +500,46 @@ pub(crate) const KEY_INSERT: &str = "INSERT INTO api_keys (id, org, digest, name
 pub(crate) const OWNED_ORGS_COUNT: &str =
     "SELECT COUNT(*) FROM memberships WHERE user_id = $1 AND role = 'owner'";
 
+/// `OrgStore::set_role` and `remove_member`: a user's role, read inside the writing
+/// transaction after the organization's row is locked. `$1` org, `$2` user.
+pub(crate) const MEMBER_ROLE: &str = "SELECT role FROM memberships WHERE org = $1 AND user_id = $2";
+/// The organization's owners, counted under the same lock (the `memberships_owners` index).
+pub(crate) const OWNERS_COUNT: &str =
+    "SELECT COUNT(*) FROM memberships WHERE org = $1 AND role = 'owner'";
+/// A user row by id.
+pub(crate) const USER_BY_ID: &str = "SELECT id, email, created_at FROM users WHERE id = $1";
+/// Sets a role, adding the membership (joined at `$4`) when there is none.
+pub(crate) const MEMBER_UPSERT: &str = "INSERT INTO memberships (org, user_id, role, joined_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (org, user_id) DO UPDATE SET role = excluded.role \
+     RETURNING joined_at";
+/// Removes a membership.
+pub(crate) const MEMBER_DELETE: &str =
+    "DELETE FROM memberships WHERE org = $1 AND user_id = $2 RETURNING joined_at";
+/// `OrgStore::orgs_of_user`: `$1` user, `$2` the cursor (an organization id) or NULL, `$3` the
+/// limit; served by `memberships_by_user`.
+pub(crate) const ORGS_OF_USER: &str = "SELECT o.id, o.name, o.created_at, m.role \
+     FROM memberships m JOIN orgs o ON o.id = m.org \
+     WHERE m.user_id = $1 AND ($2 IS NULL OR m.org > $2) ORDER BY m.org LIMIT $3";
+/// `OrgStore::members`: `$1` org, `$2` the cursor (a user id) or NULL, `$3` the limit; served by
+/// the unique (org, user_id) index.
+pub(crate) const MEMBERS_OF_ORG: &str = "SELECT u.id, u.email, u.created_at, m.role, m.joined_at \
+     FROM memberships m JOIN users u ON u.id = m.user_id \
+     WHERE m.org = $1 AND ($2 IS NULL OR m.user_id > $2) ORDER BY m.user_id LIMIT $3";
+
+/// A row of [`MEMBERS_OF_ORG`].
+pub(crate) fn member(row: &impl Columns) -> Result<Member> {
+    Ok(Member {
+        user: user(row)?,
+        role: role(row)?,
+        joined_at: row.opt_time("joined_at")?,
+    })
+}
+
+/// A count as the domain's `u64`.
+pub(crate) fn count(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|e| corrupt("count", e))
+}
+
 /// What `create_org` answers when the owner already owns `owned` organizations.
 pub(crate) fn check_owned_orgs(owned: i64, max: u64) -> Result<()> {
     let owned = u64::try_from(owned).map_err(|e| corrupt("count", e))?;
@@ -666,17 +706,182 @@ macro_rules! create_org_body {
             .await
             .map_err(map_error)?;
         // The owner's row is locked above: it exists until this commits.
-        sqlx::query("INSERT INTO memberships (org, user_id, role) VALUES ($1, $2, 'owner')")
-            .bind(org.id.as_uuid())
-            .bind(owner.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO memberships (org, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)",
+        )
+        .bind(org.id.as_uuid())
+        .bind(owner.as_uuid())
+        .bind(org.created_at.unix_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
     }};
 }
 pub(crate) use create_org_body;
+
+/// A user's role in an organization, read in the transaction `$tx`.
+macro_rules! member_role {
+    ($tx:expr, $org:expr, $user:expr) => {{
+        let row = sqlx::query(sql::MEMBER_ROLE)
+            .bind($org.as_uuid())
+            .bind($user.as_uuid())
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(sql::role).transpose()?
+    }};
+}
+pub(crate) use member_role;
+
+/// The roles a membership write checks, read after the organization's row is locked
+/// (`ORG_LOCK` of the invoking module; `NotFound` for an unknown organization): the target's, the
+/// acting person's (when `by` names one) and the owner count.
+macro_rules! member_state {
+    ($tx:expr, $org:expr, $user:expr, $by:expr) => {{
+        let org: OrgId = $org;
+        let locked = sqlx::query(ORG_LOCK)
+            .bind(org.as_uuid())
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(map_error)?;
+        if locked.is_none() {
+            return Err(Error::NotFound {
+                resource: "organization",
+            });
+        }
+        let current = sql::member_role!($tx, org, $user);
+        let actor = match $by {
+            Some((by, _)) => sql::member_role!($tx, org, by),
+            None => None,
+        };
+        let owners: i64 = sqlx::query_scalar(sql::OWNERS_COUNT)
+            .bind(org.as_uuid())
+            .fetch_one(&mut *$tx)
+            .await
+            .map_err(map_error)?;
+        (current, actor, sql::count(owners)?)
+    }};
+}
+pub(crate) use member_state;
+
+///
+/// The body of `OrgStore::set_role`: the organization's row locked, the change checked against
+/// the roles and owner count read under that lock ([`RoleChange::check`](crate::org::RoleChange)),
+/// the membership written and `audit` appended, in one write transaction.
+macro_rules! set_role_body {
+    ($store:expr, $change:expr, $audit:expr) => {{
+        let change = $change;
+        let audit = $audit;
+        let mut tx = $store.write().await?;
+        let (current, actor, owners) = sql::member_state!(tx, change.org, change.user, change.by);
+        let user = sqlx::query(sql::USER_BY_ID)
+            .bind(change.user.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let Some(user) = user.as_ref().map(sql::user).transpose()? else {
+            return Err(Error::NotFound { resource: "user" });
+        };
+        change.check(current, actor, owners)?;
+        let joined: Option<i64> = sqlx::query_scalar(sql::MEMBER_UPSERT)
+            .bind(change.org.as_uuid())
+            .bind(change.user.as_uuid())
+            .bind(change.role.as_str())
+            .bind(change.at.unix_ms())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await?;
+        Ok(Member {
+            user,
+            role: change.role,
+            joined_at: joined.map(Timestamp::from_unix_ms),
+        })
+    }};
+}
+pub(crate) use set_role_body;
+
+///
+/// The body of `OrgStore::remove_member`: as [`set_role_body`], the membership deleted.
+macro_rules! remove_member_body {
+    ($store:expr, $removal:expr, $audit:expr) => {{
+        let removal = $removal;
+        let audit = $audit;
+        let mut tx = $store.write().await?;
+        let (current, actor, owners) =
+            sql::member_state!(tx, removal.org, removal.user, removal.by);
+        let Some(role) = current else {
+            return Ok(None);
+        };
+        removal.check(current, actor, owners)?;
+        let user = sqlx::query(sql::USER_BY_ID)
+            .bind(removal.user.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let user = sql::user(&user)?;
+        let joined: Option<i64> = sqlx::query_scalar(sql::MEMBER_DELETE)
+            .bind(removal.org.as_uuid())
+            .bind(removal.user.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await?;
+        Ok(Some(Member {
+            user,
+            role,
+            joined_at: joined.map(Timestamp::from_unix_ms),
+        }))
+    }};
+}
+pub(crate) use remove_member_body;
+
+///
+/// The body of `OrgStore::orgs_of_user` (read pool of the invoking module).
+macro_rules! orgs_of_user_body {
+    ($store:expr, $user:expr, $after:expr, $limit:expr) => {{
+        let user: UserId = $user;
+        let after: Option<OrgId> = $after;
+        let limit: PageLimit = $limit;
+        let rows = sqlx::query(sql::ORGS_OF_USER)
+            .bind(user.as_uuid())
+            .bind(after.map(|o| o.as_uuid()))
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all($store.read_pool())
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(|row| Ok((sql::org(row)?, sql::role(row)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |(o, _)| o.id))
+    }};
+}
+pub(crate) use orgs_of_user_body;
+
+///
+/// The body of `OrgStore::members` (read pool of the invoking module).
+macro_rules! members_body {
+    ($store:expr, $org:expr, $after:expr, $limit:expr) => {{
+        let org: OrgId = $org;
+        let after: Option<UserId> = $after;
+        let limit: PageLimit = $limit;
+        let rows = sqlx::query(sql::MEMBERS_OF_ORG)
+            .bind(org.as_uuid())
+            .bind(after.map(|u| u.as_uuid()))
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all($store.read_pool())
+            .await
+            .map_err(map_error)?;
+        let items = rows.iter().map(sql::member).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |m| m.user.id))
+    }};
+}
+pub(crate) use members_body;
 
 ///
 /// The body of `IdempotencyStore::complete_request`.

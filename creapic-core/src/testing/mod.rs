@@ -50,6 +50,11 @@ impl Fixture {
         EntryId::generate(self.now, self.rng.as_ref())
     }
 
+    /// A fresh user id that no stored user has.
+    pub fn new_user_id(&self) -> UserId {
+        UserId::generate(self.now, self.rng.as_ref())
+    }
+
     /// A fresh audit event of `org`.
     pub fn event(&self, org: OrgId, action: crate::audit::AuditAction) -> AuditEvent {
         AuditEvent::new(

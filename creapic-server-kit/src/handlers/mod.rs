@@ -7,6 +7,7 @@ pub mod credits;
 pub mod images;
 pub mod keys;
 pub mod media;
+pub mod members;
 pub mod organizations;
 pub mod playground;
 pub mod scenes;
