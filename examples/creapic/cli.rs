@@ -83,8 +83,23 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 pub struct Cli {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the integrator's commands reach a running server (`generate`, `bulk`, `render`, `job`,
+/// `image`, `balance`, `usage`): flags, else the environment an integration uses.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApiArgs {
+    /// The API key (default: AI_MEDIA_MAKER_API_KEY, else CREAPIC_API_KEY). A flag is visible
+    /// to other users of the machine in the process list: prefer the environment variable.
+    #[arg(long, global = true, value_name = "KEY", help_heading = "Client commands")]
+    pub api_key: Option<String>,
+    /// The server's base URL (default: CREAPIC_BASE_URL, else http://127.0.0.1:8080).
+    #[arg(long, global = true, value_name = "URL", help_heading = "Client commands")]
+    pub base_url: Option<String>,
 }
 
 /// Where the data lives.
@@ -125,9 +140,24 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Start a bulk image job through a running server.
     Bulk(BulkArgs),
-    /// A bulk job through a running server: its status, or cancel it.
+    /// Bulk jobs and renders through a running server: list them, a job's status, cancel one.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Render a scene through a running server: a background from text (layers: use the API).
+    Render(RenderArgs),
+    /// A generation through a running server, by its id (`generation.id`).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// The API key's organization's tokens through a running server: balance and held.
+    Balance(BalanceArgs),
+    /// Tokens spent, granted and released per UTC day, through a running server.
+    Usage(UsageArgs),
+    /// Print a shell completion script: `creapic completions bash > /etc/bash_completion.d/creapic`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the OpenAPI document `serve` serves at /api/openapi (the committed
     /// docs/openapi.json), without starting a server or opening a database.
     Openapi,
@@ -481,6 +511,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
+    /// List the organization's bulk jobs and renders, oldest first.
+    List(JobListArgs),
     /// Show a job's status and images.
     Status(JobArgs),
     /// Cancel a job: items not started are never started, their credits come back.
@@ -491,6 +523,75 @@ pub enum JobCommand {
 pub struct JobArgs {
     /// The job id printed by `creapic bulk`.
     pub job_id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// Show at most this many (following pages as needed).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The background to draw (raw text; the server turns it into a JSON prompt).
+    pub text: String,
+    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.
+    #[arg(long, default_value = "1:1")]
+    pub aspect_ratio: String,
+    /// Quality: standard or hd.
+    #[arg(long, default_value = "standard")]
+    pub quality: String,
+    /// Wait for the render to finish.
+    #[arg(long)]
+    pub wait: bool,
+    /// Save the image here (implies --wait).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show a generation: status, prompt, tokens, and a fresh link to its image.
+    Get {
+        /// The generation id.
+        id: String,
+        /// Save the image here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// Also list the ledger, oldest first (at most 1,000 entries).
+    #[arg(long)]
+    pub ledger: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The first day, YYYY-MM-DD (default: 29 days before --to).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The last day, YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    pub to: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -518,10 +619,19 @@ pub async fn run(cli: Cli) -> CliResult {
     // client commands write the user's own files and keep the user's umask.
     if !matches!(
         cli.command,
-        Command::Generate(_) | Command::Bulk(_) | Command::Job(_) | Command::Openapi
+        Command::Generate(_)
+            | Command::Bulk(_)
+            | Command::Job(_)
+            | Command::Render(_)
+            | Command::Image(_)
+            | Command::Balance(_)
+            | Command::Usage(_)
+            | Command::Completions { .. }
+            | Command::Openapi
     ) {
         crate::data_dir::restrict_umask();
     }
+    let api = cli.api;
     match cli.command {
         Command::Serve(args) => crate::serve::run(&cli.store, args).await,
         Command::Org(cmd) => crate::admin::org(&cli.store, cmd).await,
@@ -529,13 +639,34 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Key(cmd) => crate::admin::key(&cli.store, cmd).await,
         Command::Credits(cmd) => crate::admin::credits(&cli.store, cmd).await,
         Command::Audit(args) => crate::admin::audit(&cli.store, args).await,
-        Command::Generate(args) => crate::integrator::generate(args).await,
-        Command::Bulk(args) => crate::integrator::bulk(args).await,
-        Command::Job(cmd) => crate::integrator::job(cmd).await,
+        Command::Generate(args) => crate::integrator::generate(&api, args).await,
+        Command::Bulk(args) => crate::integrator::bulk(&api, args).await,
+        Command::Job(cmd) => crate::integrator::job(&api, cmd).await,
+        Command::Render(args) => crate::integrator::render(&api, args).await,
+        Command::Image(cmd) => crate::integrator::image(&api, cmd).await,
+        Command::Balance(args) => crate::integrator::balance(&api, args).await,
+        Command::Usage(args) => crate::integrator::usage(&api, args).await,
+        Command::Completions { shell } => completions(shell),
         Command::Openapi => {
             openapi();
             Ok(())
         }
+    }
+}
+
+/// `creapic completions SHELL`: the completion script for every command and flag, on stdout.
+/// Generated into memory first (clap_complete panics on a failed write), then written: a closed
+/// pipe (`| head`) ends the command quietly.
+fn completions(shell: clap_complete::Shell) -> CliResult {
+    use std::io::Write;
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "creapic", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new(format!(
+            "could not write the completion script: {e}"
+        ))),
+        _ => Ok(()),
     }
 }
 

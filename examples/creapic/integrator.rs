@@ -1,15 +1,22 @@
-//! The integrator's commands, through `creapic-client`: `generate` one image and `bulk` jobs
-//! with a progress bar. Both read `AI_MEDIA_MAKER_API_KEY` (or `CREAPIC_API_KEY`) and
-//! `CREAPIC_BASE_URL`, exactly as an integration would.
+//! The integrator's commands, through `creapic-client`: `generate` one image, `bulk` jobs with a
+//! progress bar, `render` a scene, `job list|status|cancel`, `image get`, `balance` and `usage`.
+//! Each reads `--api-key` / `--base-url`, else `AI_MEDIA_MAKER_API_KEY` (or `CREAPIC_API_KEY`)
+//! and `CREAPIC_BASE_URL`, exactly as an integration would.
 
 use std::path::Path;
 use std::time::Duration;
 
-use creapic_client::wire::{AspectRatioWire, GenerateImageRequest, ImageSource, QualityWire};
+use creapic_client::resources::{CreditsPage, UsageRange};
+use creapic_client::wire::{
+    AspectRatioWire, GenerateImageRequest, ImageSource, QualityWire, SceneRenderRequest,
+};
 use creapic_client::{Client, WaitOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{BulkArgs, CliError, CliResult, GenerateArgs, JobCommand};
+use crate::cli::{
+    ApiArgs, BalanceArgs, BulkArgs, CliError, CliResult, GenerateArgs, ImageCommand, JobCommand,
+    JobListArgs, RenderArgs, UsageArgs,
+};
 use crate::output;
 
 impl From<creapic_client::Error> for CliError {
@@ -31,8 +38,25 @@ impl From<creapic_client::Error> for CliError {
     }
 }
 
-fn client() -> CliResult<Client> {
-    Client::from_env().map_err(CliError::from)
+/// The client for `api`'s flags, the environment filling what they leave out.
+fn client(api: &ApiArgs) -> CliResult<Client> {
+    if api.api_key.is_none() && api.base_url.is_none() {
+        return Client::from_env().map_err(CliError::from);
+    }
+    let mut builder = Client::builder().env();
+    if let Some(key) = &api.api_key {
+        builder = builder.api_key_text(key.clone());
+    }
+    if let Some(url) = &api.base_url {
+        builder = builder.base_url(url.clone());
+    }
+    let client = builder.build()?;
+    if !client.has_api_key() {
+        return Err(CliError::usage(
+            "no API key: pass --api-key or set AI_MEDIA_MAKER_API_KEY",
+        ));
+    }
+    Ok(client)
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(
@@ -50,7 +74,7 @@ async fn save(client: &Client, url: &str, path: &Path) -> CliResult {
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
-pub async fn generate(args: GenerateArgs) -> CliResult {
+pub async fn generate(api: &ApiArgs, args: GenerateArgs) -> CliResult {
     let aspect: AspectRatioWire = parse_enum(
         "--aspect-ratio",
         &args.aspect_ratio,
@@ -60,7 +84,7 @@ pub async fn generate(args: GenerateArgs) -> CliResult {
     if args.text.trim().is_empty() {
         return Err(CliError::usage("the text must not be empty"));
     }
-    let client = client()?;
+    let client = client(api)?;
     let request = GenerateImageRequest {
         source: ImageSource::Text { text: args.text },
         aspect_ratio: aspect,
@@ -86,11 +110,11 @@ pub async fn generate(args: GenerateArgs) -> CliResult {
     Ok(())
 }
 
-pub async fn bulk(args: BulkArgs) -> CliResult {
+pub async fn bulk(api: &ApiArgs, args: BulkArgs) -> CliResult {
     if args.prompts.len() > 100 {
         return Err(CliError::usage("at most 100 prompts per job"));
     }
-    let client = client()?;
+    let client = client(api)?;
     let job = client.playground().create(args.prompts.clone()).await?;
     let wait = args.wait || args.out.is_some();
     if !wait {
@@ -168,10 +192,11 @@ pub async fn bulk(args: BulkArgs) -> CliResult {
     Ok(())
 }
 
-/// `creapic job status|cancel JOB_ID`.
-pub async fn job(cmd: JobCommand) -> CliResult {
-    let client = client()?;
+/// `creapic job list|status|cancel`.
+pub async fn job(api: &ApiArgs, cmd: JobCommand) -> CliResult {
+    let client = client(api)?;
     let (job, args) = match cmd {
+        JobCommand::List(args) => return job_list(&client, args).await,
         JobCommand::Status(args) => (client.playground().get(&args.job_id).await?, args),
         JobCommand::Cancel(args) => (client.playground().cancel(&args.job_id).await?, args),
     };
@@ -186,5 +211,193 @@ pub async fn job(cmd: JobCommand) -> CliResult {
         "job {}: {status} ({} of {} images completed, {} failed)",
         args.job_id, job.completed_images, job.total_images, job.failed_images
     ));
+    Ok(())
+}
+
+/// The wire name of an enum value (`completed`, `bulk`, …).
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `creapic job list`: up to `--limit` jobs and renders, following pages.
+async fn job_list(client: &Client, args: JobListArgs) -> CliResult {
+    let page_size = args.limit.min(1000);
+    let jobs = client
+        .playground()
+        .jobs(page_size)
+        .take(args.limit as usize)
+        .await?;
+    if args.json {
+        return output::json(&jobs);
+    }
+    if jobs.is_empty() {
+        output::line("no jobs");
+    }
+    for job in &jobs {
+        output::line(format!(
+            "{}  {:<5} {:<9} {}/{} done, {} failed, {} canceled  {}",
+            job.job_id,
+            wire_name(&job.kind),
+            wire_name(&job.status),
+            job.completed_images,
+            job.total_images,
+            job.failed_images,
+            job.canceled_images,
+            job.created_at
+        ));
+    }
+    Ok(())
+}
+
+/// `creapic render TEXT`: a scene with a background from text; `--wait` / `--out` follow it.
+pub async fn render(api: &ApiArgs, args: RenderArgs) -> CliResult {
+    let aspect: AspectRatioWire = parse_enum(
+        "--aspect-ratio",
+        &args.aspect_ratio,
+        "1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9",
+    )?;
+    let quality: QualityWire = parse_enum("--quality", &args.quality, "standard, hd")?;
+    if args.text.trim().is_empty() {
+        return Err(CliError::usage("the text must not be empty"));
+    }
+    let client = client(api)?;
+    let request = SceneRenderRequest {
+        background: ImageSource::Text { text: args.text },
+        layers: Vec::new(),
+        aspect_ratio: aspect,
+        quality,
+        organization_id: None,
+    };
+    let accepted = client.scenes().render(request).await?;
+    let render = if args.wait || args.out.is_some() {
+        let options = WaitOptions {
+            max_wait: Duration::from_secs(30 * 60),
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+        };
+        client
+            .scenes()
+            .wait_for_render(&accepted.render.id, options)
+            .await?
+    } else {
+        accepted.render
+    };
+    if let (Some(out), Some(url)) = (&args.out, &render.image_url) {
+        save(&client, url, out).await?;
+    }
+    if args.json {
+        return output::json(&render);
+    }
+    output::line(format!(
+        "render {}: {}",
+        render.id,
+        wire_name(&render.status)
+    ));
+    output::line(format!(
+        "tokens     {} reserved, {} used",
+        render.tokens_reserved, render.tokens_used
+    ));
+    if let Some(e) = &render.error {
+        output::line(format!("failed     {} ({})", e.message, e.code));
+    }
+    match (&args.out, &render.image_url) {
+        (Some(out), Some(_)) => output::line(format!("saved      {}", out.display())),
+        (_, Some(url)) => output::line(format!("image      {url}")),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `creapic image get ID`.
+pub async fn image(api: &ApiArgs, cmd: ImageCommand) -> CliResult {
+    let ImageCommand::Get { id, out, json } = cmd;
+    let client = client(api)?;
+    let found = client.images().get(&id).await?;
+    if let (Some(out), Some(url)) = (&out, &found.image_url) {
+        save(&client, url, out).await?;
+    }
+    if json {
+        return output::json(&found);
+    }
+    let g = &found.generation;
+    output::line(format!("generation {}: {}", g.id, wire_name(&g.status)));
+    output::line(format!("created    {}", g.created_at));
+    output::line(format!("tokens     {}", g.tokens_used));
+    if let Some(url) = &found.image_url {
+        output::line(format!("image      {url}"));
+    }
+    if let Some(out) = &out {
+        output::line(format!("saved      {}", out.display()));
+    }
+    Ok(())
+}
+
+/// `creapic balance`: what the key's organization has, and with `--ledger` how it got there.
+pub async fn balance(api: &ApiArgs, args: BalanceArgs) -> CliResult {
+    let client = client(api)?;
+    let credits = client.credits().get(&CreditsPage::default()).await?;
+    let entries = if args.ledger {
+        Some(client.credits().entries(1000).take(1000).await?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut value = serde_json::json!({
+            "organizationId": credits.organization_id,
+            "balance": credits.balance,
+            "held": credits.held,
+        });
+        if let Some(entries) = &entries {
+            value["entries"] = serde_json::to_value(entries)
+                .map_err(|e| CliError::new(format!("could not encode the output: {e}")))?;
+        }
+        return output::json(&value);
+    }
+    output::line(format!("organization {}", credits.organization_id));
+    output::line(format!("balance      {} tokens", credits.balance));
+    output::line(format!(
+        "held         {} tokens (work in progress)",
+        credits.held
+    ));
+    for e in entries.iter().flatten() {
+        output::line(format!(
+            "  {}  {:<7} {:>+8}  balance {}",
+            e.created_at,
+            wire_name(&e.entry_type),
+            e.delta,
+            e.balance_after
+        ));
+    }
+    Ok(())
+}
+
+/// `creapic usage`: tokens per UTC day.
+pub async fn usage(api: &ApiArgs, args: UsageArgs) -> CliResult {
+    let client = client(api)?;
+    let range = UsageRange {
+        from: args.from,
+        to: args.to,
+    };
+    let usage = client.credits().usage(&range).await?;
+    if args.json {
+        return output::json(&usage);
+    }
+    output::line(format!(
+        "{} to {}: {} tokens spent",
+        usage.from, usage.to, usage.spent
+    ));
+    for day in usage
+        .days
+        .iter()
+        .filter(|d| d.spent + d.granted + d.released > 0)
+    {
+        output::line(format!(
+            "  {}  spent {:>6}  granted {:>6}  released {:>6}",
+            day.date, day.spent, day.granted, day.released
+        ));
+    }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //!   on the local disk, the offline renderer — and PostgreSQL, S3 and Gemini by flag.
 //! - `org`, `key`, `credits` and `audit` act on the store directly, as the operator. They work
 //!   while `serve` runs on the same SQLite file (WAL, busy timeout).
-//! - `generate` and `bulk` call a running server through `creapic-client`.
+//! - `generate`, `bulk`, `render`, `job`, `image`, `balance` and `usage` call a running server
+//!   through `creapic-client` (`--api-key` / `--base-url`, else the integrator's environment).
+//! - `completions SHELL` prints a completion script.
 //! - `openapi` prints the OpenAPI document `serve` serves (`docs/openapi.json`), touching no
 //!   store.
 //!

@@ -598,3 +598,178 @@ fn org_and_member_commands_manage_membership_as_the_operator() {
     assert!(audit_text.contains("member.removed"), "{audit_text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `creapic ARGS…` as an integrator runs it: the key and server given by flags only (the
+/// environment's cleared, so nothing leaks in from the machine running the test).
+fn integrator(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("AI_MEDIA_MAKER_API_KEY")
+        .env_remove("CREAPIC_API_KEY")
+        .env_remove("CREAPIC_BASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn integrator_json(args: &[&str]) -> Value {
+    let out = integrator(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn integrator_commands_check_the_balance_render_list_and_read_back() {
+    let dir = data_dir();
+    let org = cli_json(&dir, &["org", "create", "--name", "Integrator", "--json"]);
+    let org_id = org["organization"]["id"].as_str().unwrap().to_owned();
+    cli_json(
+        &dir,
+        &[
+            "credits", "grant", "--org", &org_id, "--amount", "30", "--json",
+        ],
+    );
+    let key = cli_json(
+        &dir,
+        &[
+            "key",
+            "create",
+            "--org",
+            &org_id,
+            "--name",
+            "integration",
+            "--scopes",
+            "IMAGE_GENERATION,SCENE_RENDER",
+            "--json",
+        ],
+    );
+    let key = key["key"].as_str().unwrap().to_owned();
+    let server = serve(&dir);
+    let api = |rest: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--api-key".into(),
+            key.clone(),
+            "--base-url".into(),
+            server.base.clone(),
+        ];
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |rest: &[&str]| {
+        let args = api(rest);
+        integrator_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // "Make sure the account has tokens before invoking the API."
+    let before = run(&["balance", "--json"]);
+    assert_eq!(
+        (
+            &before["balance"],
+            &before["held"],
+            &before["organizationId"]
+        ),
+        (&json!(30), &json!(0), &json!(org_id)),
+        "{before}"
+    );
+
+    let generated = run(&["generate", "a kite over the dunes", "--json"]);
+    let generation_id = generated["generation"]["id"].as_str().unwrap().to_owned();
+    let read = run(&["image", "get", &generation_id, "--json"]);
+    assert_eq!(read["generation"]["id"], generation_id.as_str(), "{read}");
+    assert!(read["imageUrl"].is_string(), "{read}");
+
+    let bulk = run(&["bulk", "a", "b", "--wait", "--json"]);
+    assert_eq!(bulk["status"], "completed", "{bulk}");
+    let image = dir.join("scene.png");
+    let render = run(&[
+        "render",
+        "a harbour at dawn",
+        "--out",
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(render["status"], "completed", "{render}");
+    assert!(std::fs::metadata(&image).unwrap().len() > 0);
+
+    let jobs = run(&["job", "list", "--json"]);
+    let kinds: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["bulk", "scene"], "{jobs}");
+    let one = run(&["job", "list", "--limit", "1", "--json"]);
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+
+    let after = run(&["balance", "--ledger", "--json"]);
+    let spent = 30 - after["balance"].as_u64().unwrap();
+    let paid = generated["generation"]["tokensUsed"].as_u64().unwrap()
+        + bulk["creditsUsed"].as_u64().unwrap()
+        + render["tokensUsed"].as_u64().unwrap();
+    assert_eq!(spent, paid, "{after}");
+    assert_eq!(after["held"], 0, "{after}");
+    let last = after["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["balanceAfter"], after["balance"], "{after}");
+    let usage = run(&["usage", "--json"]);
+    assert_eq!(usage["spent"], spent, "{usage}");
+    assert_eq!(usage["days"].as_array().unwrap().len(), 30, "{usage}");
+
+    // Human output names the balance; no key at all is a usage error (2) with a hint.
+    let text = integrator(
+        &api(&["balance"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!("balance      {} tokens", 30 - spent)),
+        "{text}"
+    );
+    let keyless = integrator(&["--base-url", &server.base, "balance"]);
+    assert_eq!(keyless.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&keyless.stderr).contains("--api-key"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn completions_are_printed_for_each_shell_and_no_color_is_honoured() {
+    for (shell, marker) in [
+        ("bash", "_creapic()"),
+        ("zsh", "#compdef creapic"),
+        ("fish", "complete -c creapic"),
+    ] {
+        let out = integrator(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script:.200}");
+        for command in ["balance", "render", "completions", "member"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let bad = integrator(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    // Colors where forced, none once NO_COLOR is set — help and errors alike.
+    let colored = |no_color: bool, args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.args(args).env("CLICOLOR_FORCE", "1");
+        if no_color {
+            command.env("NO_COLOR", "1");
+        } else {
+            command.env_remove("NO_COLOR");
+        }
+        let out = command.output().unwrap();
+        [out.stdout, out.stderr].concat().contains(&0x1b)
+    };
+    assert!(colored(false, &["--help"]), "forced colors are on");
+    assert!(!colored(true, &["--help"]), "NO_COLOR turns them off");
+    assert!(colored(false, &["bogus"]));
+    assert!(!colored(true, &["bogus"]));
+}
