@@ -844,8 +844,11 @@ pub struct LedgerEntryWire {
     /// The bulk job or scene render it paid for or refunded (poll it by this id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// The hold it belongs to, for hold, capture and release entries. For a synchronous image
-    /// generation this is also the generation's id.
+    /// The synchronous image generation it paid for or refunded (read it with
+    /// `GET /api/public/images/{id}`; its id is the id of the hold that paid for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_id: Option<String>,
+    /// The hold it belongs to, for hold, capture and release entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<String>,
     /// When (RFC 3339).

@@ -120,6 +120,12 @@ pub fn ledger_entry(e: &LedgerEntry) -> LedgerEntryWire {
         delta: e.delta,
         balance_after: e.balance_after.get(),
         job_id: e.job.map(|j| j.to_string()),
+        // A hold no job pays through is a synchronous generation's: the generation's id is the
+        // hold's (`GenerationId::of_hold`).
+        generation_id: e
+            .hold
+            .filter(|_| e.job.is_none())
+            .map(|h| creapic_core::id::GenerationId::of_hold(h).to_string()),
         hold_id: e.hold.map(|h| h.to_string()),
         created_at: e.created_at.to_rfc3339(),
     }

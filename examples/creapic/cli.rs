@@ -95,10 +95,20 @@ pub struct Cli {
 pub struct ApiArgs {
     /// The API key (default: AI_MEDIA_MAKER_API_KEY, else CREAPIC_API_KEY). A flag is visible
     /// to other users of the machine in the process list: prefer the environment variable.
-    #[arg(long, global = true, value_name = "KEY", help_heading = "Client commands")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        help_heading = "Client commands"
+    )]
     pub api_key: Option<String>,
     /// The server's base URL (default: CREAPIC_BASE_URL, else http://127.0.0.1:8080).
-    #[arg(long, global = true, value_name = "URL", help_heading = "Client commands")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Client commands"
+    )]
     pub base_url: Option<String>,
 }
 
