@@ -158,3 +158,42 @@ async fn balance_ledger_usage_and_jobs_on_every_backend() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_is_canceled_through_the_client_on_every_backend() {
+    use creapic_server_kit::media::{MediaStore, SigningKey};
+    use creapic_server_kit::pipeline::Pipeline;
+    for backend in BACKENDS {
+        // No runner: the job stays queued until it is canceled.
+        let pipeline = Pipeline::offline(MediaStore::in_memory(SigningKey::generate()));
+        let s = common::server_on(
+            backend,
+            creapic_server_kit::KitConfig::default(),
+            false,
+            pipeline,
+        )
+        .await;
+        s.grant(s.org, 10).await;
+        let client = s.client(&s.key(&[Scope::ImageGeneration]).await);
+        let job = client.playground().create(["a", "b", "c"]).await.unwrap();
+        let held = client.credits().get(&CreditsPage::default()).await.unwrap();
+        assert_eq!((held.balance, held.held), (7, 3), "{backend:?}");
+        let canceled = client.playground().cancel(&job.job_id).await.unwrap();
+        assert_eq!(canceled.status, JobStatusWire::Canceled, "{backend:?}");
+        assert_eq!(canceled.credits_refunded, 3, "{backend:?}");
+        let again = client.playground().cancel(&job.job_id).await.unwrap();
+        assert_eq!(
+            again, canceled,
+            "{backend:?}: canceling twice changes nothing"
+        );
+        let after = client.credits().get(&CreditsPage::default()).await.unwrap();
+        assert_eq!((after.balance, after.held), (10, 0), "{backend:?}");
+        let listed = client.playground().jobs(10).collect(10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].status, listed[0].canceled_images),
+            (JobStatusWire::Canceled, 3),
+            "{backend:?}"
+        );
+    }
+}

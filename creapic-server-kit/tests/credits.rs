@@ -106,7 +106,10 @@ async fn any_key_reads_its_organizations_balance_held_tokens_and_ledger() {
             entries[2]["generationId"], generated["generation"]["id"],
             "{name}: and the generation it paid for"
         );
-        assert!(entries[3].get("generationId").is_none(), "{name}: a job's hold");
+        assert!(
+            entries[3].get("generationId").is_none(),
+            "{name}: a job's hold"
+        );
         assert!(entries[3]["jobId"].is_string(), "{name}: the job's hold");
         assert_eq!(entries[3]["balanceAfter"], 100 - cost - 3, "{name}");
         assert!(credits["nextCursor"].is_null(), "{name}");
