@@ -2,13 +2,16 @@
 //!
 //! Both the server kit (which serves them) and the client (which sends and reads them) compile
 //! this module, so the two cannot drift; the OpenAPI document at `GET /api/openapi` is derived
-//! from these types with utoipa. Field names are camelCase as the product documents show.
+//! from these types with utoipa (their `ToSchema` derives are compiled only with the `openapi`
+//! feature, which the server kit turns on: a client gets serde alone). Field names are camelCase
+//! as the product documents show.
 //! Enumerations have their own wire types here (with exactly the documents' spellings) and
 //! convert to and from the domain types, which stay free of serde.
 //!
 //! Enabled by the `wire` feature.
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
 use crate::generation::{AspectRatio, Quality};
@@ -24,7 +27,8 @@ pub const PROMPT_MAX_CHARS: usize = 4000;
 pub const SCENE_LAYERS_MAX: usize = 16;
 
 /// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// The human text, e.g. `Invalid API key` (exactly the documents' texts where they give one).
@@ -37,7 +41,8 @@ pub struct ErrorBody {
 }
 
 /// An image aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub enum AspectRatioWire {
     /// 1:1
     #[default]
@@ -107,7 +112,8 @@ impl From<AspectRatio> for AspectRatioWire {
 }
 
 /// Rendering quality; `hd` costs more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum QualityWire {
     /// Standard quality (the default).
@@ -136,7 +142,8 @@ impl From<Quality> for QualityWire {
 }
 
 /// A key scope, spelled exactly as the public API document does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScopeWire {
     /// `POST /api/public/images/generate` and `POST /api/playground/images`.
@@ -168,7 +175,8 @@ impl From<Scope> for ScopeWire {
 }
 
 /// Live keys use the configured provider; test keys always the offline renderer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeyModeWire {
     /// `wi_live_…`
@@ -197,7 +205,8 @@ impl From<KeyMode> for KeyModeWire {
 }
 
 /// A job's (or render's) state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatusWire {
     /// Waiting for a worker.
@@ -235,7 +244,8 @@ impl From<JobStatus> for JobStatusWire {
 }
 
 /// One image's state within a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatusWire {
     /// Not finished yet.
@@ -261,6 +271,7 @@ impl From<ItemStatus> for ItemStatusWire {
 
 /// The schema of a ready prompt: a non-empty string (sent to the provider verbatim) or a JSON
 /// object (a JSON prompt; `aspectRatio` and `quality` are set from the request).
+#[cfg(feature = "openapi")]
 fn ready_prompt_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
     let one_of = OneOfBuilder::new()
@@ -280,7 +291,8 @@ fn ready_prompt_schema() -> utoipa::openapi::schema::Schema {
 }
 
 /// Where an image's prompt comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ImageSource {
     /// Raw text, turned into a JSON prompt before the provider is called.
@@ -291,13 +303,14 @@ pub enum ImageSource {
     /// A ready-to-use prompt: a string or a JSON object, sent as is.
     Prompt {
         /// The prompt.
-        #[schema(schema_with = ready_prompt_schema)]
+        #[cfg_attr(feature = "openapi", schema(schema_with = ready_prompt_schema))]
         prompt: serde_json::Value,
     },
 }
 
 /// `POST /api/public/images/generate`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenerateImageRequest {
     /// The prompt's source.
@@ -315,7 +328,8 @@ pub struct GenerateImageRequest {
 }
 
 /// A finished generation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Generation {
     /// Its id (a UUID, unique per paid generation; a replay under the same `Idempotency-Key`
@@ -326,7 +340,7 @@ pub struct Generation {
     pub status: JobStatusWire,
     /// The prompt the provider received: the JSON prompt, or a ready prompt given as text (for a
     /// failed generation, the prompt as it was asked).
-    #[schema(schema_with = ready_prompt_schema)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = ready_prompt_schema))]
     pub prompt: serde_json::Value,
     /// The aspect ratio.
     pub aspect_ratio: AspectRatioWire,
@@ -342,7 +356,8 @@ pub struct Generation {
 }
 
 /// Response of `POST /api/public/images/generate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateImageResponse {
     /// The generation.
@@ -354,7 +369,8 @@ pub struct GenerateImageResponse {
 }
 
 /// Response of `GET /api/public/images/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationResponse {
     /// The generation.
@@ -366,7 +382,8 @@ pub struct GenerationResponse {
 }
 
 /// A layer of a scene: an image placed over the background.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SceneLayer {
     /// The layer's image.
@@ -388,7 +405,8 @@ fn one() -> f32 {
 }
 
 /// Where a layer's image comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum LayerSource {
     /// An image the organization generated before (its generation id).
@@ -405,7 +423,8 @@ pub enum LayerSource {
 }
 
 /// `POST /api/public/scenes/render`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SceneRenderRequest {
     /// The background's prompt.
@@ -426,7 +445,8 @@ pub struct SceneRenderRequest {
 }
 
 /// A scene render task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Render {
     /// Its id; poll `GET /api/public/scenes/render/{id}`.
@@ -455,7 +475,8 @@ pub struct Render {
 }
 
 /// Response of `POST /api/public/scenes/render` (202) and `GET /api/public/scenes/render/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RenderResponse {
     /// The render.
@@ -463,7 +484,8 @@ pub struct RenderResponse {
 }
 
 /// Why an image failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ItemErrorWire {
     /// Stable code, e.g. `provider_timeout`.
@@ -473,7 +495,8 @@ pub struct ItemErrorWire {
 }
 
 /// `POST /api/public/organizations/create`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrganizationRequest {
     /// The name (1–100 characters).
@@ -481,7 +504,8 @@ pub struct CreateOrganizationRequest {
 }
 
 /// An organization.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationWire {
     /// Its id.
@@ -493,7 +517,8 @@ pub struct OrganizationWire {
 }
 
 /// Response of `POST /api/public/organizations/create` (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrganizationResponse {
     /// The new organization.
@@ -503,7 +528,8 @@ pub struct CreateOrganizationResponse {
 }
 
 /// `POST /api/playground/images`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkImagesRequest {
     /// 1–100 prompts, each 1–4000 characters.
@@ -515,7 +541,8 @@ pub struct BulkImagesRequest {
 }
 
 /// Response of `POST /api/playground/images` (202), exactly as the 001 document shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BulkImagesResponse {
     /// Job id to poll for status.
@@ -529,7 +556,8 @@ pub struct BulkImagesResponse {
 }
 
 /// One image of a bulk job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobImage {
     /// Position in the request's `prompts`.
@@ -545,7 +573,8 @@ pub struct JobImage {
 }
 
 /// Response of `GET /api/playground/images/{jobId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatusResponse {
     /// The job id.
@@ -571,7 +600,8 @@ pub struct JobStatusResponse {
 }
 
 /// `POST /api/keys` (dashboard).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The organization the key acts for.
@@ -589,7 +619,8 @@ pub struct CreateKeyRequest {
 }
 
 /// An API key as listed: never its secret or digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyInfo {
     /// Its id.
@@ -619,7 +650,8 @@ pub struct ApiKeyInfo {
 /// Response of `POST /api/keys` (201): the only response that ever contains the key. Its
 /// `Debug` shows the prefix only, and dropping it zeroizes the plaintext (take it out with
 /// `std::mem::take` to keep it).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateKeyResponse {
     /// The plaintext key. Copy it now: it is never shown again.
@@ -644,7 +676,8 @@ impl Drop for CreateKeyResponse {
 }
 
 /// Response of `GET /api/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListKeysResponse {
     /// The keys, oldest first.
@@ -654,7 +687,8 @@ pub struct ListKeysResponse {
 }
 
 /// Response of `DELETE /api/keys/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteKeyResponse {
     /// The deleted key's record (`deletedAt` set).
@@ -662,7 +696,8 @@ pub struct DeleteKeyResponse {
 }
 
 /// A member's role in an organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RoleWire {
     /// Full control; an organization always has at least one.
@@ -694,7 +729,8 @@ impl From<Role> for RoleWire {
 }
 
 /// An organization the signed-in user belongs to, with their role in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationMembership {
     /// The organization.
@@ -704,7 +740,8 @@ pub struct OrganizationMembership {
 }
 
 /// Response of `GET /api/organizations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListOrganizationsResponse {
     /// The organizations, oldest first.
@@ -714,7 +751,8 @@ pub struct ListOrganizationsResponse {
 }
 
 /// A member of an organization.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemberWire {
     /// The user's id.
@@ -728,7 +766,8 @@ pub struct MemberWire {
 }
 
 /// Response of `GET /api/organizations/{organizationId}/members`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListMembersResponse {
     /// The members, by user id.
@@ -738,7 +777,8 @@ pub struct ListMembersResponse {
 }
 
 /// `POST /api/organizations/{organizationId}/members`: the user is created if the e-mail is new.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddMemberRequest {
     /// The person's e-mail address.
@@ -748,7 +788,8 @@ pub struct AddMemberRequest {
 }
 
 /// `PATCH /api/organizations/{organizationId}/members/{userId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetMemberRoleRequest {
     /// The new role.
@@ -757,7 +798,8 @@ pub struct SetMemberRoleRequest {
 
 /// Response of adding, re-roling or removing a member: the member as they are now (or were,
 /// for a removal).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemberResponse {
     /// The member.
@@ -765,7 +807,8 @@ pub struct MemberResponse {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEventWire {
     /// Its id.
@@ -789,7 +832,8 @@ pub struct AuditEventWire {
 }
 
 /// Response of `GET /api/audit?format=json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditResponse {
     /// Events, oldest first.
@@ -799,7 +843,8 @@ pub struct AuditResponse {
 }
 
 /// What a ledger entry did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerEntryTypeWire {
     /// Tokens added.
@@ -827,7 +872,8 @@ impl From<EntryKind> for LedgerEntryTypeWire {
 }
 
 /// One line of an organization's ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntryWire {
     /// The entry's id.
@@ -857,7 +903,8 @@ pub struct LedgerEntryWire {
 
 /// Response of `GET /api/public/credits`: the key's organization's tokens and one page of its
 /// ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreditsResponse {
     /// The organization (the key's).
@@ -874,7 +921,8 @@ pub struct CreditsResponse {
 }
 
 /// One UTC day of an organization's token usage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DailyUsageWire {
     /// The day (`YYYY-MM-DD`, UTC).
@@ -888,7 +936,8 @@ pub struct DailyUsageWire {
 }
 
 /// Response of `GET /api/public/credits/usage`: every day of the range, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UsageResponse {
     /// The organization (the key's).
@@ -904,7 +953,8 @@ pub struct UsageResponse {
 }
 
 /// What a job makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobKindWire {
     /// A bulk image job (`POST /api/playground/images`; poll `GET /api/playground/images/{jobId}`).
@@ -924,7 +974,8 @@ impl From<JobKind> for JobKindWire {
 }
 
 /// A bulk job or scene render as a listing shows it: no prompts, no images.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobSummaryWire {
     /// The job's (or render's) id.
@@ -950,7 +1001,8 @@ pub struct JobSummaryWire {
 }
 
 /// Response of `GET /api/playground/images`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListJobsResponse {
     /// Bulk jobs and renders, oldest first.
