@@ -4,7 +4,9 @@
 //! behind one `tower::Service` (whose error is `Infallible`: every failure is a response), the
 //! image generation providers (Gemini, OpenAI-compatible, and an offline renderer), media storage,
 //! and the durable job runner. Hosts bring a `creapic_core` store and mount the service in axum,
-//! hyper or anything that speaks `tower`. A host that tells the kit each request's client address
+//! hyper or anything that speaks `tower`, then start [`upkeep::Upkeep`]: the job runner and the
+//! periodic tasks (last-used flush, retention purges, abandoned holds, stale uploads) some of
+//! the API's promises need. A host that tells the kit each request's client address
 //! ([`PeerAddr`]) gets it audited and its failed authentications limited.
 
 pub mod auth;
@@ -40,4 +42,5 @@ pub mod render;
 pub mod retry;
 pub mod runner;
 pub mod scene;
+pub mod upkeep;
 pub mod webhook;
