@@ -31,9 +31,9 @@ pub struct DashboardUser(pub UserId);
 /// address — the entry of `X-Forwarded-For` the trusted proxies vouch for, else the peer the
 /// request-id layer recorded — and refused with 429 `too_many_auth_failures` (and
 /// `Retry-After`) once that address has failed too often (see
-/// `creapic_core::auth::Authenticator::authenticate_from`). A host that serves without
-/// `ConnectInfo` and trusts no proxy gives no address: then only the memory of refused keys
-/// protects the store.
+/// `creapic_core::auth::Authenticator::authenticate_from`). A host that gives neither
+/// [`crate::PeerAddr`] nor `ConnectInfo` and trusts no proxy gives no address: then only the
+/// memory of refused keys protects the store.
 pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)

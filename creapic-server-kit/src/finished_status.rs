@@ -7,12 +7,14 @@
 //! [`LinkWindow`](crate::service::LinkWindow) (their expiry is rounded down to the window's step).
 //! An entry remembers the window's expiry it was built for: a lookup in a later window is a miss,
 //! and the entry is rebuilt. Lookups check the organization: another organization's job is a
-//! miss, never another organization's body. Only `GET /api/playground/images/{jobId}` fills and
+//! miss, never another organization's body. They check the mount prefix the links were built on
+//! too ([`crate::mount`]): a kit reached under two prefixes never answers one with the other's
+//! links. Only `GET /api/playground/images/{jobId}` fills and
 //! reads it (bulk jobs), after authentication, scope and rate limit, exactly as on a miss.
 //! Bounded at [`FINISHED_STATUS_MAX`] entries; when full, an arbitrary entry is evicted.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use creapic_core::clock::Timestamp;
@@ -25,6 +27,7 @@ pub const FINISHED_STATUS_MAX: usize = 1024;
 struct Entry {
     org: OrgId,
     until: Timestamp,
+    mount: Option<Arc<str>>,
     body: Bytes,
 }
 
@@ -35,18 +38,32 @@ pub struct FinishedStatus {
 }
 
 impl FinishedStatus {
-    /// The body of finished job `id` of `org` built for links expiring at `until`, if cached.
-    pub fn get(&self, org: OrgId, id: JobId, until: Timestamp) -> Option<Bytes> {
+    /// The body of finished job `id` of `org` built for links expiring at `until` under the
+    /// mount prefix `mount`, if cached.
+    pub fn get(
+        &self,
+        org: OrgId,
+        id: JobId,
+        until: Timestamp,
+        mount: Option<&str>,
+    ) -> Option<Bytes> {
         let bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
         bodies
             .get(&id)
-            .filter(|e| e.org == org && e.until == until)
+            .filter(|e| e.org == org && e.until == until && e.mount.as_deref() == mount)
             .map(|e| e.body.clone())
     }
 
-    /// Keeps the body of finished job `id` of `org`, built for links expiring at `until`. The
-    /// caller guarantees the job is finished (terminal).
-    pub fn put(&self, org: OrgId, id: JobId, until: Timestamp, body: Bytes) {
+    /// Keeps the body of finished job `id` of `org`, built for links expiring at `until` under
+    /// the mount prefix `mount`. The caller guarantees the job is finished (terminal).
+    pub fn put(
+        &self,
+        org: OrgId,
+        id: JobId,
+        until: Timestamp,
+        mount: Option<Arc<str>>,
+        body: Bytes,
+    ) {
         let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
         if bodies.len() >= FINISHED_STATUS_MAX
             && !bodies.contains_key(&id)
@@ -54,7 +71,15 @@ impl FinishedStatus {
         {
             bodies.remove(&victim);
         }
-        bodies.insert(id, Entry { org, until, body });
+        bodies.insert(
+            id,
+            Entry {
+                org,
+                until,
+                mount,
+                body,
+            },
+        );
     }
 }
 
@@ -71,14 +96,24 @@ mod tests {
         let job = JobId::generate(now, &rng);
         let cache = FinishedStatus::default();
         let until = Timestamp::from_unix_ms(60_000);
-        cache.put(org, job, until, Bytes::from_static(b"{}"));
-        assert_eq!(cache.get(org, job, until).as_deref(), Some(&b"{}"[..]));
+        cache.put(org, job, until, None, Bytes::from_static(b"{}"));
+        assert_eq!(
+            cache.get(org, job, until, None).as_deref(),
+            Some(&b"{}"[..])
+        );
         assert!(
-            cache.get(other, job, until).is_none(),
+            cache.get(other, job, until, None).is_none(),
             "another organization"
         );
         let later = Timestamp::from_unix_ms(120_000);
-        assert!(cache.get(org, job, later).is_none(), "another link window");
+        assert!(
+            cache.get(org, job, later, None).is_none(),
+            "another link window"
+        );
+        assert!(
+            cache.get(org, job, until, Some("/creapic")).is_none(),
+            "another mount prefix"
+        );
     }
 
     #[test]
@@ -88,7 +123,7 @@ mod tests {
         let org = OrgId::generate(now, &rng);
         let cache = FinishedStatus::default();
         for _ in 0..FINISHED_STATUS_MAX + 10 {
-            cache.put(org, JobId::generate(now, &rng), now, Bytes::new());
+            cache.put(org, JobId::generate(now, &rng), now, None, Bytes::new());
         }
         let len = cache
             .bodies

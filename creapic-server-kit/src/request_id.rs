@@ -3,7 +3,8 @@
 //!
 //! The id lives in a task-local for the duration of the request, so an error turned into a
 //! response deep inside a handler finds it without threading it through every signature. The
-//! peer's address rides along ([`peer`]): API-key authentication charges failed lookups to it. A
+//! peer's address rides along ([`peer`]): API-key authentication charges failed lookups to it;
+//! so does the prefix the host mounted the kit at ([`crate::mount`]), which media links follow. A
 //! client-supplied `x-request-id` is kept when it is short visible ASCII (≤ 64 bytes); anything
 //! else is replaced, so logs never carry attacker-sized or control-character ids.
 //!
@@ -93,13 +94,15 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
-/// What the task-local holds for one request: its id and the peer's address (from
-/// `axum::extract::ConnectInfo<SocketAddr>`, when the host serves with it), which API-key
-/// authentication charges failed lookups to.
-#[derive(Clone, Copy)]
+/// What the task-local holds for one request: its id, the peer's address (the host's
+/// [`crate::PeerAddr`] or axum's `ConnectInfo<SocketAddr>`, see [`crate::peer`]), which API-key
+/// authentication charges failed lookups to, and the mount prefix media links are built on
+/// (`None` at the root: no allocation).
+#[derive(Clone)]
 struct Current {
     id: RequestId,
     peer: Option<std::net::IpAddr>,
+    mount: Option<std::sync::Arc<str>>,
 }
 
 tokio::task_local! {
@@ -113,9 +116,16 @@ pub fn current() -> String {
         .unwrap_or_default()
 }
 
-/// The current request's peer address, if the host provided `ConnectInfo<SocketAddr>`.
+/// The current request's peer address, if the host provided one ([`crate::PeerAddr`] or
+/// `ConnectInfo<SocketAddr>`).
 pub fn peer() -> Option<std::net::IpAddr> {
     REQUEST_ID.try_with(|c| c.peer).ok().flatten()
+}
+
+/// The current request's mount prefix (see [`crate::mount`]): `None` at the root or outside a
+/// request.
+pub fn mount() -> Option<std::sync::Arc<str>> {
+    REQUEST_ID.try_with(|c| c.mount.clone()).ok().flatten()
 }
 
 /// The layer [`routes`](crate::routes) puts around the whole router.
@@ -166,15 +176,13 @@ where
         let header = HeaderValue::from_str(id.as_str()).ok();
         let current = Current {
             id,
-            peer: request
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
+            peer: crate::peer::peer_ip(request.extensions()),
+            mount: crate::mount::prefix_of(&request),
         };
         // Routing and the handler's first steps may run inside `call`: give them the id too.
         let inner = {
             let _entered = span.enter();
-            REQUEST_ID.sync_scope(current, || self.inner.call(request))
+            REQUEST_ID.sync_scope(current.clone(), || self.inner.call(request))
         };
         RequestIdFuture {
             inner: REQUEST_ID.scope(current, inner).instrument(span),

@@ -39,8 +39,11 @@ pub struct KitConfig {
     pub limits: Limits,
     /// Per-key rate limit (for the default in-process limiter).
     pub rate_limit: RateLimitConfig,
-    /// The public base URL media links are built on (e.g. `https://api.example.com`). Without
-    /// it, links are relative (`/api/media/…`).
+    /// The base media links are built on: the absolute URL (or the path) at which the kit's
+    /// routes are reachable, mount prefix included (e.g. `https://api.example.com/creapic`, or
+    /// `/creapic`). Without it, links are relative to the host and follow the prefix the kit is
+    /// mounted at (`/creapic/api/media/…` under `Router::nest_service("/creapic", …)`, found from
+    /// axum's `OriginalUri`; `/api/media/…` at the root). See [`crate::mount`] for the rule.
     pub public_url: Option<String>,
     /// How many proxies in front of the kit may name the client in `X-Forwarded-For` (audit
     /// events' IP). Default: none, the peer address is used.
@@ -183,10 +186,29 @@ impl AppState {
         self.media_link_in(self.link_window(), org, key)
     }
 
-    /// A signed URL for an object of `org`, expiring at the end of `window`.
+    /// The mount prefix the current request's links follow (see [`crate::mount`]): `None` when
+    /// [`KitConfig::public_url`] is set (it is then the base of every link) or the kit is served
+    /// at the root.
+    pub fn link_mount(&self) -> Option<Arc<str>> {
+        if self.0.config.public_url.is_some() {
+            None
+        } else {
+            crate::request_id::mount()
+        }
+    }
+
+    /// A signed URL for an object of `org`, expiring at the end of `window`, on the base the
+    /// rule of [`crate::mount`] gives: `public_url`, else the request's mount prefix, else none.
     pub fn media_link_in(&self, window: LinkWindow, org: OrgId, key: &MediaKey) -> Option<String> {
         let link = self.media().sign(org, key, window.now, window.until).ok()?;
-        let base = self.0.config.public_url.as_deref().unwrap_or("");
+        let mount = self.link_mount();
+        let base = self
+            .0
+            .config
+            .public_url
+            .as_deref()
+            .or(mount.as_deref())
+            .unwrap_or("");
         Some(link.url(&format!("{}/api/media", base.trim_end_matches('/'))))
     }
 

@@ -1,8 +1,8 @@
 //! `creapic serve`: the reference host. Mounts the server kit on axum with the store, media
-//! storage, the generation pipeline and a job runner, plus the background work a host owes the
-//! core: flushing coalesced last-used times, purging expired audit and idempotency records,
-//! running the metrics recorder's upkeep, and (on PostgreSQL) listening for key revocations made
-//! by other replicas.
+//! storage and the generation pipeline, starts the kit's background work with one call
+//! (`creapic_server_kit::upkeep::Upkeep`: the job runner, the last-used flush, the retention
+//! purges, the sweeps of abandoned holds and stale uploads, the metrics recorder's upkeep), and
+//! on PostgreSQL listens for key revocations made by other replicas.
 //!
 //! Shutdown on SIGINT/SIGTERM is graceful and bounded: stop accepting, let open connections
 //! finish their requests for `--shutdown-drain-secs` (then close them), let the runner's
@@ -23,23 +23,13 @@ use creapic_server_kit::media::{MediaStore, SigningKey};
 use creapic_server_kit::pipeline::Pipeline;
 use creapic_server_kit::prompt::{PromptComposer, RuleComposer};
 use creapic_server_kit::provider::{ImageProvider, ProviderConfig};
-use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::runner::RunnerConfig;
+use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
 
 use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
 use crate::connections::ConnectionLimits;
 
-/// How often coalesced last-used times are written (each key at most once per minute).
-const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
-/// How often the metrics recorder folds recorded histogram samples into its summaries.
-const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
-/// How often expired audit events and idempotency records are purged.
-const PURGE_PERIOD: Duration = Duration::from_secs(60 * 60);
-/// Age past which a scene's staged layers are taken for a crash's leftovers and swept (a render
-/// deletes its own when it is done; a job still queued this long fails its render, refunded).
-const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-/// How often abandoned holds (requests that died between reserve and capture) are released.
-const STALE_HOLD_PERIOD: Duration = Duration::from_secs(60);
 /// Time allowed beyond the kit's generation deadline for answering after it.
 const REQUEST_MARGIN: Duration = Duration::from_secs(60);
 /// The shortest default request deadline.
@@ -214,7 +204,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         mib => media.with_quota(mib.saturating_mul(1024 * 1024)),
     };
     let (composer, live) = providers(args.provider)?;
-    let pipeline = Pipeline::new(composer, live, media.clone());
+    let pipeline = Pipeline::new(composer, live, media);
 
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
@@ -257,22 +247,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         },
         ..KitConfig::default()
     };
-    // The recorder keeps every histogram sample until upkeep folds them in: run it, or memory
-    // grows with every request between scrapes.
-    let upkeep = metrics.as_ref().map(|(handle, _)| {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(METRICS_UPKEEP_PERIOD);
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        })
-    });
-    let job_notify = Arc::new(tokio::sync::Notify::new());
-    let mut builder = ServiceBuilder::new(Arc::clone(&core), pipeline.clone())
-        .config(config.clone())
-        .job_notify(Arc::clone(&job_notify));
+    let mut builder = ServiceBuilder::new(Arc::clone(&core), pipeline).config(config.clone());
     if let Some((handle, _)) = &metrics {
         builder = builder.metrics(handle.clone());
     }
@@ -294,72 +269,22 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     }
     let service = builder.build();
 
-    // The runner wakes on the kit's job signal itself: no task of ours holds a clone of its
-    // handle, so shutdown always gets the handle back.
-    let runner = if args.no_runner {
-        None
-    } else {
-        let lease = Duration::from_secs(args.runner_lease_secs);
-        let runner_config = RunnerConfig {
+    // Every background task the kit's promises need, with the periods' defaults; the runner
+    // wakes on the service's job signal and the recorder (when metrics are on: it keeps every
+    // histogram sample until its upkeep folds them in) is the service's. No task of ours holds
+    // a clone of the handle, so shutdown always gets it back.
+    let lease = Duration::from_secs(args.runner_lease_secs);
+    let upkeep_config = UpkeepConfig {
+        runner: (!args.no_runner).then(|| RunnerConfig {
             lease,
             heartbeat: lease / 3,
             ..RunnerConfig::default()
-        };
-        Some(
-            Runner::new(Arc::clone(&core), pipeline, runner_config)
-                .wake_on(Arc::clone(&job_notify))
-                .start()?,
-        )
+        }),
+        ..UpkeepConfig::default()
     };
-    let flusher = {
-        let core = Arc::clone(&core);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
-            loop {
-                tick.tick().await;
-                if let Err(e) = core.flush_usage(false).await {
-                    tracing::warn!(error = %e, "last-used flush failed; retrying next period");
-                }
-            }
-        })
-    };
-    let purger = {
-        let core = Arc::clone(&core);
-        let media = media.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PURGE_PERIOD);
-            loop {
-                tick.tick().await;
-                match (core.purge_audit().await, core.purge_requests().await) {
-                    (Ok(a), Ok(r)) => {
-                        tracing::info!(audit = a, idempotency = r, "purged expired records")
-                    }
-                    (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purge failed"),
-                }
-                let cutoff = core.clock().now().minus(UPLOAD_MAX_AGE);
-                match media.sweep_uploads(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(uploads = n, "swept stale scene uploads"),
-                    Err(e) => tracing::warn!(error = %e, "sweeping scene uploads failed"),
-                }
-            }
-        })
-    };
-
-    let sweeper = {
-        let core = Arc::clone(&core);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STALE_HOLD_PERIOD);
-            loop {
-                tick.tick().await;
-                match core.release_stale_holds().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(holds = n, "released the holds of abandoned requests"),
-                    Err(e) => tracing::warn!(error = %e, "releasing abandoned holds failed"),
-                }
-            }
-        })
-    };
+    let mut upkeep = Upkeep::for_service(service.state())
+        .config(upkeep_config)
+        .start()?;
 
     let provider = match args.provider {
         ProviderChoice::Offline => "the offline renderer (deterministic images, not a model)",
@@ -427,29 +352,15 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         }
     };
     let grace = Duration::from_secs(args.shutdown_grace_secs);
+    // Jobs are handed back while connections drain; the periodic tasks and the final last-used
+    // flush stop after both, so the flush sees the last requests.
     let runner_stop = async {
         stopped(stop_rx.clone()).await;
-        if let Some(runner) = runner {
-            let stats = runner.shutdown(grace).await;
-            tracing::info!(
-                completed = stats.completed,
-                handed_back = stats.handed_back,
-                abandoned = stats.abandoned,
-                "job runner stopped"
-            );
-        }
+        upkeep.stop_runner(grace).await;
     };
     tokio::join!(api, metrics_server, runner_stop);
     signal.abort();
-    flusher.abort();
-    purger.abort();
-    sweeper.abort();
-    if let Some(upkeep) = upkeep {
-        upkeep.abort();
-    }
-    if let Err(e) = core.flush_usage(true).await {
-        tracing::warn!(error = %e, "final last-used flush failed");
-    }
+    upkeep.shutdown(grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -127,16 +127,13 @@ fn stamp(rate: &RateDecision, response: &mut Response) {
 
 use axum::response::Response;
 
-/// The request's client address and user agent, for audit events. The peer address comes from
-/// `axum::extract::ConnectInfo<SocketAddr>` when the host provides it; `X-Forwarded-For` is read
-/// only when the kit is configured to trust proxies, and then only the entry the outermost
-/// trusted proxy appended (see [`TrustedProxies`]).
+/// The request's client address and user agent, for audit events. The peer address is the
+/// host's [`crate::PeerAddr`], else axum's `ConnectInfo<SocketAddr>` (see [`crate::peer`]);
+/// `X-Forwarded-For` is read only when the kit is configured to trust proxies, and then only the
+/// entry the outermost trusted proxy appended (see [`TrustedProxies`]).
 pub fn request_context(parts: &Parts, trusted: TrustedProxies) -> RequestContext {
     let forwarded = forwarded_for(&parts.headers, trusted);
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = crate::peer::peer_ip(&parts.extensions);
     let ua = parts
         .headers
         .get(http::header::USER_AGENT)

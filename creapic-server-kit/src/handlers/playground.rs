@@ -227,7 +227,11 @@ pub async fn status(
             };
             // A finished job's body is the same for every poll within one link window.
             let window = st.link_window();
-            if let Some(body) = st.finished_status().get(principal.org, id, window.until) {
+            let mount = st.link_mount();
+            if let Some(body) =
+                st.finished_status()
+                    .get(principal.org, id, window.until, mount.as_deref())
+            {
                 return bytes_response(StatusCode::OK, body);
             }
             let job = match job_by_id(&st, &principal, id, JobKind::Bulk, "job").await {
@@ -248,7 +252,7 @@ pub async fn status(
             };
             if job.status.is_terminal() {
                 st.finished_status()
-                    .put(principal.org, id, window.until, body.clone());
+                    .put(principal.org, id, window.until, mount, body.clone());
             }
             bytes_response(StatusCode::OK, body)
         },

@@ -259,3 +259,108 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The kit mounted the way the axum example does: nested under `/creapic` in a host router,
+/// served with each connection's address (`ConnectInfo`). Returns the host's base URL (the kit
+/// is at `{base}/creapic`) and the server task.
+pub async fn serve_nested(
+    service: CreapicService,
+    host_layer: Option<fn(axum::extract::Request) -> axum::extract::Request>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let mut app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the host's own page" }))
+        .nest_service("/creapic", service);
+    if let Some(layer) = host_layer {
+        app = app.layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move { layer(req) },
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), server)
+}
+
+/// Polls `check` every 20 ms until it is true, for at most `max`; false if it never was.
+pub async fn eventually<F, Fut>(max: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The stand-in login layer of the test hosts: a dashboard user id from `x-test-user`.
+pub fn test_login(mut req: axum::extract::Request) -> axum::extract::Request {
+    let user = req
+        .headers()
+        .get("x-test-user")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| UserId::parse(v).ok());
+    if let Some(user) = user {
+        req.extensions_mut().insert(DashboardUser(user));
+    }
+    req
+}
+
+/// The kit served by plain hyper, as `examples/hyper_host.rs` does: with `peer`, each request
+/// carries the connection's address as a `PeerAddr`; with `strip`, the host serves the kit
+/// under that prefix by removing it from the path itself (a request outside it reaches the
+/// kit unchanged). Dashboard users come from `x-test-user` ([`test_login`]).
+pub async fn serve_hyper(
+    service: CreapicService,
+    peer: bool,
+    strip: Option<&'static str>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, remote) = listener.accept().await.unwrap();
+            let service = tower::ServiceBuilder::new()
+                .map_request(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut req = test_login(req.map(axum::body::Body::new));
+                    if peer {
+                        req.extensions_mut()
+                            .insert(creapic_server_kit::PeerAddr(remote));
+                    }
+                    if let Some(prefix) = strip {
+                        let stripped = req
+                            .uri()
+                            .path_and_query()
+                            .and_then(|pq| pq.as_str().strip_prefix(prefix))
+                            .and_then(|rest| rest.parse::<http::Uri>().ok());
+                        if let Some(uri) = stripped {
+                            *req.uri_mut() = uri;
+                        }
+                    }
+                    req
+                })
+                .service(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), server)
+}
