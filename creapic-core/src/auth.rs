@@ -24,7 +24,9 @@
 //! [`AuthConfig::failure_interval`]; past that its cold lookups are refused with
 //! [`Error::TooManyAuthFailures`] before the store is asked, while warm keys — and keys this
 //! process verified recently — still pass. A success gives its charge back. So a client trying
-//! random keys costs the store a bounded number of lookups, whatever it sends.
+//! random keys costs the store a bounded number of lookups, whatever it sends. Concurrent cold
+//! lookups of one key are one lookup (`in_flight.rs`): the others wait for its answer and
+//! are not charged, so a burst with a valid new key is never refused.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,6 +38,7 @@ use std::time::Duration;
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, OrgId, UserId};
+use crate::in_flight::{InFlight, Role};
 use crate::key::{KeyDigest, KeyMode, KeyPrefix, extract_key};
 use crate::random::RandomSource;
 use crate::scope::{Scope, ScopeSet};
@@ -47,6 +50,10 @@ const FLUSH_BATCH_MAX: usize = 1000;
 const ORPHANS_MAX: usize = 100_000;
 /// Marker for "never used" in the atomics.
 const NEVER: i64 = i64::MIN;
+/// How many times a request waits for another request's lookup of the same key before it asks
+/// the store itself (a leader that recorded nothing twice in a row is not waited for again).
+const FOLLOWS_MAX: usize = 2;
+
 /// Independent cache shards, so concurrent verifications on many cores do not all bounce one
 /// lock's cache line. A power of two: the shard is picked by masking a digest byte.
 const SHARDS: usize = 16;
@@ -387,6 +394,8 @@ pub struct Authenticator<S: ?Sized> {
     failures: FailureBudgets,
     /// Store lookups made (cache misses that reached the store).
     lookups: AtomicU64,
+    /// Lookups in flight by digest: a burst with one cold key asks the store once.
+    in_flight: InFlight<KeyDigest>,
 }
 
 impl<S: ?Sized> std::fmt::Debug for Authenticator<S> {
@@ -436,6 +445,7 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
             created_epoch: AtomicU64::new(0),
             failures: FailureBudgets::new(&config),
             lookups: AtomicU64::new(0),
+            in_flight: InFlight::new(),
         }
     }
 
@@ -468,12 +478,37 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
     ) -> Result<Principal> {
         let parsed = extract_key(authorization, x_api_key)?;
         let digest = parsed.digest();
-        let now = self.clock.now();
-        let stale = match self.cached(&digest, now) {
+        let mut now = self.clock.now();
+        let mut stale = match self.cached(&digest, now) {
             Lookup::Hit(hit) => return hit,
             Lookup::Stale => true,
             Lookup::Absent => false,
         };
+        // One lookup per digest at a time: a request for a key already being looked up waits
+        // for that answer (uncharged) and reads it from the cache or the misses. If the leader
+        // recorded nothing (a store error, a cancellation, a concurrent creation or deletion),
+        // this request looks the key up itself — after following at most twice, uncoordinated.
+        let mut _flight = None;
+        for _ in 0..FOLLOWS_MAX {
+            match self.in_flight.join(&digest) {
+                Role::Leader(guard) => {
+                    _flight = Some(guard);
+                    break;
+                }
+                Role::Follower(flight) => {
+                    flight.landed().await;
+                    now = self.clock.now();
+                    stale = match self.cached(&digest, now) {
+                        Lookup::Hit(hit) => return hit,
+                        Lookup::Stale => true,
+                        Lookup::Absent => false,
+                    };
+                    if self.misses.contains(&digest, now.unix_ms()) {
+                        return Err(Error::InvalidKey);
+                    }
+                }
+            }
+        }
         let charge = match client.filter(|_| !stale) {
             Some(ip) => Some(
                 self.failures

@@ -46,6 +46,7 @@ pub mod finished_jobs;
 pub mod generation;
 pub mod id;
 pub mod idempotency;
+mod in_flight;
 pub mod job;
 pub mod key;
 pub mod ledger;

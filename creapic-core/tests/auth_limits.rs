@@ -236,3 +236,147 @@ async fn a_full_address_table_shares_one_budget_instead_of_growing() {
         "16 tracked addresses and one shared budget: {spent}"
     );
 }
+
+/// The in-memory store's keys, answered after a delay: a database under load.
+struct SlowKeys {
+    inner: Arc<MemoryStore>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl creapic_core::store::KeyStore for SlowKeys {
+    async fn insert_key(
+        &self,
+        key: &creapic_core::key::NewKey,
+        audit: &creapic_core::audit::AuditEvent,
+    ) -> creapic_core::Result<()> {
+        self.inner.insert_key(key, audit).await
+    }
+    async fn key_by_digest(
+        &self,
+        digest: &creapic_core::key::KeyDigest,
+    ) -> creapic_core::Result<Option<creapic_core::key::ApiKey>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.key_by_digest(digest).await
+    }
+    async fn key(
+        &self,
+        org: creapic_core::id::OrgId,
+        id: creapic_core::id::KeyId,
+    ) -> creapic_core::Result<Option<creapic_core::key::ApiKey>> {
+        self.inner.key(org, id).await
+    }
+    async fn key_by_id(
+        &self,
+        id: creapic_core::id::KeyId,
+    ) -> creapic_core::Result<Option<creapic_core::key::ApiKey>> {
+        self.inner.key_by_id(id).await
+    }
+    async fn list_keys(
+        &self,
+        org: creapic_core::id::OrgId,
+        query: &creapic_core::store::KeyQuery,
+    ) -> creapic_core::Result<
+        creapic_core::page::Page<creapic_core::key::ApiKey, creapic_core::id::KeyId>,
+    > {
+        self.inner.list_keys(org, query).await
+    }
+    async fn count_active_keys(&self, org: creapic_core::id::OrgId) -> creapic_core::Result<u64> {
+        self.inner.count_active_keys(org).await
+    }
+    async fn delete_key(
+        &self,
+        org: creapic_core::id::OrgId,
+        id: creapic_core::id::KeyId,
+        at: Timestamp,
+        audit: &creapic_core::audit::AuditEvent,
+    ) -> creapic_core::Result<Option<creapic_core::key::ApiKey>> {
+        self.inner.delete_key(org, id, at, audit).await
+    }
+    async fn record_key_usage(
+        &self,
+        usage: &[creapic_core::store::KeyUsage],
+    ) -> creapic_core::Result<()> {
+        self.inner.record_key_usage(usage).await
+    }
+}
+
+/// A burst of requests with a valid key this process has not verified yet — more than the
+/// failed-authentication budget, all at once, from one address, while the store is slow — is
+/// one store lookup and every request passes (it used to be 429 past the 20th). A burst with an
+/// unknown key is one lookup and one charge: the address can still try another key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_with_one_cold_key_is_one_lookup_and_never_refused() {
+    use creapic_core::auth::Authenticator;
+    let w = world().await;
+    let created = w
+        .core
+        .create_key(Actor::Operator, w.org.id, spec(), &w.ctx)
+        .await
+        .unwrap();
+    let good = created.secret.expose().to_owned();
+    let auth = Arc::new(Authenticator::new(
+        Arc::new(SlowKeys {
+            inner: Arc::clone(&w.store),
+            delay: Duration::from_millis(100),
+        }),
+        w.clock.clone(),
+        Arc::new(SeededRandom::new(9)),
+        AuthConfig::default(),
+    ));
+    let burst = 3 * AuthConfig::default().failures_burst as usize;
+    let run = |key: String| {
+        let tasks: Vec<_> = (0..burst)
+            .map(|_| {
+                let (auth, key) = (Arc::clone(&auth), key.clone());
+                tokio::spawn(async move {
+                    auth.authenticate_from(
+                        Some(format!("Bearer {key}").as_bytes()),
+                        None,
+                        ip("198.51.100.20"),
+                    )
+                    .await
+                    .map(|p| p.key)
+                })
+            })
+            .collect();
+        async move {
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        }
+    };
+    let results = run(good).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().ok() == Some(&created.key.id)),
+        "{results:?}"
+    );
+    assert_eq!(auth.store_lookups(), 1, "one lookup for the whole burst");
+
+    let rng = SeededRandom::new(11);
+    let results = run(random_key(&rng)).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Err(Error::InvalidKey))),
+        "{results:?}"
+    );
+    assert_eq!(
+        auth.store_lookups(),
+        2,
+        "one lookup for the unknown key's burst"
+    );
+    let next = auth
+        .authenticate_from(
+            Some(format!("Bearer {}", random_key(&rng)).as_bytes()),
+            None,
+            ip("198.51.100.20"),
+        )
+        .await;
+    assert!(
+        matches!(next, Err(Error::InvalidKey)),
+        "the burst was charged once, not {burst} times: {next:?}"
+    );
+}
