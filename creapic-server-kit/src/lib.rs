@@ -35,6 +35,7 @@ pub use peer::PeerAddr;
 pub use service::{AppState, CreapicService, KitConfig, ServiceBuilder};
 pub mod item;
 pub mod media;
+pub mod paid;
 pub mod pipeline;
 pub mod prompt;
 pub mod provider;

@@ -1,6 +1,7 @@
 //! The route handlers, one module per resource. Each handler authenticates, validates, calls
-//! `creapic_core` (and the generation pipeline), and answers with a wire type from
-//! `creapic_core::wire`; every failure is an [`Error`](crate::Error) turned into a response.
+//! `creapic_core` (or, for a paid synchronous generation, [`crate::paid`]), and answers with a
+//! wire type from `creapic_core::wire`; every failure is an [`Error`](crate::Error) turned into
+//! a response. Handlers never call the ledger.
 
 pub mod audit;
 pub mod credits;
