@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod extract;
 pub mod finished_status;
 pub mod handlers;
 pub mod idempotent;

@@ -13,16 +13,14 @@ use axum::response::{IntoResponse, Response};
 use creapic_core::Principal;
 use creapic_core::generation::{AspectRatio, GenerationRecord, Quality};
 use creapic_core::id::GenerationId;
-use creapic_core::scope::Scope;
 use creapic_core::wire::{
     GenerateImageRequest, GenerateImageResponse, GenerationResponse, ImageSource,
 };
 use http::StatusCode;
 
 use crate::Error;
-use crate::body::read_json;
-use crate::handlers::with_key;
-use crate::idempotent::{self, Replay};
+use crate::extract::{Authorized, BoundedJson, need};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::item::{ImageSpec, PromptSource};
 use crate::paid::{AttemptKeys, Resume, generate_paid};
 use crate::response::json;
@@ -93,58 +91,32 @@ pub(crate) fn prompt_source(source: ImageSource, max_chars: usize) -> Result<Pro
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn generate(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let limits = state.config().limits;
-    let prepared = async {
-        let (request, raw): (GenerateImageRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
-        crate::handlers::same_organization(&principal, request.organization_id.as_deref())?;
-        let source = prompt_source(request.source, limits.prompt_max_chars)?;
-        let aspect = AspectRatio::from(request.aspect_ratio);
-        let quality = Quality::from(request.quality);
-        Ok::<_, Error>((
-            ImageSpec {
-                source,
-                aspect_ratio: aspect,
-                quality,
-            },
-            raw,
-        ))
-    }
-    .await;
-    let (spec, raw) = match prepared {
-        Ok(v) => v,
+pub async fn generate(
+    State(state): State<AppState>,
+    who: Authorized<need::ImageGeneration>,
+    idempotency: IdempotencyKeyHeader,
+    BoundedJson(request, raw): BoundedJson<GenerateImageRequest>,
+) -> Response {
+    let principal = who.principal;
+    // A refused body is answered as it is, like any error before the quota check.
+    let spec = match image_spec(&state, &principal, request) {
+        Ok(spec) => spec,
         Err(e) => return e.into_response(),
     };
     // An organization already at its media quota is told so before anything is paid or drawn.
     if let Err(e) = state.media().check_quota(principal.org, 1).await {
-        let mut response = e.into_response();
-        rate.apply(response.headers_mut());
-        return response;
+        return who.answer(e);
     }
     // A request with an `Idempotency-Key` can be resumed by its retry (see `crate::paid`).
-    let resume = if parts.headers.contains_key(idempotent::HEADER) {
+    let resume = if idempotency.is_present() {
         Resume::Resumable
     } else {
         Resume::Once
     };
     let st = state.clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Body,
-        limits.idempotency_lock,
+        idempotency.request(principal.org, &raw),
         |ledger_key| async move {
             let keys = AttemptKeys::new(ledger_key);
             let paid = generate_paid(&st, &principal, &spec, &keys, resume).await?;
@@ -157,8 +129,22 @@ pub async fn generate(State(state): State<AppState>, request: axum::extract::Req
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
+}
+
+/// What the body asks for, checked against the caller and the limits.
+fn image_spec(
+    state: &AppState,
+    principal: &Principal,
+    request: GenerateImageRequest,
+) -> Result<ImageSpec, Error> {
+    let limits = state.config().limits;
+    crate::handlers::same_organization(principal, request.organization_id.as_deref())?;
+    Ok(ImageSpec {
+        source: prompt_source(request.source, limits.prompt_max_chars)?,
+        aspect_ratio: AspectRatio::from(request.aspect_ratio),
+        quality: Quality::from(request.quality),
+    })
 }
 
 /// The generation id in the path, or the 400 naming it.
@@ -202,33 +188,20 @@ pub(crate) async fn generation_by_id(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: axum::extract::Request,
+    who: Authorized<need::ImageGeneration>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    with_key(
-        &state,
-        &parts.headers,
-        Scope::ImageGeneration,
-        |principal| async move {
-            let found = match generation_id_param(&id) {
-                Ok(id) => generation_by_id(&st, &principal, id).await,
-                Err(e) => Err(e),
-            };
-            match found {
-                Ok(record) => {
-                    let (generation, image_url) = crate::views::generation(&st, &record);
-                    json(
-                        StatusCode::OK,
-                        &GenerationResponse {
-                            generation,
-                            image_url,
-                        },
-                    )
-                }
-                Err(e) => e.into_response(),
-            }
-        },
-    )
-    .await
+    let found = match generation_id_param(&id) {
+        Ok(id) => generation_by_id(&state, &who.principal, id).await,
+        Err(e) => Err(e),
+    };
+    who.answer(found.map(|record| {
+        let (generation, image_url) = crate::views::generation(&state, &record);
+        json(
+            StatusCode::OK,
+            &GenerationResponse {
+                generation,
+                image_url,
+            },
+        )
+    }))
 }

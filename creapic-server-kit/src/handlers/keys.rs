@@ -18,7 +18,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::body::read_json;
-use crate::idempotent::{self, Replay};
+use crate::idempotent::{self, IdempotencyKeyHeader, Replay};
 use crate::response::json;
 use crate::service::AppState;
 use crate::{Error, views};
@@ -178,28 +178,21 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
         return Error::Core(e).into_response();
     }
     let caller = format!("user:{user}");
-    idempotent::run(
-        &state,
-        org,
-        Some(&caller),
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Refuse,
-        state.config().limits.idempotency_lock,
-        |_ledger_key| async move {
-            let created = core
-                .create_key(Actor::User(user), org, spec, &ctx)
-                .await
-                .map_err(Error::Core)?;
-            let body = CreateKeyResponse {
-                key: created.secret.expose().to_owned(),
-                api_key: views::api_key(&created.key),
-            };
-            crate::handlers::json_reply(StatusCode::CREATED, &body)
-        },
-    )
+    let request = IdempotencyKeyHeader::from_parts(&parts)
+        .request(org, &raw)
+        .caller(&caller)
+        .replay(Replay::Refuse);
+    idempotent::run(&state, request, |_ledger_key| async move {
+        let created = core
+            .create_key(Actor::User(user), org, spec, &ctx)
+            .await
+            .map_err(Error::Core)?;
+        let body = CreateKeyResponse {
+            key: created.secret.expose().to_owned(),
+            api_key: views::api_key(&created.key),
+        };
+        crate::handlers::json_reply(StatusCode::CREATED, &body)
+    })
     .await
 }
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::body::read_json;
 use crate::handlers::keys::{limit, org_param, query};
-use crate::idempotent::{self, Replay};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::response::json;
 use crate::service::{AppState, Core};
 use crate::{Error, views};
@@ -355,17 +355,8 @@ where
     }
     let ctx = crate::handlers::request_context(parts, state.config().trust_forwarded_for);
     let caller = format!("user:{user}");
-    idempotent::run(
-        state,
-        org,
-        Some(&caller),
-        &parts.headers,
-        parts.method.as_str(),
-        parts.uri.path(),
-        raw,
-        Replay::Body,
-        state.config().limits.idempotency_lock,
-        |_ledger_key| work(core, ctx),
-    )
-    .await
+    let request = IdempotencyKeyHeader::from_parts(parts)
+        .request(org, raw)
+        .caller(&caller);
+    idempotent::run(state, request, |_ledger_key| work(core, ctx)).await
 }
