@@ -13,6 +13,8 @@
 //!   by `idempotent::run`, after the body is checked, as before.
 //! - [`ApiQuery<T>`]: the query string (400 naming `query`), and [`AuditContext`]: the audited
 //!   client address and user agent.
+//! - [`SignedIn`]: the dashboard user the host's login layer vouches for (401 `not_signed_in`),
+//!   the caller of the dashboard routes, taken before their bodies like a key.
 //!
 //! The design decision is ordering by type: axum runs every `FromRequestParts` extractor, in
 //! argument order, before the one `FromRequest` extractor that consumes the body. So with
@@ -44,6 +46,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use creapic_core::Principal;
 use creapic_core::audit::RequestContext;
+use creapic_core::id::UserId;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -177,5 +180,19 @@ impl FromRequestParts<AppState> for AuditContext {
             parts,
             state.config().trust_forwarded_for,
         )))
+    }
+}
+
+/// The person signed in to the host's dashboard ([`crate::auth::DashboardUser`] in the request
+/// extensions); 401 `not_signed_in` otherwise. Whether that person may act on an organization is
+/// the core's check, made by the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedIn(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        crate::auth::dashboard_user(&parts.extensions).map(SignedIn)
     }
 }

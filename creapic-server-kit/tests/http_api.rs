@@ -756,8 +756,8 @@ async fn the_openapi_document_states_ids_and_the_hosts_own_limits() {
     assert_eq!(b["code"], "limit_exceeded");
 }
 
-/// The key is checked before the body is read: a request without a key, or with a key that
-/// lacks the route's scope, is refused as such whatever its body (too large, not JSON, of
+/// The key (or the dashboard user) is checked before the body is read: a request without a key,
+/// or with a key that lacks the route's scope, is refused as such whatever its body (too large, not JSON, of
 /// another content type) — the body is never the first thing an unauthenticated caller learns
 /// about.
 #[tokio::test]
@@ -816,5 +816,33 @@ async fn the_key_is_checked_before_the_body_is_read() {
             let (status, _, b) = body(send(Some(right_key)).await.unwrap()).await;
             assert_eq!(status, *refused, "{path} {content_type}: {b}");
         }
+    } // The dashboard's caller likewise: no signed-in user is a 401 whatever the body.
+    let org = app.org.to_string();
+    let user = app.owner.to_string();
+    for path in [
+        "/api/keys".to_owned(),
+        format!("/api/organizations/{org}/members"),
+        format!("/api/organizations/{org}/members/{user}"),
+    ] {
+        let method = if path.ends_with(&user) {
+            reqwest::Method::PATCH
+        } else {
+            reqwest::Method::POST
+        };
+        let (status, _, b) = body(
+            app.http
+                .request(method, app.url(&path))
+                .header("content-type", "text/plain")
+                .body("{")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, b["code"].as_str()),
+            (401, Some("not_signed_in")),
+            "{path}"
+        );
     }
 }
