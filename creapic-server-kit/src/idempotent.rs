@@ -102,30 +102,93 @@ pub fn header_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Error> 
         })
 }
 
-/// Runs `work` at most once per (organization, `caller`, `Idempotency-Key`). `caller` namespaces
-/// the key when the organization alone does not say who is asking (dashboard users: two people
-/// of one organization, or an outsider, never share or block each other's records); authorize
-/// the caller *before* calling this, so a refused caller opens no record at all. `work` receives the ledger
-/// idempotency key of this attempt (derive the request's ledger keys from it) and returns the
-/// status and JSON body, or a [`Failure`].
-#[allow(clippy::too_many_arguments)]
-pub async fn run<F, Fut>(
-    state: &AppState,
+/// What [`run`] needs of the request: its `Idempotency-Key` (validated, or the error to answer),
+/// method and path. Built from the request's parts, or taken as an extractor
+/// (`crate::extract`); it never rejects: a malformed header is answered by [`run`].
+#[derive(Debug)]
+pub struct IdempotencyKeyHeader {
+    key: Result<Option<IdempotencyKey>, Error>,
+    present: bool,
+    method: http::Method,
+    path: String,
+}
+
+impl IdempotencyKeyHeader {
+    /// The header, method and path of a request.
+    pub fn from_parts(parts: &http::request::Parts) -> Self {
+        IdempotencyKeyHeader {
+            key: header_key(&parts.headers),
+            present: parts.headers.contains_key(HEADER),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+        }
+    }
+
+    /// Whether the request carries the header at all (valid or not).
+    pub fn is_present(&self) -> bool {
+        self.present
+    }
+
+    /// The request as [`run`] takes it: for `org`, fingerprinted over `body`, storing its body
+    /// for replays ([`Replay::Body`]) with no caller namespace until told otherwise.
+    pub fn request(self, org: OrgId, body: &[u8]) -> IdempotentRequest<'_> {
+        IdempotentRequest {
+            org,
+            caller: None,
+            header: self,
+            body,
+            replay: Replay::Body,
+        }
+    }
+}
+
+/// A request [`run`] runs at most once: built by [`IdempotencyKeyHeader::request`].
+#[derive(Debug)]
+pub struct IdempotentRequest<'a> {
     org: OrgId,
-    caller: Option<&str>,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    body: &[u8],
+    caller: Option<&'a str>,
+    header: IdempotencyKeyHeader,
+    body: &'a [u8],
     replay: Replay,
-    lock: std::time::Duration,
-    work: F,
-) -> Response
+}
+
+impl<'a> IdempotentRequest<'a> {
+    /// Namespaces the key by `caller`, for when the organization alone does not say who is
+    /// asking (dashboard users: two people of one organization, or an outsider, never share or
+    /// block each other's records).
+    pub fn caller(mut self, caller: &'a str) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
+    /// What the stored copy of the response holds (default [`Replay::Body`]).
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = replay;
+        self
+    }
+}
+
+/// Runs `work` at most once per (organization, caller, `Idempotency-Key`) of `request`, its lock
+/// held for `Limits::idempotency_lock`. Authorize the caller *before* calling this, so a refused
+/// caller opens no record at all. `work` receives the ledger idempotency key of this attempt
+/// (derive the request's ledger keys from it, see `crate::paid::AttemptKeys`) and returns the
+/// status and JSON body, or a [`Failure`].
+pub async fn run<F, Fut>(state: &AppState, request: IdempotentRequest<'_>, work: F) -> Response
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<(StatusCode, Vec<u8>), Failure>>,
 {
-    let key = match header_key(headers) {
+    let IdempotentRequest {
+        org,
+        caller,
+        header,
+        body,
+        replay,
+    } = request;
+    let lock = state.config().limits.idempotency_lock;
+    let method = header.method.as_str();
+    let path = header.path.as_str();
+    let key = match header.key {
         Ok(Some(k)) => match caller {
             None => Some(k),
             Some(caller) => match IdempotencyKey::new(&format!("{caller}:{}", k.as_str())) {

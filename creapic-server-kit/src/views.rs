@@ -156,3 +156,34 @@ pub fn job_summary(j: &JobSummary) -> JobSummaryWire {
         completed_at: j.finished_at.map(|t| t.to_rfc3339()),
     }
 }
+
+/// A generation record's view, and a fresh signed link to its image (none for a failed one).
+pub fn generation(
+    state: &crate::service::AppState,
+    record: &creapic_core::generation::GenerationRecord,
+) -> (creapic_core::wire::Generation, Option<String>) {
+    use creapic_core::generation::GenerationOutcome;
+    use creapic_core::wire::JobStatusWire;
+    let prompt = serde_json::from_str(&record.prompt)
+        .unwrap_or_else(|_| serde_json::Value::String(record.prompt.clone()));
+    let status = match record.outcome {
+        GenerationOutcome::Completed { .. } => JobStatusWire::Completed,
+        GenerationOutcome::Failed { .. } => JobStatusWire::Failed,
+    };
+    let image_url = record
+        .outcome
+        .media()
+        .and_then(|m| crate::media::MediaKey::parse(m).ok())
+        .and_then(|m| state.media_link(record.org, &m));
+    let generation = creapic_core::wire::Generation {
+        id: record.id.to_string(),
+        status,
+        prompt,
+        aspect_ratio: record.aspect_ratio.into(),
+        quality: record.quality.into(),
+        tokens_used: record.outcome.tokens().get(),
+        created_at: record.created_at.to_rfc3339(),
+        error_code: record.outcome.error_code().map(str::to_owned),
+    };
+    (generation, image_url)
+}

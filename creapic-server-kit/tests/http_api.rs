@@ -755,3 +755,94 @@ async fn the_openapi_document_states_ids_and_the_hosts_own_limits() {
     assert_eq!(status, 422, "{b}");
     assert_eq!(b["code"], "limit_exceeded");
 }
+
+/// The key (or the dashboard user) is checked before the body is read: a request without a key,
+/// or with a key that lacks the route's scope, is refused as such whatever its body (too large, not JSON, of
+/// another content type) — the body is never the first thing an unauthenticated caller learns
+/// about.
+#[tokio::test]
+async fn the_key_is_checked_before_the_body_is_read() {
+    let app = app().await;
+    let wrong_scope = app.key(&[Scope::OrganizationWrite]).await;
+    let write_only = app.key(&[Scope::ImageGeneration]).await;
+    let scene = app.key(&[Scope::SceneRender]).await;
+    // (route, a key without its scope, a key with it)
+    let routes = [
+        ("/api/public/images/generate", &wrong_scope, &write_only),
+        ("/api/public/scenes/render", &wrong_scope, &scene),
+        ("/api/playground/images", &wrong_scope, &write_only),
+        (
+            "/api/public/organizations/create",
+            &write_only,
+            &wrong_scope,
+        ),
+    ];
+    let big = "x".repeat(1024 * 1024 + 1);
+    // An `Idempotency-Key` too long to accept: a 400 too, but only once the key is known.
+    let long_key = "k".repeat(300);
+    // (content type, body, the status once the key passes)
+    let bodies: [(&str, String, u16); 3] = [
+        ("application/json", "{".into(), 400),
+        ("text/plain", "hello".into(), 415),
+        ("application/json", big, 413),
+    ];
+    for (path, key, right_key) in routes {
+        for (content_type, payload, refused) in &bodies {
+            let send = |auth: Option<&str>| {
+                let mut req = app
+                    .http
+                    .post(app.url(path))
+                    .header("content-type", *content_type)
+                    .header("idempotency-key", &long_key)
+                    .body(payload.clone());
+                if let Some(key) = auth {
+                    req = req.bearer_auth(key);
+                }
+                req.send()
+            };
+            let (status, _, b) = body(send(None).await.unwrap()).await;
+            assert_eq!(
+                (status, b["code"].as_str()),
+                (401, Some("missing_authorization")),
+                "{path} {content_type}"
+            );
+            let (status, _, b) = body(send(Some(key)).await.unwrap()).await;
+            assert_eq!(
+                (status, b["code"].as_str()),
+                (403, Some("missing_scope")),
+                "{path} {content_type}: {b}"
+            );
+            // With the right key, the body itself is refused (it is read before the header).
+            let (status, _, b) = body(send(Some(right_key)).await.unwrap()).await;
+            assert_eq!(status, *refused, "{path} {content_type}: {b}");
+        }
+    } // The dashboard's caller likewise: no signed-in user is a 401 whatever the body.
+    let org = app.org.to_string();
+    let user = app.owner.to_string();
+    for path in [
+        "/api/keys".to_owned(),
+        format!("/api/organizations/{org}/members"),
+        format!("/api/organizations/{org}/members/{user}"),
+    ] {
+        let method = if path.ends_with(&user) {
+            reqwest::Method::PATCH
+        } else {
+            reqwest::Method::POST
+        };
+        let (status, _, b) = body(
+            app.http
+                .request(method, app.url(&path))
+                .header("content-type", "text/plain")
+                .body("{")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, b["code"].as_str()),
+            (401, Some("not_signed_in")),
+            "{path}"
+        );
+    }
+}

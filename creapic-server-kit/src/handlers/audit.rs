@@ -9,7 +9,8 @@ use creapic_core::wire::{AuditEventWire, AuditResponse};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use crate::handlers::keys::{limit, org_param, query};
+use crate::extract::{ApiQuery, SignedIn};
+use crate::handlers::keys::{limit, org_param};
 use crate::response::json;
 use crate::service::AppState;
 use crate::{Error, views};
@@ -49,11 +50,12 @@ pub struct AuditParams {
     ),
     security(("dashboard" = []))
 )]
-pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
+pub async fn list(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> Response {
     let result = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        let p: AuditParams = query(&parts)?;
         let org = org_param(&p.organization_id)?;
         let time = |v: &Option<String>, name: &'static str| {
             v.as_deref()

@@ -5,16 +5,15 @@
 //! nothing here changes state.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use creapic_core::clock::Timestamp;
 use creapic_core::ledger::DAY_MS;
 use creapic_core::wire::{CreditsResponse, UsageResponse};
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::auth::KeyNeed;
-use crate::handlers::keys::{limit, query};
-use crate::handlers::with_key;
+use crate::extract::{ApiQuery, Authorized, need};
+use crate::handlers::keys::limit;
 use crate::response::json;
 use crate::service::AppState;
 use crate::{Error, views};
@@ -61,48 +60,40 @@ pub struct UsageQuery {
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn get(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    // Parsed before the key is checked, answered after: a bad query of an unauthenticated
-    // caller is a 401 like any other.
-    let q: Result<CreditsQuery, Error> = query(&parts);
-    with_key(
-        &state,
-        &parts.headers,
-        KeyNeed::AnyKey,
-        |principal| async move {
-            let result = async {
-                let q = q?;
-                let after = q
-                    .cursor
-                    .as_deref()
-                    .map(str::parse::<u64>)
-                    .transpose()
-                    .map_err(|_| Error::InvalidParameter {
-                        name: "cursor",
-                        message: "not a cursor from this API".into(),
-                    })?;
-                let limit = limit(q.limit)?;
-                let core = st.core();
-                let org = principal.org;
-                let balance = core.balance(org).await.map_err(Error::Core)?;
-                let held = core.held(org).await.map_err(Error::Core)?;
-                let page = core.entries(org, after, limit).await.map_err(Error::Core)?;
-                let body = CreditsResponse {
-                    organization_id: org.to_string(),
-                    balance: balance.get(),
-                    held: held.get(),
-                    entries: page.items.iter().map(views::ledger_entry).collect(),
-                    next_cursor: page.next.map(|seq| seq.to_string()),
-                };
-                Ok::<_, Error>(json(StatusCode::OK, &body))
-            }
-            .await;
-            result.unwrap_or_else(IntoResponse::into_response)
-        },
-    )
-    .await
+pub async fn get(
+    State(state): State<AppState>,
+    who: Authorized<need::AnyKey>,
+    // Answered after the key is checked: a bad query of an unauthenticated caller is a 401.
+    q: Result<ApiQuery<CreditsQuery>, Error>,
+) -> Response {
+    let result = async {
+        let ApiQuery(q) = q?;
+        let after = q
+            .cursor
+            .as_deref()
+            .map(str::parse::<u64>)
+            .transpose()
+            .map_err(|_| Error::InvalidParameter {
+                name: "cursor",
+                message: "not a cursor from this API".into(),
+            })?;
+        let limit = limit(q.limit)?;
+        let core = state.core();
+        let org = who.principal.org;
+        let balance = core.balance(org).await.map_err(Error::Core)?;
+        let held = core.held(org).await.map_err(Error::Core)?;
+        let page = core.entries(org, after, limit).await.map_err(Error::Core)?;
+        let body = CreditsResponse {
+            organization_id: org.to_string(),
+            balance: balance.get(),
+            held: held.get(),
+            entries: page.items.iter().map(views::ledger_entry).collect(),
+            next_cursor: page.next.map(|seq| seq.to_string()),
+        };
+        Ok::<_, Error>(json(StatusCode::OK, &body))
+    }
+    .await;
+    who.answer(result)
 }
 
 /// The key's organization's token usage per UTC day: every day of the range, oldest first.
@@ -121,59 +112,49 @@ pub async fn get(State(state): State<AppState>, request: axum::extract::Request)
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn usage(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    // Parsed before the key is checked, answered after: a bad query of an unauthenticated
-    // caller is a 401 like any other.
-    let q: Result<UsageQuery, Error> = query(&parts);
-    with_key(
-        &state,
-        &parts.headers,
-        KeyNeed::AnyKey,
-        |principal| async move {
-            let result = async {
-                let q = q?;
-                let core = st.core();
-                let to = match q.to.as_deref() {
-                    Some(text) => date(text, "to")?,
-                    None => core.clock().now(),
-                };
-                let from = match q.from.as_deref() {
-                    Some(text) => date(text, "from")?,
-                    None => Timestamp::from_unix_ms(
-                        to.unix_ms()
-                            .saturating_sub((USAGE_DEFAULT_DAYS - 1).saturating_mul(DAY_MS)),
-                    ),
-                };
-                let (range, days) =
-                    core.usage(principal.org, from, to)
-                        .await
-                        .map_err(|e| match e {
-                            // The range's own errors name the query parameters.
-                            creapic_core::Error::Invalid { reason, .. } => {
-                                Error::InvalidParameter {
-                                    name: "to",
-                                    message: reason,
-                                }
-                            }
-                            other => Error::Core(other),
-                        })?;
-                let last = Timestamp::from_unix_ms(range.end().unix_ms() - DAY_MS);
-                let body = UsageResponse {
-                    organization_id: principal.org.to_string(),
-                    from: views::date(range.start()),
-                    to: views::date(last),
-                    spent: days.iter().map(|d| d.spent.get()).sum(),
-                    days: days.iter().map(views::daily_usage).collect(),
-                };
-                Ok::<_, Error>(json(StatusCode::OK, &body))
-            }
-            .await;
-            result.unwrap_or_else(IntoResponse::into_response)
-        },
-    )
-    .await
+pub async fn usage(
+    State(state): State<AppState>,
+    who: Authorized<need::AnyKey>,
+    // Answered after the key is checked: a bad query of an unauthenticated caller is a 401.
+    q: Result<ApiQuery<UsageQuery>, Error>,
+) -> Response {
+    let result = async {
+        let ApiQuery(q) = q?;
+        let core = state.core();
+        let to = match q.to.as_deref() {
+            Some(text) => date(text, "to")?,
+            None => core.clock().now(),
+        };
+        let from = match q.from.as_deref() {
+            Some(text) => date(text, "from")?,
+            None => Timestamp::from_unix_ms(
+                to.unix_ms()
+                    .saturating_sub((USAGE_DEFAULT_DAYS - 1).saturating_mul(DAY_MS)),
+            ),
+        };
+        let (range, days) = core
+            .usage(who.principal.org, from, to)
+            .await
+            .map_err(|e| match e {
+                // The range's own errors name the query parameters.
+                creapic_core::Error::Invalid { reason, .. } => Error::InvalidParameter {
+                    name: "to",
+                    message: reason,
+                },
+                other => Error::Core(other),
+            })?;
+        let last = Timestamp::from_unix_ms(range.end().unix_ms() - DAY_MS);
+        let body = UsageResponse {
+            organization_id: who.principal.org.to_string(),
+            from: views::date(range.start()),
+            to: views::date(last),
+            spent: days.iter().map(|d| d.spent.get()).sum(),
+            days: days.iter().map(views::daily_usage).collect(),
+        };
+        Ok::<_, Error>(json(StatusCode::OK, &body))
+    }
+    .await;
+    who.answer(result)
 }
 
 /// A day parameter: `YYYY-MM-DD` only (a time of day would suggest a precision usage does not

@@ -3,46 +3,26 @@
 //! and released — refunded — when the provider fails (502 with the provider's code).
 //! `GET /api/public/images/{id}`: a generation of the key's organization, read back.
 //!
-//! The provider is never called without an open hold of this attempt: a retry that resumes an
-//! attempt whose hold was already released (its refund committed, its response lost) is sent
-//! back to start a new attempt instead. The whole generation runs under
-//! [`Limits::generation_deadline`](crate::config::Limits::generation_deadline) (below the
-//! stale-hold sweeper's age), and its `Idempotency-Key` lock is renewed while it runs
-//! (`idempotent::run`), so neither a client's retry nor the sweeper acts on a request still
-//! running, while a request that died gives its key back within the plain lock.
-//!
-//! Every generation is recorded ([`creapic_core::generation::GenerationRecord`]) under the id of
-//! the hold that pays for it: completed after the capture commits, failed after the refund is
-//! confirmed. The design decision is what happens when the record cannot be written after the
-//! capture: with an `Idempotency-Key` and a store that is unavailable, the request fails (503)
-//! *unsettled*, so the client's retry resumes the attempt — its reserve and capture replay, the
-//! record is written (idempotent on the id) and the answer carries it: every id answered is
-//! readable. Without the header a retry could not resume (it would pay again), and any other
-//! error is a bug a retry would not fix, so there the failure is logged and the paid image is
-//! answered all the same. A resumed attempt whose generation is already recorded answers from
-//! the record without calling the provider again.
+//! This handler parses, checks the media quota, and answers; the paid generation itself — hold,
+//! provider under the deadline, capture or refund, the record under the hold's id — is
+//! [`crate::paid::generate_paid`], run inside `idempotent::run` with the attempt's
+//! [`crate::paid::AttemptKeys`]. Handlers never call the ledger.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use creapic_core::generation::{
-    AspectRatio, GenerationOutcome, GenerationParams, GenerationRecord, Quality,
-};
+use creapic_core::Principal;
+use creapic_core::generation::{AspectRatio, GenerationRecord, Quality};
 use creapic_core::id::GenerationId;
-use creapic_core::ledger::Credits;
-use creapic_core::scope::Scope;
 use creapic_core::wire::{
-    GenerateImageRequest, GenerateImageResponse, Generation, GenerationResponse, ImageSource,
-    JobStatusWire,
+    GenerateImageRequest, GenerateImageResponse, GenerationResponse, ImageSource,
 };
-use creapic_core::{Principal, StoreErrorKind};
 use http::StatusCode;
 
 use crate::Error;
-use crate::body::read_json;
-use crate::handlers::with_key;
-use crate::idempotent::{self, Failure, Replay};
+use crate::extract::{Authorized, BoundedJson, need};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::item::{ImageSpec, PromptSource};
-use crate::media::MediaKey;
+use crate::paid::{AttemptKeys, Resume, generate_paid};
 use crate::response::json;
 use crate::service::AppState;
 
@@ -111,235 +91,60 @@ pub(crate) fn prompt_source(source: ImageSource, max_chars: usize) -> Result<Pro
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn generate(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let limits = state.config().limits;
-    let prepared = async {
-        let (request, raw): (GenerateImageRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
-        crate::handlers::same_organization(&principal, request.organization_id.as_deref())?;
-        let source = prompt_source(request.source, limits.prompt_max_chars)?;
-        let aspect = AspectRatio::from(request.aspect_ratio);
-        let quality = Quality::from(request.quality);
-        Ok::<_, Error>((
-            ImageSpec {
-                source,
-                aspect_ratio: aspect,
-                quality,
-            },
-            raw,
-        ))
-    }
-    .await;
-    let (spec, raw) = match prepared {
-        Ok(v) => v,
+pub async fn generate(
+    State(state): State<AppState>,
+    who: Authorized<need::ImageGeneration>,
+    idempotency: IdempotencyKeyHeader,
+    BoundedJson(request, raw): BoundedJson<GenerateImageRequest>,
+) -> Response {
+    let principal = who.principal;
+    // A refused body is answered as it is, like any error before the quota check.
+    let spec = match image_spec(&state, &principal, request) {
+        Ok(spec) => spec,
         Err(e) => return e.into_response(),
     };
     // An organization already at its media quota is told so before anything is paid or drawn.
     if let Err(e) = state.media().check_quota(principal.org, 1).await {
-        let mut response = e.into_response();
-        rate.apply(response.headers_mut());
-        return response;
+        return who.answer(e);
     }
-    let pricing = state.config().pricing;
-    let cost = match spec.quality {
-        Quality::Standard => pricing.image_standard,
-        Quality::Hd => pricing.image_hd,
+    // A request with an `Idempotency-Key` can be resumed by its retry (see `crate::paid`).
+    let resume = if idempotency.is_present() {
+        Resume::Resumable
+    } else {
+        Resume::Once
     };
-    // A request with an `Idempotency-Key` can be resumed by its retry (see the module doc).
-    let resumable = parts.headers.contains_key(idempotent::HEADER);
     let st = state.clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Body,
-        limits.idempotency_lock,
+        idempotency.request(principal.org, &raw),
         |ledger_key| async move {
-            let core = st.core();
-            let org = principal.org;
-            let hold = core
-                .reserve(org, cost, None, &format!("{ledger_key}:hold"))
-                .await
-                .map_err(Error::Core)?;
-            let Some(held) = hold.hold.as_ref() else {
-                return Err(Error::Internal {
-                    message: "a reserve returned no hold".into(),
-                }
-                .into());
-            };
-            let hold_id = held.id;
-            if hold.replayed && held.released.get() > 0 {
-                // A resumed attempt whose refund already committed: calling the provider now
-                // would be unpaid work. This attempt is over; the client's retry starts a new,
-                // paid one.
-                return Err(Failure::settled(Error::Core(
-                    creapic_core::Error::IdempotencyInProgress,
-                )));
-            }
-            let capture_key = format!("{ledger_key}:capture");
-            if hold.replayed && held.captured.get() > 0 {
-                // A resumed attempt that was paid for: if its generation is recorded, answer
-                // from the record (the capture replays for the balance it left).
-                let id = GenerationId::of_hold(hold_id);
-                if let Ok(record) = core.generation(&principal, id).await {
-                    let captured = core
-                        .capture(org, hold_id, cost, &capture_key)
-                        .await
-                        .map_err(Error::Core)?;
-                    let (generation, image_url) = view(&st, &record);
-                    let body = GenerateImageResponse {
-                        generation,
-                        image_url: image_url.unwrap_or_default(),
-                        tokens: captured.balance().get(),
-                    };
-                    return crate::handlers::json_reply(StatusCode::OK, &body);
-                }
-            }
-            let deadline = limits.generation_deadline(core.config().stale_hold_after);
-            let provider = st.pipeline().provider_for(principal.mode).name();
-            let drawn = tokio::time::timeout(
-                deadline,
-                st.pipeline().generate(org, principal.mode, &spec),
-            )
-            .await
-            .unwrap_or(Err(Error::ProviderTimeout { provider }));
-            let generated = match drawn {
-                Ok(g) => g,
-                Err(e) => {
-                    metrics::counter!("creapic_generations_total", "outcome" => "failed")
-                        .increment(1);
-                    // Refund: the work failed. Only a confirmed refund makes the attempt
-                    // settled (a retry starts anew); otherwise a retry resumes it.
-                    return match core
-                        .release(org, hold_id, None, &format!("{ledger_key}:refund"))
-                        .await
-                    {
-                        Ok(_) => {
-                            let params = params_of(&spec, asked_prompt(&spec.source));
-                            if let Err(record) = core
-                                .record_failed_generation(org, hold_id, params, e.code())
-                                .await
-                            {
-                                // The refund stands and the error is answered; only the
-                                // record of the failure is missing.
-                                tracing::warn!(error = %record, "could not record a failed generation");
-                            }
-                            Err(Failure::settled(e))
-                        }
-                        Err(release) => {
-                            tracing::error!(error = %release, "could not refund a failed generation");
-                            Err(Failure::from(e))
-                        }
-                    };
-                }
-            };
-            let captured = core
-                .capture(org, hold_id, cost, &capture_key)
-                .await
-                .map_err(Error::Core)?;
-            metrics::counter!("creapic_generations_total", "outcome" => "ok").increment(1);
-            let media = generated.output.media.clone();
-            let prompt = serde_json::to_string(&generated.prompt).unwrap_or_default();
-            let tokens = Credits::new(cost).map_err(Error::Core)?;
-            let recorded = core
-                .record_completed_generation(
-                    org,
-                    hold_id,
-                    params_of(&spec, prompt),
-                    media.as_str().to_owned(),
-                    tokens,
-                )
-                .await;
-            let generation = match recorded {
-                Ok(record) => view(&st, &record).0,
-                Err(e @ creapic_core::Error::Store { kind: StoreErrorKind::Unavailable, .. })
-                    if resumable =>
-                {
-                    // Paid, not recorded: fail unsettled so the client's retry resumes this
-                    // attempt (capture replays, the insert is idempotent) and gets a readable id.
-                    tracing::warn!(error = %e, "could not record a generation; the retry resumes it");
-                    return Err(Failure::from(Error::Core(e)));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not record a paid generation; answering it unrecorded");
-                    Generation {
-                        id: GenerationId::of_hold(hold_id).to_string(),
-                        status: JobStatusWire::Completed,
-                        prompt: generated.prompt,
-                        aspect_ratio: spec.aspect_ratio.into(),
-                        quality: spec.quality.into(),
-                        tokens_used: cost,
-                        created_at: core.clock().now().to_rfc3339(),
-                        error_code: None,
-                    }
-                }
-            };
+            let keys = AttemptKeys::new(ledger_key);
+            let paid = generate_paid(&st, &principal, &spec, &keys, resume).await?;
             let body = GenerateImageResponse {
-                generation,
-                image_url: st.media_link(org, &media).unwrap_or_default(),
-                tokens: captured.balance().get(),
+                generation: paid.generation,
+                image_url: paid.image_url,
+                tokens: paid.balance.get(),
             };
             crate::handlers::json_reply(StatusCode::OK, &body)
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
 }
 
-/// What a record keeps of the request.
-fn params_of(spec: &ImageSpec, prompt: String) -> GenerationParams {
-    GenerationParams {
-        prompt,
-        aspect_ratio: spec.aspect_ratio,
-        quality: spec.quality,
-    }
-}
-
-/// The prompt as it was asked, as JSON text: what a failed generation records (the composed
-/// prompt may never have existed).
-fn asked_prompt(source: &PromptSource) -> String {
-    let value = match source {
-        PromptSource::Text(text) => serde_json::Value::String(text.clone()),
-        PromptSource::Json(value) => value.clone(),
-    };
-    serde_json::to_string(&value).unwrap_or_default()
-}
-
-/// The wire view of a record, and a fresh signed link to its image (none for a failed one).
-fn view(state: &AppState, record: &GenerationRecord) -> (Generation, Option<String>) {
-    let prompt = serde_json::from_str(&record.prompt)
-        .unwrap_or_else(|_| serde_json::Value::String(record.prompt.clone()));
-    let status = match record.outcome {
-        GenerationOutcome::Completed { .. } => JobStatusWire::Completed,
-        GenerationOutcome::Failed { .. } => JobStatusWire::Failed,
-    };
-    let image_url = record
-        .outcome
-        .media()
-        .and_then(|m| MediaKey::parse(m).ok())
-        .and_then(|m| state.media_link(record.org, &m));
-    let generation = Generation {
-        id: record.id.to_string(),
-        status,
-        prompt,
-        aspect_ratio: record.aspect_ratio.into(),
-        quality: record.quality.into(),
-        tokens_used: record.outcome.tokens().get(),
-        created_at: record.created_at.to_rfc3339(),
-        error_code: record.outcome.error_code().map(str::to_owned),
-    };
-    (generation, image_url)
+/// What the body asks for, checked against the caller and the limits.
+fn image_spec(
+    state: &AppState,
+    principal: &Principal,
+    request: GenerateImageRequest,
+) -> Result<ImageSpec, Error> {
+    let limits = state.config().limits;
+    crate::handlers::same_organization(principal, request.organization_id.as_deref())?;
+    Ok(ImageSpec {
+        source: prompt_source(request.source, limits.prompt_max_chars)?,
+        aspect_ratio: AspectRatio::from(request.aspect_ratio),
+        quality: Quality::from(request.quality),
+    })
 }
 
 /// The generation id in the path, or the 400 naming it.
@@ -383,33 +188,20 @@ pub(crate) async fn generation_by_id(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: axum::extract::Request,
+    who: Authorized<need::ImageGeneration>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    with_key(
-        &state,
-        &parts.headers,
-        Scope::ImageGeneration,
-        |principal| async move {
-            let found = match generation_id_param(&id) {
-                Ok(id) => generation_by_id(&st, &principal, id).await,
-                Err(e) => Err(e),
-            };
-            match found {
-                Ok(record) => {
-                    let (generation, image_url) = view(&st, &record);
-                    json(
-                        StatusCode::OK,
-                        &GenerationResponse {
-                            generation,
-                            image_url,
-                        },
-                    )
-                }
-                Err(e) => e.into_response(),
-            }
-        },
-    )
-    .await
+    let found = match generation_id_param(&id) {
+        Ok(id) => generation_by_id(&state, &who.principal, id).await,
+        Err(e) => Err(e),
+    };
+    who.answer(found.map(|record| {
+        let (generation, image_url) = crate::views::generation(&state, &record);
+        json(
+            StatusCode::OK,
+            &GenerationResponse {
+                generation,
+                image_url,
+            },
+        )
+    }))
 }

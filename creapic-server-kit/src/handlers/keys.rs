@@ -17,8 +17,8 @@ use creapic_core::wire::{
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::body::read_json;
-use crate::idempotent::{self, Replay};
+use crate::extract::{ApiQuery, AuditContext, BoundedJson, SignedIn};
+use crate::idempotent::{self, IdempotencyKeyHeader, Replay};
 use crate::response::json;
 use crate::service::AppState;
 use crate::{Error, views};
@@ -86,11 +86,12 @@ pub(crate) fn limit(n: Option<u32>) -> Result<PageLimit, Error> {
     ),
     security(("dashboard" = []))
 )]
-pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
+pub async fn list(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    ApiQuery(q): ApiQuery<ListKeysQuery>,
+) -> Response {
     let result = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        let q: ListKeysQuery = query(&parts)?;
         let org = org_param(&q.organization_id)?;
         let after = q
             .cursor
@@ -141,13 +142,14 @@ pub async fn list(State(state): State<AppState>, request: axum::extract::Request
     ),
     security(("dashboard" = []))
 )]
-pub async fn create(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let prepared = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        let limits = state.config().limits;
-        let (request, raw): (CreateKeyRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
+pub async fn create(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    idempotency: IdempotencyKeyHeader,
+    AuditContext(ctx): AuditContext,
+    BoundedJson(request, raw): BoundedJson<CreateKeyRequest>,
+) -> Response {
+    let prepared = (|| {
         let org = org_param(&request.organization_id)?;
         let scopes =
             ScopeSet::new(request.scopes.iter().map(|s| (*s).into())).map_err(Error::Core)?;
@@ -163,14 +165,12 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
             mode: request.mode.into(),
             expires_at,
         };
-        Ok::<_, Error>((user, org, spec, raw))
-    }
-    .await;
-    let (user, org, spec, raw) = match prepared {
+        Ok::<_, Error>((org, spec))
+    })();
+    let (org, spec) = match prepared {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let ctx = crate::handlers::request_context(&parts, state.config().trust_forwarded_for);
     let core = state.core().clone();
     // Authorize before the idempotency record is opened: an outsider's request for another
     // organization must leave nothing that its members' requests could collide with.
@@ -178,28 +178,21 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
         return Error::Core(e).into_response();
     }
     let caller = format!("user:{user}");
-    idempotent::run(
-        &state,
-        org,
-        Some(&caller),
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Refuse,
-        state.config().limits.idempotency_lock,
-        |_ledger_key| async move {
-            let created = core
-                .create_key(Actor::User(user), org, spec, &ctx)
-                .await
-                .map_err(Error::Core)?;
-            let body = CreateKeyResponse {
-                key: created.secret.expose().to_owned(),
-                api_key: views::api_key(&created.key),
-            };
-            crate::handlers::json_reply(StatusCode::CREATED, &body)
-        },
-    )
+    let request = idempotency
+        .request(org, &raw)
+        .caller(&caller)
+        .replay(Replay::Refuse);
+    idempotent::run(&state, request, |_ledger_key| async move {
+        let created = core
+            .create_key(Actor::User(user), org, spec, &ctx)
+            .await
+            .map_err(Error::Core)?;
+        let body = CreateKeyResponse {
+            key: created.secret.expose().to_owned(),
+            api_key: views::api_key(&created.key),
+        };
+        crate::handlers::json_reply(StatusCode::CREATED, &body)
+    })
     .await
 }
 
@@ -222,18 +215,16 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    ApiQuery(q): ApiQuery<DeleteKeyQuery>,
+    AuditContext(ctx): AuditContext,
 ) -> Response {
-    let (parts, _) = request.into_parts();
     let result = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        let q: DeleteKeyQuery = query(&parts)?;
         let org = org_param(&q.organization_id)?;
         let id = KeyId::parse(&id).map_err(|_| Error::InvalidParameter {
             name: "id",
             message: "must be a key id (a UUID)".into(),
         })?;
-        let ctx = crate::handlers::request_context(&parts, state.config().trust_forwarded_for);
         let key = state
             .core()
             .delete_key(Actor::User(user), org, id, &ctx)

@@ -20,9 +20,9 @@ use creapic_core::wire::{
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::body::read_json;
-use crate::handlers::keys::{limit, org_param, query};
-use crate::idempotent::{self, Replay};
+use crate::extract::{ApiQuery, AuditContext, BoundedJson, SignedIn};
+use crate::handlers::keys::{limit, org_param};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::response::json;
 use crate::service::{AppState, Core};
 use crate::{Error, views};
@@ -73,12 +73,10 @@ fn cursor<T>(
 )]
 pub async fn list_organizations(
     State(state): State<AppState>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
     let result = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        let q: PageQuery = query(&parts)?;
         let after = cursor(q.cursor.as_deref(), OrgId::parse)?;
         let page = state
             .core()
@@ -120,13 +118,13 @@ pub async fn list_organizations(
 pub async fn list_members(
     State(state): State<AppState>,
     Path(org): Path<String>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    // Answered after the organization parameter, as it always was.
+    q: Result<ApiQuery<PageQuery>, Error>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
     let result = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
         let org = org_param(&org)?;
-        let q: PageQuery = query(&parts)?;
+        let ApiQuery(q) = q?;
         let after = cursor(q.cursor.as_deref(), UserId::parse)?;
         let page = state
             .core()
@@ -167,25 +165,25 @@ pub async fn list_members(
 pub async fn add(
     State(state): State<AppState>,
     Path(org): Path<String>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    idempotency: IdempotencyKeyHeader,
+    AuditContext(ctx): AuditContext,
+    // Answered after the organization parameter, as it always was.
+    body: Result<BoundedJson<AddMemberRequest>, Error>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let prepared = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
+    let prepared = (|| {
         let org = org_param(&org)?;
-        let limits = state.config().limits;
-        let (request, raw): (AddMemberRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
-        Ok::<_, Error>((user, org, request, raw))
-    }
-    .await;
-    let (user, org, request, raw) = match prepared {
+        let BoundedJson(request, raw) = body?;
+        Ok::<_, Error>((org, request, raw))
+    })();
+    let (org, request, raw) = match prepared {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     change(
         &state,
-        &parts,
+        idempotency,
+        ctx,
         user,
         org,
         &raw,
@@ -236,26 +234,26 @@ pub async fn add(
 pub async fn set_role(
     State(state): State<AppState>,
     Path((org, member)): Path<(String, String)>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    idempotency: IdempotencyKeyHeader,
+    AuditContext(ctx): AuditContext,
+    // Answered after the path parameters, as it always was.
+    body: Result<BoundedJson<SetMemberRoleRequest>, Error>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let prepared = async {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
+    let prepared = (|| {
         let org = org_param(&org)?;
         let member = user_param(&member)?;
-        let limits = state.config().limits;
-        let (request, raw): (SetMemberRoleRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
-        Ok::<_, Error>((user, org, member, request, raw))
-    }
-    .await;
-    let (user, org, member, request, raw) = match prepared {
+        let BoundedJson(request, raw) = body?;
+        Ok::<_, Error>((org, member, request, raw))
+    })();
+    let (org, member, request, raw) = match prepared {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     change(
         &state,
-        &parts,
+        idempotency,
+        ctx,
         user,
         org,
         &raw,
@@ -299,20 +297,19 @@ pub async fn set_role(
 pub async fn remove(
     State(state): State<AppState>,
     Path((org, member)): Path<(String, String)>,
-    request: axum::extract::Request,
+    SignedIn(user): SignedIn,
+    idempotency: IdempotencyKeyHeader,
+    AuditContext(ctx): AuditContext,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let prepared = (|| {
-        let user = crate::auth::dashboard_user(&parts.extensions)?;
-        Ok::<_, Error>((user, org_param(&org)?, user_param(&member)?))
-    })();
-    let (user, org, member) = match prepared {
+    let prepared = (|| Ok::<_, Error>((org_param(&org)?, user_param(&member)?)))();
+    let (org, member) = match prepared {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     change(
         &state,
-        &parts,
+        idempotency,
+        ctx,
         user,
         org,
         &[],
@@ -336,7 +333,8 @@ pub async fn remove(
 /// `Idempotency-Key`, namespaced per user, with the request's audited context.
 async fn change<F, Fut>(
     state: &AppState,
-    parts: &http::request::Parts,
+    idempotency: IdempotencyKeyHeader,
+    ctx: RequestContext,
     user: UserId,
     org: OrgId,
     raw: &[u8],
@@ -353,19 +351,7 @@ where
     {
         return Error::Core(e).into_response();
     }
-    let ctx = crate::handlers::request_context(parts, state.config().trust_forwarded_for);
     let caller = format!("user:{user}");
-    idempotent::run(
-        state,
-        org,
-        Some(&caller),
-        &parts.headers,
-        parts.method.as_str(),
-        parts.uri.path(),
-        raw,
-        Replay::Body,
-        state.config().limits.idempotency_lock,
-        |_ledger_key| work(core, ctx),
-    )
-    .await
+    let request = idempotency.request(org, raw).caller(&caller);
+    idempotent::run(state, request, |_ledger_key| work(core, ctx)).await
 }

@@ -1,6 +1,8 @@
-//! The route handlers, one module per resource. Each handler authenticates, validates, calls
-//! `creapic_core` (and the generation pipeline), and answers with a wire type from
-//! `creapic_core::wire`; every failure is an [`Error`](crate::Error) turned into a response.
+//! The route handlers, one module per resource. Each public handler takes who is calling and
+//! what it asks as extractors ([`crate::extract`]: the key authorized before the body is read),
+//! calls `creapic_core` (or, for a paid synchronous generation, [`crate::paid`]), and answers
+//! with a wire type from `creapic_core::wire`, stamped with the key's rate headers; every
+//! failure is an [`Error`] turned into a response. Handlers never call the ledger.
 
 pub mod audit;
 pub mod credits;
@@ -24,7 +26,6 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::config::TrustedProxies;
-use crate::rate_limit::RateDecision;
 use crate::service::AppState;
 
 /// `organizationId` in a public body. The organization always comes from the key; the field is
@@ -99,33 +100,6 @@ pub async fn job_by_id(
     }
     Ok(job)
 }
-
-/// Authorizes the request for `need` (a scope, or any key), runs `work`, and stamps the answer
-/// with the key's rate limit headers: the frame of every API-key route.
-pub async fn with_key<F, Fut>(
-    state: &AppState,
-    headers: &HeaderMap,
-    need: impl Into<crate::auth::KeyNeed>,
-    work: F,
-) -> Response
-where
-    F: FnOnce(Principal) -> Fut,
-    Fut: std::future::Future<Output = Response>,
-{
-    let (principal, rate) = match crate::auth::authorize(state, headers, need).await {
-        Ok(p) => p,
-        Err(e) => return axum::response::IntoResponse::into_response(e),
-    };
-    let mut response = work(principal).await;
-    stamp(&rate, &mut response);
-    response
-}
-
-fn stamp(rate: &RateDecision, response: &mut Response) {
-    rate.apply(response.headers_mut());
-}
-
-use axum::response::Response;
 
 /// The request's client address and user agent, for audit events. The peer address is the
 /// host's [`crate::PeerAddr`], else axum's `ConnectInfo<SocketAddr>` (see [`crate::peer`]);

@@ -2,13 +2,12 @@
 //! organization owned by the user who created the key.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use creapic_core::scope::Scope;
+use axum::response::Response;
 use creapic_core::wire::{CreateOrganizationRequest, CreateOrganizationResponse};
 use http::StatusCode;
 
-use crate::body::read_json;
-use crate::idempotent::{self, Replay};
+use crate::extract::{AuditContext, Authorized, BoundedJson, need};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::service::AppState;
 use crate::{Error, views};
 
@@ -30,31 +29,18 @@ use crate::{Error, views};
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn create(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::OrganizationWrite).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let limits = state.config().limits;
-    let (request, raw): (CreateOrganizationRequest, _) =
-        match read_json(&parts.headers, body, limits.body_max_bytes).await {
-            Ok(v) => v,
-            Err(e) => return e.into_response(),
-        };
-    let ctx = crate::handlers::request_context(&parts, state.config().trust_forwarded_for);
+pub async fn create(
+    State(state): State<AppState>,
+    who: Authorized<need::OrganizationWrite>,
+    idempotency: IdempotencyKeyHeader,
+    AuditContext(ctx): AuditContext,
+    BoundedJson(request, raw): BoundedJson<CreateOrganizationRequest>,
+) -> Response {
+    let principal = who.principal;
     let core = state.core().clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Body,
-        state.config().limits.idempotency_lock,
+        idempotency.request(principal.org, &raw),
         |_ledger_key| async move {
             let org = core
                 .create_org_with_key(&principal, &request.name, &ctx)
@@ -68,6 +54,5 @@ pub async fn create(State(state): State<AppState>, request: axum::extract::Reque
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
 }

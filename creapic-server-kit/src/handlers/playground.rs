@@ -10,17 +10,15 @@ use bytes::Bytes;
 use creapic_core::JobSpec;
 use creapic_core::job::JobKind;
 use creapic_core::ledger::Credits;
-use creapic_core::scope::Scope;
 use creapic_core::wire::{
     BulkImagesRequest, BulkImagesResponse, JobStatusResponse, ListJobsResponse,
 };
 use http::StatusCode;
 
-use crate::auth::KeyNeed;
-use crate::body::read_json;
-use crate::handlers::keys::{limit, query};
-use crate::handlers::{job_by_id, job_id_param, with_key};
-use crate::idempotent::{self, Replay};
+use crate::extract::{ApiQuery, Authorized, BoundedJson, need};
+use crate::handlers::keys::limit;
+use crate::handlers::{job_by_id, job_id_param};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::response::{bytes_response, json};
 use crate::service::AppState;
 use crate::{Error, views};
@@ -46,55 +44,22 @@ use crate::{Error, views};
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn submit(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let limits = state.config().limits;
-    let (request, raw): (BulkImagesRequest, _) =
-        match read_json(&parts.headers, body, limits.body_max_bytes).await {
-            Ok(v) => v,
-            Err(e) => return e.into_response(),
-        };
-    if let Err(e) =
-        crate::handlers::same_organization(&principal, request.organization_id.as_deref())
-    {
+pub async fn submit(
+    State(state): State<AppState>,
+    who: Authorized<need::ImageGeneration>,
+    idempotency: IdempotencyKeyHeader,
+    BoundedJson(request, raw): BoundedJson<BulkImagesRequest>,
+) -> Response {
+    let principal = who.principal;
+    if let Err(e) = check_prompts(&state, &principal, &request) {
         return e.into_response();
-    }
-    if request.prompts.len() > limits.prompts_max {
-        return Error::Core(creapic_core::Error::LimitExceeded {
-            what: "prompts per job",
-            max: limits.prompts_max as u64,
-        })
-        .into_response();
-    }
-    if request
-        .prompts
-        .iter()
-        .any(|p| crate::handlers::too_long(p, limits.prompt_max_chars))
-    {
-        return Error::Core(creapic_core::Error::LimitExceeded {
-            what: "prompt length in characters",
-            max: limits.prompt_max_chars as u64,
-        })
-        .into_response();
     }
     let unit = state.config().pricing.bulk_image;
     let core = state.core().clone();
     let runner = state.clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Body,
-        state.config().limits.idempotency_lock,
+        idempotency.request(principal.org, &raw),
         |ledger_key| async move {
             let spec = JobSpec {
                 kind: JobKind::Bulk,
@@ -118,8 +83,34 @@ pub async fn submit(State(state): State<AppState>, request: axum::extract::Reque
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
+}
+
+/// The body's organization and prompts checked against the caller and the limits.
+fn check_prompts(
+    state: &AppState,
+    principal: &creapic_core::Principal,
+    request: &BulkImagesRequest,
+) -> Result<(), Error> {
+    let limits = state.config().limits;
+    crate::handlers::same_organization(principal, request.organization_id.as_deref())?;
+    if request.prompts.len() > limits.prompts_max {
+        return Err(Error::Core(creapic_core::Error::LimitExceeded {
+            what: "prompts per job",
+            max: limits.prompts_max as u64,
+        }));
+    }
+    if request
+        .prompts
+        .iter()
+        .any(|p| crate::handlers::too_long(p, limits.prompt_max_chars))
+    {
+        return Err(Error::Core(creapic_core::Error::LimitExceeded {
+            what: "prompt length in characters",
+            max: limits.prompt_max_chars as u64,
+        }));
+    }
+    Ok(())
 }
 
 /// Query of `GET /api/playground/images`.
@@ -151,45 +142,37 @@ pub struct ListJobsQuery {
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn list(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    // Parsed before the key is checked, answered after: a bad query of an unauthenticated
-    // caller is a 401 like any other.
-    let q: Result<ListJobsQuery, Error> = query(&parts);
+pub async fn list(
+    State(state): State<AppState>,
     // The scope check is the core's (either of two scopes).
-    with_key(
-        &state,
-        &parts.headers,
-        KeyNeed::AnyKey,
-        |principal| async move {
-            let result = async {
-                let q = q?;
-                let after = q
-                    .cursor
-                    .as_deref()
-                    .map(creapic_core::id::JobId::parse)
-                    .transpose()
-                    .map_err(|_| Error::InvalidParameter {
-                        name: "cursor",
-                        message: "not a cursor from this API".into(),
-                    })?;
-                let page = st
-                    .core()
-                    .list_jobs(&principal, after, limit(q.limit)?)
-                    .await
-                    .map_err(Error::Core)?;
-                let body = ListJobsResponse {
-                    jobs: page.items.iter().map(views::job_summary).collect(),
-                    next_cursor: page.next.map(|id| id.to_string()),
-                };
-                Ok::<_, Error>(json(StatusCode::OK, &body))
-            }
-            .await;
-            result.unwrap_or_else(IntoResponse::into_response)
-        },
-    )
-    .await
+    who: Authorized<need::AnyKey>,
+    // Answered after the key is checked: a bad query of an unauthenticated caller is a 401.
+    q: Result<ApiQuery<ListJobsQuery>, Error>,
+) -> Response {
+    let result = async {
+        let ApiQuery(q) = q?;
+        let after = q
+            .cursor
+            .as_deref()
+            .map(creapic_core::id::JobId::parse)
+            .transpose()
+            .map_err(|_| Error::InvalidParameter {
+                name: "cursor",
+                message: "not a cursor from this API".into(),
+            })?;
+        let page = state
+            .core()
+            .list_jobs(&who.principal, after, limit(q.limit)?)
+            .await
+            .map_err(Error::Core)?;
+        let body = ListJobsResponse {
+            jobs: page.items.iter().map(views::job_summary).collect(),
+            next_cursor: page.next.map(|id| id.to_string()),
+        };
+        Ok::<_, Error>(json(StatusCode::OK, &body))
+    }
+    .await;
+    who.answer(result)
 }
 
 /// The status of a bulk job of the key's organization (404 for any other organization's job).
@@ -212,52 +195,43 @@ pub async fn list(State(state): State<AppState>, request: axum::extract::Request
 pub async fn status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
-    request: axum::extract::Request,
+    who: Authorized<need::ImageGeneration>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    with_key(
-        &state,
-        &parts.headers,
-        Scope::ImageGeneration,
-        |principal| async move {
-            let id = match job_id_param(&job_id, "jobId", "job") {
-                Ok(id) => id,
-                Err(e) => return e.into_response(),
-            };
-            // A finished job's body is the same for every poll within one link window.
-            let window = st.link_window();
-            let mount = st.link_mount();
-            if let Some(body) =
-                st.finished_status()
-                    .get(principal.org, id, window.until, mount.as_deref())
-            {
-                return bytes_response(StatusCode::OK, body);
-            }
-            let job = match job_by_id(&st, &principal, id, JobKind::Bulk, "job").await {
-                Ok(job) => job,
-                Err(e) => return e.into_response(),
-            };
-            let view = views::job_status(&job, &|output| {
-                st.output_url_in(window, principal.org, output)
-            });
-            let body = match serde_json::to_vec(&view) {
-                Ok(body) => Bytes::from(body),
-                Err(e) => {
-                    return Error::Internal {
-                        message: format!("serializing a response: {e}"),
-                    }
-                    .into_response();
-                }
-            };
-            if job.status.is_terminal() {
-                st.finished_status()
-                    .put(principal.org, id, window.until, mount, body.clone());
-            }
-            bytes_response(StatusCode::OK, body)
-        },
-    )
-    .await
+    who.answer(job_status(&state, &who.principal, &job_id).await)
+}
+
+/// The status body of a bulk job, from the cache of finished ones when it is there.
+async fn job_status(
+    state: &AppState,
+    principal: &creapic_core::Principal,
+    job_id: &str,
+) -> Result<Response, Error> {
+    let id = job_id_param(job_id, "jobId", "job")?;
+    // A finished job's body is the same for every poll within one link window.
+    let window = state.link_window();
+    let mount = state.link_mount();
+    if let Some(body) =
+        state
+            .finished_status()
+            .get(principal.org, id, window.until, mount.as_deref())
+    {
+        return Ok(bytes_response(StatusCode::OK, body));
+    }
+    let job = job_by_id(state, principal, id, JobKind::Bulk, "job").await?;
+    let view = views::job_status(&job, &|output| {
+        state.output_url_in(window, principal.org, output)
+    });
+    let body = serde_json::to_vec(&view)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal {
+            message: format!("serializing a response: {e}"),
+        })?;
+    if job.status.is_terminal() {
+        state
+            .finished_status()
+            .put(principal.org, id, window.until, mount, body.clone());
+    }
+    Ok(bytes_response(StatusCode::OK, body))
 }
 
 /// Cancels a bulk job of the key's organization: items not yet started are never started and
@@ -282,29 +256,18 @@ pub async fn status(
 pub async fn cancel(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
-    request: axum::extract::Request,
+    who: Authorized<need::ImageGeneration>,
+    idempotency: IdempotencyKeyHeader,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::ImageGeneration).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
+    let principal = who.principal;
     let id = match job_id_param(&job_id, "jobId", "job") {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
     let st = state.clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        b"",
-        Replay::Body,
-        state.config().limits.idempotency_lock,
+        idempotency.request(principal.org, b""),
         |_ledger_key| async move {
             // Only bulk jobs here: a render id is "not found" on this route.
             job_by_id(&st, &principal, id, JobKind::Bulk, "job").await?;
@@ -321,6 +284,5 @@ pub async fn cancel(
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
 }

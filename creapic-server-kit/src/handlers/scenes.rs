@@ -12,15 +12,14 @@ use base64::Engine as _;
 use creapic_core::id::GenerationId;
 use creapic_core::job::{ItemStatus, Job, JobKind};
 use creapic_core::ledger::Credits;
-use creapic_core::scope::Scope;
 use creapic_core::wire::{ItemErrorWire, LayerSource, Render, RenderResponse, SceneRenderRequest};
 use creapic_core::{JobSpec, generation::Quality};
 use http::StatusCode;
 
 use crate::Error;
-use crate::body::read_json;
-use crate::handlers::{job_of_kind, with_key};
-use crate::idempotent::{self, Replay};
+use crate::extract::{Authorized, BoundedJson, need};
+use crate::handlers::job_of_kind;
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::item::PromptSource;
 use crate::media::{MediaKey, MediaType, UploadId};
 use crate::response::json;
@@ -81,91 +80,15 @@ pub fn render_view(state: &AppState, job: &Job) -> Render {
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
-pub async fn render(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let (principal, rate) =
-        match crate::auth::authorize(&state, &parts.headers, Scope::SceneRender).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
-    let limits = state.config().limits;
-    let prepared = async {
-        let (request, raw): (SceneRenderRequest, _) =
-            read_json(&parts.headers, body, limits.body_max_bytes).await?;
-        crate::handlers::same_organization(&principal, request.organization_id.as_deref())?;
-        if request.layers.len() > limits.scene_layers_max {
-            return Err(Error::Core(creapic_core::Error::LimitExceeded {
-                what: "layers per scene",
-                max: limits.scene_layers_max as u64,
-            }));
-        }
-        let background = match crate::handlers::images::prompt_source(
-            request.background,
-            limits.prompt_max_chars,
-        )? {
-            PromptSource::Text(text) => serde_json::Value::String(text),
-            PromptSource::Json(value) => value,
-        };
-        let mut layers = Vec::with_capacity(request.layers.len());
-        // Inline layers to stage once the render is paid for: (layer index, bytes, type).
-        let mut inline = Vec::new();
-        for (i, layer) in request.layers.iter().enumerate() {
-            let media = match &layer.source {
-                LayerSource::Generation { id } => {
-                    let key = layer_media(&state, &principal, i, id).await?;
-                    // Only this organization's media: another organization's id is not found.
-                    state.media().get(principal.org, &key).await?;
-                    key
-                }
-                LayerSource::Base64 { data } => {
-                    if data.len() > limits.layer_max_bytes / 3 * 4 + 4 {
-                        return Err(Error::Core(creapic_core::Error::LimitExceeded {
-                            what: "layer image bytes",
-                            max: limits.layer_max_bytes as u64,
-                        }));
-                    }
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(data.trim_end_matches('=').as_bytes())
-                        .or_else(|_| {
-                            base64::engine::general_purpose::STANDARD_NO_PAD
-                                .decode(data.trim_end_matches('=').as_bytes())
-                        })
-                        .map_err(|_| Error::InvalidJson {
-                            path: format!("layers[{i}].source.data"),
-                            message: "not base64".into(),
-                        })?;
-                    let kind =
-                        MediaType::sniff_image(&bytes).ok_or_else(|| Error::InvalidImage {
-                            message: format!("layer {i} is not a PNG, JPEG or WebP image"),
-                        })?;
-                    crate::render::probe(&bytes)?;
-                    let key = MediaKey::of(&bytes, kind);
-                    inline.push((i, bytes::Bytes::from(bytes), kind));
-                    key
-                }
-            };
-            layers.push(Layer {
-                media,
-                upload: None,
-                x: layer.x,
-                y: layer.y,
-                scale: layer.scale,
-                opacity: layer.opacity,
-            });
-        }
-        let spec = SceneSpec {
-            background,
-            layers,
-            aspect_ratio: request.aspect_ratio.into(),
-            quality: request.quality.into(),
-        };
-        spec.validate()?;
-        let incoming = inline.iter().map(|(_, b, _)| b.len() as u64).sum();
-        state.media().check_quota(principal.org, incoming).await?;
-        Ok::<_, Error>((spec, inline, raw))
-    }
-    .await;
-    let (mut spec, inline, raw) = match prepared {
+pub async fn render(
+    State(state): State<AppState>,
+    who: Authorized<need::SceneRender>,
+    idempotency: IdempotencyKeyHeader,
+    BoundedJson(request, raw): BoundedJson<SceneRenderRequest>,
+) -> Response {
+    let principal = who.principal;
+    // A refused body is answered as it is, like any error before the idempotent run.
+    let (mut spec, inline) = match scene_spec(&state, &principal, request).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -175,16 +98,9 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
         Quality::Hd => pricing.scene_hd,
     };
     let st = state.clone();
-    let mut response = idempotent::run(
+    let response = idempotent::run(
         &state,
-        principal.org,
-        None,
-        &parts.headers,
-        "POST",
-        parts.uri.path(),
-        &raw,
-        Replay::Body,
-        state.config().limits.idempotency_lock,
+        idempotency.request(principal.org, &raw),
         |ledger_key| async move {
             // The staging area is this attempt's: a resumed attempt rewrites the same objects.
             let upload = UploadId::for_request(&ledger_key);
@@ -222,8 +138,89 @@ pub async fn render(State(state): State<AppState>, request: axum::extract::Reque
         },
     )
     .await;
-    rate.apply(response.headers_mut());
-    response
+    who.answer(response)
+}
+
+/// Inline layers to stage once the render is paid for: (layer index, bytes, type).
+type InlineLayers = Vec<(usize, bytes::Bytes, MediaType)>;
+
+/// What the body asks for, checked against the caller, the limits and the media quota: the
+/// scene, and its inline layers decoded but stored nowhere yet.
+async fn scene_spec(
+    state: &AppState,
+    principal: &creapic_core::Principal,
+    request: SceneRenderRequest,
+) -> Result<(SceneSpec, InlineLayers), Error> {
+    let limits = state.config().limits;
+    crate::handlers::same_organization(principal, request.organization_id.as_deref())?;
+    if request.layers.len() > limits.scene_layers_max {
+        return Err(Error::Core(creapic_core::Error::LimitExceeded {
+            what: "layers per scene",
+            max: limits.scene_layers_max as u64,
+        }));
+    }
+    let background = match crate::handlers::images::prompt_source(
+        request.background,
+        limits.prompt_max_chars,
+    )? {
+        PromptSource::Text(text) => serde_json::Value::String(text),
+        PromptSource::Json(value) => value,
+    };
+    let mut layers = Vec::with_capacity(request.layers.len());
+    let mut inline = InlineLayers::new();
+    for (i, layer) in request.layers.iter().enumerate() {
+        let media = match &layer.source {
+            LayerSource::Generation { id } => {
+                let key = layer_media(state, principal, i, id).await?;
+                // Only this organization's media: another organization's id is not found.
+                state.media().get(principal.org, &key).await?;
+                key
+            }
+            LayerSource::Base64 { data } => {
+                if data.len() > limits.layer_max_bytes / 3 * 4 + 4 {
+                    return Err(Error::Core(creapic_core::Error::LimitExceeded {
+                        what: "layer image bytes",
+                        max: limits.layer_max_bytes as u64,
+                    }));
+                }
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim_end_matches('=').as_bytes())
+                    .or_else(|_| {
+                        base64::engine::general_purpose::STANDARD_NO_PAD
+                            .decode(data.trim_end_matches('=').as_bytes())
+                    })
+                    .map_err(|_| Error::InvalidJson {
+                        path: format!("layers[{i}].source.data"),
+                        message: "not base64".into(),
+                    })?;
+                let kind = MediaType::sniff_image(&bytes).ok_or_else(|| Error::InvalidImage {
+                    message: format!("layer {i} is not a PNG, JPEG or WebP image"),
+                })?;
+                crate::render::probe(&bytes)?;
+                let key = MediaKey::of(&bytes, kind);
+                inline.push((i, bytes::Bytes::from(bytes), kind));
+                key
+            }
+        };
+        layers.push(Layer {
+            media,
+            upload: None,
+            x: layer.x,
+            y: layer.y,
+            scale: layer.scale,
+            opacity: layer.opacity,
+        });
+    }
+    let spec = SceneSpec {
+        background,
+        layers,
+        aspect_ratio: request.aspect_ratio.into(),
+        quality: request.quality.into(),
+    };
+    spec.validate()?;
+    let incoming = inline.iter().map(|(_, b, _)| b.len() as u64).sum();
+    state.media().check_quota(principal.org, incoming).await?;
+    Ok((spec, inline))
 }
 
 /// The media object a generation layer names: a generation id (its record, of this
@@ -291,25 +288,15 @@ async fn abandon_render(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: axum::extract::Request,
+    who: Authorized<need::SceneRender>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let st = state.clone();
-    with_key(
-        &state,
-        &parts.headers,
-        Scope::SceneRender,
-        |principal| async move {
-            match job_of_kind(&st, &principal, &id, JobKind::Scene, "id", "render").await {
-                Ok(job) => json(
-                    StatusCode::OK,
-                    &RenderResponse {
-                        render: render_view(&st, &job),
-                    },
-                ),
-                Err(e) => e.into_response(),
-            }
-        },
-    )
-    .await
+    let found = job_of_kind(&state, &who.principal, &id, JobKind::Scene, "id", "render").await;
+    who.answer(found.map(|job| {
+        json(
+            StatusCode::OK,
+            &RenderResponse {
+                render: render_view(&state, &job),
+            },
+        )
+    }))
 }
