@@ -66,15 +66,7 @@ pub async fn list(
                     message: e.to_string(),
                 })
         };
-        let after = p
-            .cursor
-            .as_deref()
-            .map(str::parse::<u64>)
-            .transpose()
-            .map_err(|_| Error::InvalidParameter {
-                name: "cursor",
-                message: "not a cursor from this API".into(),
-            })?;
+        let after = crate::handlers::cursor(p.cursor.as_deref(), str::parse::<u64>)?;
         let csv = match p.format.as_deref() {
             None | Some("json") => false,
             Some("csv") => true,

@@ -68,15 +68,7 @@ pub async fn get(
 ) -> Response {
     let result = async {
         let ApiQuery(q) = q?;
-        let after = q
-            .cursor
-            .as_deref()
-            .map(str::parse::<u64>)
-            .transpose()
-            .map_err(|_| Error::InvalidParameter {
-                name: "cursor",
-                message: "not a cursor from this API".into(),
-            })?;
+        let after = crate::handlers::cursor(q.cursor.as_deref(), str::parse::<u64>)?;
         let limit = limit(q.limit)?;
         let core = state.core();
         let org = who.principal.org;

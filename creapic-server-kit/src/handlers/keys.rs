@@ -93,15 +93,7 @@ pub async fn list(
 ) -> Response {
     let result = async {
         let org = org_param(&q.organization_id)?;
-        let after = q
-            .cursor
-            .as_deref()
-            .map(KeyId::parse)
-            .transpose()
-            .map_err(|_| Error::InvalidParameter {
-                name: "cursor",
-                message: "not a cursor from this API".into(),
-            })?;
+        let after = crate::handlers::cursor(q.cursor.as_deref(), KeyId::parse)?;
         let kq = KeyQuery {
             include_deleted: q.include_deleted.unwrap_or(false),
             after,

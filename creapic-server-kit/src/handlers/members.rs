@@ -45,18 +45,6 @@ fn user_param(text: &str) -> Result<UserId, Error> {
     })
 }
 
-fn cursor<T>(
-    text: Option<&str>,
-    parse: fn(&str) -> creapic_core::Result<T>,
-) -> Result<Option<T>, Error> {
-    text.map(parse)
-        .transpose()
-        .map_err(|_| Error::InvalidParameter {
-            name: "cursor",
-            message: "not a cursor from this API".into(),
-        })
-}
-
 /// The signed-in user's organizations, with their role in each.
 #[utoipa::path(
     get,
@@ -77,7 +65,7 @@ pub async fn list_organizations(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Response {
     let result = async {
-        let after = cursor(q.cursor.as_deref(), OrgId::parse)?;
+        let after = crate::handlers::cursor(q.cursor.as_deref(), OrgId::parse)?;
         let page = state
             .core()
             .organizations_of(user, after, limit(q.limit)?)
@@ -125,7 +113,7 @@ pub async fn list_members(
     let result = async {
         let org = org_param(&org)?;
         let ApiQuery(q) = q?;
-        let after = cursor(q.cursor.as_deref(), UserId::parse)?;
+        let after = crate::handlers::cursor(q.cursor.as_deref(), UserId::parse)?;
         let page = state
             .core()
             .members(Actor::User(user), org, after, limit(q.limit)?)

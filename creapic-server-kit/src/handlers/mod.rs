@@ -48,6 +48,20 @@ pub(crate) fn same_organization(
     Ok(())
 }
 
+/// A listing's `cursor` query parameter, read with `parse` (an id, or a ledger or audit `seq`):
+/// absent is the first page; anything `parse` refuses is the one 400 every listing answers.
+pub(crate) fn cursor<T, E>(
+    text: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, Error> {
+    text.map(parse)
+        .transpose()
+        .map_err(|_| Error::InvalidParameter {
+            name: "cursor",
+            message: "not a cursor from this API".into(),
+        })
+}
+
 /// A status and a serialized JSON body: what an idempotent handler's work returns, so that the
 /// body can be stored for replays byte for byte.
 pub fn json_reply<T: Serialize>(

@@ -151,15 +151,7 @@ pub async fn list(
 ) -> Response {
     let result = async {
         let ApiQuery(q) = q?;
-        let after = q
-            .cursor
-            .as_deref()
-            .map(creapic_core::id::JobId::parse)
-            .transpose()
-            .map_err(|_| Error::InvalidParameter {
-                name: "cursor",
-                message: "not a cursor from this API".into(),
-            })?;
+        let after = crate::handlers::cursor(q.cursor.as_deref(), creapic_core::id::JobId::parse)?;
         let page = state
             .core()
             .list_jobs(&who.principal, after, limit(q.limit)?)
