@@ -1,0 +1,76 @@
+//! [`SqlBackend`]: what a SQL store must provide for the shared store code to run on it — its
+//! database (whose `Dialect` gives the lock clauses), connections, transactions, and the few
+//! operations it does its own way.
+//!
+//! Every store trait is implemented once, for every `SqlBackend` (`orgs.rs`, `keys.rs`,
+//! `ledger.rs`, `jobs.rs`, `audit.rs`, `idempotency.rs`, `generations.rs`). A backend's own file
+//! then holds only what is truly its own: connecting and migrating, classifying its errors, and
+//! the overrides below (PostgreSQL's one-statement ledger writes and group commit, its revocation
+//! `NOTIFY`). The methods with a default are portable SQL that both databases run; a backend
+//! overrides one only to do the same thing faster or to announce it.
+
+use std::future::Future;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Transaction};
+
+use crate::audit::AuditEvent;
+use crate::error::Result;
+use crate::key::ApiKey;
+use crate::ledger::{LedgerReceipt, LedgerRequest};
+use crate::store::sql::exec::{Dialect, Exec};
+use crate::store::sql::ledger;
+
+/// A connection of backend `B`.
+pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
+/// A write transaction of backend `B`; statements run on the connection it derefs to.
+pub(crate) type Tx<B> = Transaction<'static, <B as SqlBackend>::Db>;
+/// A pooled connection of backend `B`, outside any transaction.
+pub(crate) type Pooled<B> = PoolConnection<<B as SqlBackend>::Db>;
+
+/// A SQL database the shared store code runs on.
+pub(crate) trait SqlBackend: Sized + Send + Sync + 'static {
+    /// The sqlx database; its connections run the shared statements.
+    type Db: Dialect<Connection: Exec>;
+
+    /// Starts a write transaction.
+    fn write(&self) -> impl Future<Output = Result<Tx<Self>>> + Send;
+    /// A connection for reads.
+    fn read(&self) -> impl Future<Output = Result<Pooled<Self>>> + Send;
+    /// A connection whose statements are writes that each commit on their own.
+    fn autocommit(&self) -> impl Future<Output = Result<Pooled<Self>>> + Send;
+
+    /// Commits `tx`.
+    fn commit(tx: Tx<Self>) -> impl Future<Output = Result<()>> + Send {
+        async { tx.commit().await.map_err(<Self::Db as Dialect>::map_error) }
+    }
+
+    /// `LedgerStore::apply`. Default: one write transaction holding the request (looked up
+    /// first, so a repeat is answered from its first entry) and its audit event.
+    fn apply(
+        &self,
+        request: &LedgerRequest,
+        audit: Option<&AuditEvent>,
+    ) -> impl Future<Output = Result<LedgerReceipt>> + Send {
+        ledger::apply_in_transaction(self, request, audit)
+    }
+
+    /// A grant, debit or reserve known not to be a repeat, inside the caller's transaction.
+    /// Default: the conditional balance write, the hold and the entry as separate statements.
+    fn write_simple<'a>(
+        conn: &'a mut Conn<Self>,
+        request: &'a LedgerRequest,
+        fingerprint: &'a str,
+    ) -> impl Future<Output = Result<LedgerReceipt>> + Send + 'a {
+        ledger::write_simple_steps::<Self>(conn, request, fingerprint)
+    }
+
+    /// Called in the deleting transaction after `key` was soft-deleted. Default: nothing.
+    fn key_deleted<'a>(
+        conn: &'a mut Conn<Self>,
+        key: &'a ApiKey,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        let _ = (conn, key);
+        async { Ok(()) }
+    }
+}
