@@ -1,0 +1,411 @@
+//! Conformance of the ledger's balance: grants and debits whose entries sum to the balance,
+//! all-or-nothing debits, idempotent replays and conflicting reuse of a key, the balance limit,
+//! paged entries, usage per UTC day, and concurrent debits and replays that never overdraw or
+//! charge twice. Holds have their own file (`holds.rs`).
+
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::id::OrgId;
+use crate::ledger::{Credits, EntryKind, LedgerOp};
+use crate::page::PageLimit;
+use crate::store::Store;
+use crate::testing::Fixture;
+
+use super::{amount, ok};
+
+/// Grants and debits move the balance and write entries whose sum is the balance.
+pub async fn ledger_grant_and_debit_keep_balance_equal_to_entries(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    let r = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(30) }, "d1")
+            .await,
+        "debit",
+    );
+    assert_eq!(r.balance().get(), 70);
+    assert_eq!(r.entry.kind, EntryKind::Debit);
+    assert_eq!(r.entry.delta, -30);
+    assert!(!r.replayed);
+    ok(
+        f.apply(org, LedgerOp::Grant { amount: amount(5) }, "g2")
+            .await,
+        "grant",
+    );
+    assert_eq!(ok(f.store.balance(org).await, "balance").get(), 75);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 75);
+    let empty = OrgId::generate(f.now, f.rng.as_ref());
+    assert_eq!(ok(f.store.balance(empty).await, "balance"), Credits::ZERO);
+}
+
+/// A debit larger than the balance is refused and writes nothing.
+pub async fn ledger_debit_is_all_or_nothing(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    let r = f
+        .apply(org, LedgerOp::Debit { amount: amount(11) }, "big")
+        .await;
+    match r {
+        Err(Error::InsufficientCredits { needed, available }) => {
+            assert_eq!((needed, available), (11, 10));
+        }
+        other => panic!("expected insufficient credits, got {other:?}"),
+    }
+    let r = f
+        .apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(11),
+                job: None,
+            },
+            "big-hold",
+        )
+        .await;
+    assert!(matches!(r, Err(Error::InsufficientCredits { .. })), "{r:?}");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 10);
+    // A refused request leaves its key unused: the same key works once credits arrive.
+    ok(
+        f.apply(org, LedgerOp::Grant { amount: amount(1) }, "top-up")
+            .await,
+        "grant",
+    );
+    let r = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(11) }, "big")
+            .await,
+        "retry",
+    );
+    assert!(!r.replayed);
+    assert_eq!(r.balance(), Credits::ZERO);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 0);
+}
+
+/// Repeating a request with the same key returns the first entry and charges once.
+pub async fn ledger_replays_return_the_first_result(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(50).await, "org");
+    let first = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "once")
+            .await,
+        "debit",
+    );
+    let again = ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "once")
+            .await,
+        "replay",
+    );
+    assert!(again.replayed);
+    assert_eq!(
+        again.entry, first.entry,
+        "a replay must return the first entry"
+    );
+    let hold = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(5),
+                job: None,
+            },
+            "hold",
+        )
+        .await,
+        "reserve",
+    );
+    let hold_again = ok(
+        f.apply(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(5),
+                job: None,
+            },
+            "hold",
+        )
+        .await,
+        "reserve replay",
+    );
+    assert!(hold_again.replayed);
+    assert_eq!(hold_again.entry.id, hold.entry.id);
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 38);
+}
+
+/// The same key with other parameters or another operation is a conflict.
+pub async fn ledger_reused_key_with_other_parameters_conflicts(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(50).await, "org");
+    ok(
+        f.apply(org, LedgerOp::Debit { amount: amount(7) }, "k")
+            .await,
+        "debit",
+    );
+    for op in [
+        LedgerOp::Debit { amount: amount(8) },
+        LedgerOp::Grant { amount: amount(7) },
+        LedgerOp::Reserve {
+            amount: amount(7),
+            job: None,
+        },
+    ] {
+        let r = f.apply(org, op, "k").await;
+        assert!(
+            matches!(r, Err(Error::IdempotencyConflict)),
+            "{op:?} gave {r:?}"
+        );
+    }
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 43);
+}
+
+/// Idempotency keys of different organizations never collide.
+pub async fn ledger_idempotency_is_scoped_per_org(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let a = ok(f.funded_org(10).await, "a");
+    let b = ok(f.funded_org(10).await, "b");
+    let ra = ok(
+        f.apply(a, LedgerOp::Debit { amount: amount(3) }, "same")
+            .await,
+        "a",
+    );
+    let rb = ok(
+        f.apply(b, LedgerOp::Debit { amount: amount(3) }, "same")
+            .await,
+        "b",
+    );
+    assert!(!ra.replayed && !rb.replayed);
+    assert_eq!(ok(f.store.balance(a).await, "a").get(), 7);
+    assert_eq!(ok(f.store.balance(b).await, "b").get(), 7);
+}
+
+/// A grant that would push the balance past the limit is refused.
+pub async fn ledger_grant_respects_the_balance_limit(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(crate::ledger::AMOUNT_MAX).await, "org");
+    let mut granted = crate::ledger::AMOUNT_MAX;
+    let mut i = 0;
+    while granted + crate::ledger::AMOUNT_MAX <= crate::ledger::BALANCE_MAX && i < 2000 {
+        ok(
+            f.apply(
+                org,
+                LedgerOp::Grant {
+                    amount: amount(crate::ledger::AMOUNT_MAX),
+                },
+                &format!("g{i}"),
+            )
+            .await,
+            "grant",
+        );
+        granted += crate::ledger::AMOUNT_MAX;
+        i += 1;
+    }
+    let r = f
+        .apply(
+            org,
+            LedgerOp::Grant {
+                amount: amount(crate::ledger::AMOUNT_MAX),
+            },
+            "over",
+        )
+        .await;
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    assert_eq!(ok(f.store.balance(org).await, "balance").get(), granted);
+}
+
+/// Entries page in ledger order with a cursor.
+pub async fn ledger_entries_page_in_order(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(100).await, "org");
+    for i in 0..9 {
+        ok(
+            f.apply(org, LedgerOp::Debit { amount: amount(1) }, &format!("d{i}"))
+                .await,
+            "debit",
+        );
+    }
+    let limit = ok(PageLimit::new(4), "limit");
+    let mut after = None;
+    let mut kinds = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = ok(f.store.entries(org, after, limit).await, "entries");
+        pages += 1;
+        kinds.extend(page.items.iter().map(|e| (e.kind, e.balance_after.get())));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(kinds.len(), 10);
+    assert_eq!(kinds[0], (EntryKind::Grant, 100));
+    assert_eq!(kinds[9], (EntryKind::Debit, 91));
+}
+
+/// 64 tasks race debits and holds of 1 credit against 50 credits: exactly 50 succeed.
+pub async fn concurrent_debits_and_holds_never_overdraw(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new(store));
+    let org = ok(f.funded_org(50).await, "org");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            let op = if i % 2 == 0 {
+                LedgerOp::Debit { amount: amount(1) }
+            } else {
+                LedgerOp::Reserve {
+                    amount: amount(1),
+                    job: None,
+                }
+            };
+            let mut wins = 0u32;
+            for round in 0..2 {
+                match f.apply(org, op, &format!("t{i}-{round}")).await {
+                    Ok(_) => wins += 1,
+                    Err(Error::InsufficientCredits { .. }) => {}
+                    Err(e) => panic!("unexpected error under contention: {e}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.expect("task");
+    }
+    assert_eq!(
+        granted, 50,
+        "exactly the balance must be granted, never more"
+    );
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 0);
+}
+
+/// 32 tasks replay the same request concurrently: it is charged once.
+pub async fn concurrent_replays_charge_once(store: Arc<dyn Store>) {
+    let f = Arc::new(Fixture::new(store));
+    let org = ok(f.funded_org(100).await, "org");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            f.apply(org, LedgerOp::Debit { amount: amount(10) }, "retry-me")
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    let mut fresh = 0;
+    for t in tasks {
+        let r = ok(t.await.expect("task"), "debit");
+        ids.push(r.entry.id);
+        if !r.replayed {
+            fresh += 1;
+        }
+    }
+    ids.dedup();
+    assert_eq!(fresh, 1, "exactly one request may charge");
+    assert_eq!(ids.len(), 1, "every replay must return the same entry");
+    assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 90);
+}
+
+/// Usage sums each UTC day's entries by kind (spent = captures + debits; grants; releases),
+/// of this organization only, within the range only; reserves move nothing here.
+pub async fn ledger_usage_sums_each_utc_day(store: Arc<dyn Store>) {
+    use crate::ledger::{DAY_MS, DayRange};
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(0).await, "org");
+    let other = ok(f.funded_org(0).await, "other");
+    // Three days: d0 (outside the range), d1 and d2.
+    let d0 = (f.now.unix_ms() / DAY_MS - 3) * DAY_MS;
+    let (d1, d2) = (d0 + DAY_MS, d0 + 2 * DAY_MS);
+    let at = |ms: i64| Timestamp::from_unix_ms(ms);
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Grant {
+                amount: amount(100),
+            },
+            "u-g0",
+            at(d0 + 5),
+        )
+        .await,
+        "g0",
+    );
+    ok(
+        f.apply_at(org, LedgerOp::Grant { amount: amount(50) }, "u-g1", at(d1))
+            .await,
+        "g1",
+    );
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Debit { amount: amount(3) },
+            "u-d1",
+            at(d1 + DAY_MS - 1),
+        )
+        .await,
+        "d1",
+    );
+    let r = ok(
+        f.apply_at(
+            org,
+            LedgerOp::Reserve {
+                amount: amount(10),
+                job: None,
+            },
+            "u-r2",
+            at(d2 + 1),
+        )
+        .await,
+        "r2",
+    );
+    let hold = r.hold.expect("hold").id;
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Capture {
+                hold,
+                amount: amount(6),
+            },
+            "u-c2",
+            at(d2 + 2),
+        )
+        .await,
+        "c2",
+    );
+    ok(
+        f.apply_at(
+            org,
+            LedgerOp::Release { hold, amount: None },
+            "u-x2",
+            at(d2 + 3),
+        )
+        .await,
+        "x2",
+    );
+    ok(
+        f.apply_at(
+            other,
+            LedgerOp::Grant { amount: amount(9) },
+            "u-o",
+            at(d1 + 7),
+        )
+        .await,
+        "other",
+    );
+    let range = ok(DayRange::new(at(d1 + 123), at(d2 + 456)), "range");
+    assert_eq!((range.start(), range.days()), (at(d1), 2));
+    let days = ok(f.store.usage(org, &range).await, "usage");
+    let got: Vec<_> = days
+        .iter()
+        .map(|u| {
+            (
+                u.day.unix_ms(),
+                u.spent.get(),
+                u.granted.get(),
+                u.released.get(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(d1, 3, 50, 0), (d2, 6, 0, 4)]);
+    let empty = ok(
+        DayRange::new(at(d2 + DAY_MS), at(d2 + DAY_MS)),
+        "empty range",
+    );
+    assert!(ok(f.store.usage(org, &empty).await, "usage").is_empty());
+}
