@@ -710,8 +710,8 @@ impl<S: KeyStore + ?Sized> Authenticator<S> {
     }
 
     /// Writes last-used times of keys used since their last flush, skipping keys flushed less
-    /// than [`AuthConfig::usage_flush_interval`] ago unless `force`. One store call per
-    /// [`FLUSH_BATCH_MAX`] keys. Returns how many keys were written.
+    /// than [`AuthConfig::usage_flush_interval`] ago unless `force`. One store call per batch
+    /// of keys (at most 1,000). Returns how many keys were written.
     pub async fn flush_usage(&self, force: bool) -> Result<usize> {
         let now = self.clock.now();
         let interval =

@@ -1,7 +1,7 @@
 //! Identifiers: one newtype per kind of thing, each a UUID v7.
 //!
 //! UUID v7 sorts by creation time, which keeps B-tree inserts local in every backend and lets a
-//! listing ordered by id read in creation order. Ids are minted from the injected [`Clock`] and
+//! listing ordered by id read in creation order. Ids are minted from the injected [`Clock`](crate::clock::Clock) and
 //! [`RandomSource`], so a seeded test produces the same ids every run. Parsing an id from
 //! untrusted text is bounded and never panics.
 
