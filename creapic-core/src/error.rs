@@ -35,6 +35,9 @@ pub enum Error {
         /// How long until the address may try a key the cache does not know again.
         retry_after: std::time::Duration,
     },
+    /// A console sign-in with an unknown e-mail or a wrong password (never distinguished).
+    #[error("wrong e-mail or password")]
+    InvalidCredentials,
     /// The key is valid but does not hold the scope the operation needs.
     #[error("API key is missing the {0} scope")]
     MissingScope(Scope),
@@ -129,6 +132,7 @@ impl Error {
             Error::InvalidKeyFormat => "invalid_api_key_format",
             Error::InvalidKey => "invalid_api_key",
             Error::TooManyAuthFailures { .. } => "too_many_auth_failures",
+            Error::InvalidCredentials => "invalid_credentials",
             Error::MissingScope(_) => "missing_scope",
             Error::WrongOrganization => "wrong_organization",
             Error::Forbidden { .. } => "forbidden",
@@ -204,6 +208,7 @@ mod tests {
             Error::MissingAuthorization,
             Error::InvalidKeyFormat,
             Error::InvalidKey,
+            Error::InvalidCredentials,
             Error::TooManyAuthFailures {
                 retry_after: std::time::Duration::from_secs(1),
             },

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+pub mod account;
 pub mod audit;
 pub mod audit_chain;
 pub mod auth;

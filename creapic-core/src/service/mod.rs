@@ -9,7 +9,8 @@
 //! and the operator of the installation ([`Actor::Operator`]: the admin CLI or the host's own
 //! code, trusted). API keys ([`Principal`]) call the public endpoints and may not manage keys.
 //!
-//! The methods are split by concern, one `impl Creapic` block per file: `orgs` (users,
+//! The methods are split by concern, one `impl Creapic` block per file: `accounts` (console
+//! passwords and sessions), `orgs` (users,
 //! organizations, members), `keys` (keys, authentication, the last-used flush), `ledger` (credits
 //! and the stale-hold sweep), `jobs`, `audit`, `generations` and `idempotency` (HTTP idempotency
 //! records). This file keeps the configuration, the builder, the struct and the private helpers
@@ -17,6 +18,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+mod accounts;
 mod audit;
 mod generations;
 mod idempotency;
@@ -33,6 +35,7 @@ pub use ledger::STALE_HOLDS_PER_SWEEP;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::account::SessionPolicy;
 use crate::audit::{Actor, AuditAction, AuditEvent, RequestContext};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::clock::{Clock, SystemClock, Timestamp};
@@ -67,6 +70,8 @@ pub struct CoreConfig {
     /// [`Creapic::release_stale_holds`] gives its credits back. Keep it well above the longest a
     /// request may spend between reserve and capture (provider timeouts × retries).
     pub stale_hold_after: Duration,
+    /// How long console sessions last, and how many one person may hold.
+    pub sessions: SessionPolicy,
 }
 
 impl Default for CoreConfig {
@@ -79,6 +84,7 @@ impl Default for CoreConfig {
             orgs_per_owner_max: 100,
             lease_max: Duration::from_secs(15 * 60),
             stale_hold_after: STALE_HOLD_AFTER,
+            sessions: SessionPolicy::default(),
         }
     }
 }

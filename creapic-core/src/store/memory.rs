@@ -11,6 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
+use crate::account::{PasswordHash, Session, SessionDigest};
+
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditQuery, AuditRecord, RequestContext};
 use crate::audit_chain::{self, AuditHash, ChainHead, ChainLink, ChainRow};
 use crate::clock::Timestamp;
@@ -27,8 +29,8 @@ use crate::ledger::{
 use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
 use crate::store::{
-    AuditStore, GenerationStore, IdempotencyStore, JobStore, KeyQuery, KeyStore, KeyUsage,
-    LedgerStore, OrgStore,
+    AccountStore, AuditStore, GenerationStore, IdempotencyStore, JobStore, KeyQuery, KeyStore,
+    KeyUsage, LedgerStore, OrgStore,
 };
 
 /// A store that keeps everything in process memory.
@@ -80,6 +82,8 @@ struct State {
     anchor: Option<(AuditRecord, ChainLink)>,
     requests: HashMap<(OrgId, IdempotencyKey), RequestSlot>,
     generations: HashMap<GenerationId, GenerationRecord>,
+    passwords: HashMap<UserId, PasswordHash>,
+    sessions: HashMap<SessionDigest, Session>,
 }
 
 /// One membership.
@@ -1097,5 +1101,74 @@ impl GenerationStore for MemoryStore {
             .get(&id)
             .filter(|g| g.org == org)
             .cloned())
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn set_password(&self, user: UserId, hash: &PasswordHash, _at: Timestamp) -> Result<()> {
+        let mut s = self.lock();
+        if !s.users.contains_key(&user) {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        s.passwords.insert(user, hash.clone());
+        s.sessions.retain(|_, session| session.user != user);
+        Ok(())
+    }
+
+    async fn credentials(&self, email: &Email) -> Result<Option<(User, PasswordHash)>> {
+        let s = self.lock();
+        let Some(user) = s.user_by_email.get(email).and_then(|id| s.users.get(id)) else {
+            return Ok(None);
+        };
+        Ok(s.passwords.get(&user.id).map(|h| (user.clone(), h.clone())))
+    }
+
+    async fn insert_session(&self, session: &Session, per_user_max: u32) -> Result<()> {
+        let mut s = self.lock();
+        if !s.users.contains_key(&session.user) {
+            return Err(Error::NotFound { resource: "user" });
+        }
+        if s.sessions.contains_key(&session.digest) {
+            return Err(conflict("session"));
+        }
+        s.sessions.insert(session.digest, session.clone());
+        let mut mine: Vec<(Timestamp, SessionDigest)> = s
+            .sessions
+            .values()
+            .filter(|x| x.user == session.user)
+            .map(|x| (x.created_at, x.digest))
+            .collect();
+        let max = per_user_max.max(1) as usize;
+        if mine.len() > max {
+            mine.sort_by_key(|(at, d)| (*at, *d.as_bytes()));
+            for (_, digest) in &mine[..mine.len() - max] {
+                s.sessions.remove(digest);
+            }
+        }
+        Ok(())
+    }
+
+    async fn session(&self, digest: &SessionDigest) -> Result<Option<Session>> {
+        Ok(self.lock().sessions.get(digest).cloned())
+    }
+
+    async fn touch_session(&self, digest: &SessionDigest, at: Timestamp) -> Result<()> {
+        if let Some(session) = self.lock().sessions.get_mut(digest) {
+            session.last_seen_at = session.last_seen_at.max(at);
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, digest: &SessionDigest) -> Result<bool> {
+        Ok(self.lock().sessions.remove(digest).is_some())
+    }
+
+    async fn purge_sessions(&self, now: Timestamp, idle_cutoff: Timestamp) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.sessions.len();
+        s.sessions
+            .retain(|_, x| x.expires_at > now && x.last_seen_at >= idle_cutoff);
+        Ok((before - s.sessions.len()) as u64)
     }
 }

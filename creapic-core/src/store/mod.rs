@@ -19,6 +19,7 @@
 
 use async_trait::async_trait;
 
+use crate::account::{PasswordHash, Session, SessionDigest};
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{ChainHead, ChainRow};
 use crate::clock::Timestamp;
@@ -340,6 +341,27 @@ pub trait GenerationStore: Send + Sync {
     async fn generation(&self, org: OrgId, id: GenerationId) -> Result<Option<GenerationRecord>>;
 }
 
+/// Console accounts: password hashes and sign-in sessions (stored by digest only).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Sets or replaces `user`'s password hash and ends every session of theirs, atomically (a
+    /// new password signs everyone out). `NotFound` for an unknown user.
+    async fn set_password(&self, user: UserId, hash: &PasswordHash, at: Timestamp) -> Result<()>;
+    /// The user with `email` and their password hash; `None` when either is missing.
+    async fn credentials(&self, email: &Email) -> Result<Option<(User, PasswordHash)>>;
+    /// Stores `session`, then ends its user's oldest sessions beyond `per_user_max`, atomically.
+    async fn insert_session(&self, session: &Session, per_user_max: u32) -> Result<()>;
+    /// A session by the digest of its token.
+    async fn session(&self, digest: &SessionDigest) -> Result<Option<Session>>;
+    /// Moves the session's `last_seen_at` forward to `at` (never back; nothing if it ended).
+    async fn touch_session(&self, digest: &SessionDigest, at: Timestamp) -> Result<()>;
+    /// Ends a session; whether there was one.
+    async fn delete_session(&self, digest: &SessionDigest) -> Result<bool>;
+    /// Deletes sessions that ended — `expires_at <= now` or `last_seen_at < idle_cutoff` — in
+    /// bounded batches; how many.
+    async fn purge_sessions(&self, now: Timestamp, idle_cutoff: Timestamp) -> Result<u64>;
+}
+
 /// Every store trait: what a backend implements.
 pub trait Store:
     OrgStore
@@ -349,6 +371,7 @@ pub trait Store:
     + AuditStore
     + IdempotencyStore
     + GenerationStore
+    + AccountStore
     + 'static
 {
 }
@@ -361,6 +384,7 @@ impl<T> Store for T where
         + AuditStore
         + IdempotencyStore
         + GenerationStore
+        + AccountStore
         + 'static
 {
 }

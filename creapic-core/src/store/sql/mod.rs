@@ -15,6 +15,7 @@
 //! PostgreSQL can do (data-modifying CTEs, `unnest`, `NOTIFY`, group commit) stays in
 //! `store/postgres/`, as overrides of [`SqlBackend`]'s defaults.
 
+mod accounts;
 mod audit;
 pub(crate) mod backend;
 pub(crate) mod exec;

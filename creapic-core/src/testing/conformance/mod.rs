@@ -5,11 +5,12 @@
 //! behaviour is added in both places. Concurrency tests use many tasks on a multi-threaded
 //! runtime against one organization, because that is where atomicity bugs show.
 //!
-//! The behaviours live in one file per topic (`orgs`, `keys`, `ledger`, `holds`, `jobs`, `audit`,
+//! The behaviours live in one file per topic (`accounts`, `orgs`, `keys`, `ledger`, `holds`, `jobs`, `audit`,
 //! `idempotency`, `limits`, `generations`) and are re-exported here, so the macro and any caller
 //! name each one `conformance::<behaviour>`; the helpers below (`ok`, `amount`, `idem`, `worker`,
 //! `new_job`, `finish`) are shared by them all.
 
+mod accounts;
 mod audit;
 mod generations;
 mod holds;
@@ -21,6 +22,7 @@ mod limits;
 mod orgs;
 
 // Every behaviour, at the path the macro calls.
+pub use accounts::*;
 pub use audit::*;
 pub use generations::*;
 pub use holds::*;
@@ -91,6 +93,9 @@ macro_rules! conformance_suite {
             generations_insert_is_idempotent,
             generations_are_invisible_to_other_orgs,
             generation_ids_sort_in_creation_order,
+            accounts_passwords_and_sessions_round_trip,
+            accounts_sessions_are_capped_per_user,
+            accounts_ended_sessions_are_purged,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
