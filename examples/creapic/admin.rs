@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use creapic_core::account::{PASSWORD_MAX_BYTES, Password};
 use creapic_core::audit::{Actor, AuditQuery, RequestContext};
 use creapic_core::clock::Timestamp;
 use creapic_core::id::{KeyId, OrgId};
@@ -21,7 +22,7 @@ use serde_json::json;
 
 use crate::cli::{
     AuditArgs, AuditCommand, AuditFormat, CliError, CliResult, CreditsCommand, KeyCommand,
-    MemberCommand, OrgCommand, StoreArgs,
+    MemberCommand, OrgCommand, StoreArgs, UserCommand,
 };
 use crate::output;
 
@@ -149,6 +150,89 @@ fn member_line(m: &creapic_core::org::Member) -> String {
         m.role.as_str(),
         m.user.email
     )
+}
+
+/// The password on stdin: at most the longest a password may be, one trailing newline dropped.
+fn password_from_stdin(given: bool) -> CliResult<Password> {
+    use std::io::Read;
+    if !given {
+        return Err(CliError::usage("the password is read from stdin only")
+            .hint("printf '%s' \"$PASSWORD\" | creapic user create --email E --password-stdin"));
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(PASSWORD_MAX_BYTES as u64 + 3)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::new(format!("could not read the password from stdin: {e}")))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text)
+        .to_owned();
+    Password::new(text).map_err(|e| CliError::usage(e.to_string()))
+}
+
+pub async fn user(args: &StoreArgs, cmd: UserCommand) -> CliResult {
+    match cmd {
+        UserCommand::Create {
+            email,
+            password_stdin,
+            org,
+            role,
+            json,
+        } => {
+            let org = org.as_deref().map(org_id).transpose()?;
+            let role = role_arg(&role)?;
+            let password = password_from_stdin(password_stdin)?;
+            let core = open(args).await?;
+            let known = Email::new(&email).map_err(|e| CliError::usage(format!("--email: {e}")))?;
+            if core.store().credentials(&known).await?.is_some() {
+                return Err(CliError::usage(format!("{email} already has a password"))
+                    .hint("`creapic user password --email E --password-stdin` changes it"));
+            }
+            let user = core.set_password(&email, &password).await?;
+            let member = match org {
+                Some(org) => Some(
+                    core.add_member(Actor::Operator, org, &email, role, &operator_context())
+                        .await?,
+                ),
+                None => None,
+            };
+            if json {
+                return output::json(&json!({
+                    "user": {"id": user.id.to_string(), "email": user.email.as_str()},
+                    "member": member.as_ref().map(member_json),
+                }));
+            }
+            output::line(format!("created  {}  {}", user.id, user.email.as_str()));
+            if let Some(m) = &member {
+                output::line(format!("added    {}", member_line(m)));
+            }
+            output::line("They sign in at /console/login.");
+            Ok(())
+        }
+        UserCommand::Password {
+            email,
+            password_stdin,
+            json,
+        } => {
+            let password = password_from_stdin(password_stdin)?;
+            let core = open(args).await?;
+            let user = user_by_email(&core, &email).await?;
+            core.set_password(&email, &password).await?;
+            if json {
+                return output::json(
+                    &json!({"user": {"id": user.id.to_string(), "email": user.email.as_str()}}),
+                );
+            }
+            output::line(format!(
+                "changed  the password of {}; their console sessions ended",
+                user.email.as_str()
+            ));
+            Ok(())
+        }
+    }
 }
 
 pub async fn member(args: &StoreArgs, cmd: MemberCommand) -> CliResult {

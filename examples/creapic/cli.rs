@@ -132,6 +132,9 @@ pub struct StoreArgs {
 pub enum Command {
     /// Run the API server (and its job runner).
     Serve(ServeArgs),
+    /// People who sign in to the console: create one with a password, or change a password.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -300,6 +303,42 @@ pub struct ServeArgs {
     /// Requests each API key may send at once above the sustained rate.
     #[arg(long, default_value_t = 100, env = "CREAPIC_RATE_LIMIT_BURST")]
     pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a person who signs in to the console at /console/login, with a password read
+    /// from stdin (`printf '%s' "$PASSWORD" | creapic user create --email E --password-stdin`),
+    /// optionally adding them to an organization.
+    Create {
+        /// Their e-mail: what they sign in with.
+        #[arg(long)]
+        email: String,
+        /// Read the password (10 characters or more) from stdin; it never goes on the command line.
+        #[arg(long)]
+        password_stdin: bool,
+        /// An organization id to add them to.
+        #[arg(long)]
+        org: Option<String>,
+        /// Their role in --org: owner, admin or member.
+        #[arg(long, default_value = "member", requires = "org")]
+        role: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a person's password (read from stdin); every console session of theirs ends.
+    Password {
+        /// Their e-mail.
+        #[arg(long)]
+        email: String,
+        /// Read the new password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -644,6 +683,7 @@ pub async fn run(cli: Cli) -> CliResult {
     let api = cli.api;
     match cli.command {
         Command::Serve(args) => crate::serve::run(&cli.store, args).await,
+        Command::User(cmd) => crate::admin::user(&cli.store, cmd).await,
         Command::Org(cmd) => crate::admin::org(&cli.store, cmd).await,
         Command::Member(cmd) => crate::admin::member(&cli.store, cmd).await,
         Command::Key(cmd) => crate::admin::key(&cli.store, cmd).await,

@@ -773,3 +773,120 @@ fn completions_are_printed_for_each_shell_and_no_color_is_honoured() {
     assert!(colored(false, &["bogus"]));
     assert!(!colored(true, &["bogus"]));
 }
+
+/// `creapic user …` with the password piped to stdin.
+fn user_cmd(dir: &Path, args: &[&str], password: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("CREAPIC_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_create_takes_the_password_from_stdin_only_and_it_signs_in() {
+    let dir = data_dir();
+    let org = cli_json(&dir, &["org", "create", "--name", "Acme", "--json"]);
+    let org = org["organization"]["id"].as_str().unwrap().to_owned();
+    let create = [
+        "user",
+        "create",
+        "--email",
+        "ada@example.com",
+        "--password-stdin",
+        "--org",
+        &org,
+        "--role",
+        "admin",
+        "--json",
+    ];
+    let out = user_cmd(&dir, &create, "correct horse battery\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["user"]["email"], "ada@example.com");
+    assert_eq!(created["member"]["role"], "admin", "{created}");
+
+    // Again: refused, with the command that changes a password.
+    let again = user_cmd(&dir, &create, "another long password");
+    assert_eq!(again.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("already has a password") && err.contains("user password"),
+        "{err}"
+    );
+    // A short password, or none on stdin, is a usage error; nothing is written.
+    let short = user_cmd(
+        &dir,
+        &[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert_eq!(
+        short.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let bare = cli(&dir, &["user", "create", "--email", "bob@example.com"]);
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("stdin"));
+
+    // The stored hash is the piped password's (its trailing newline dropped), and a new one
+    // replaces it.
+    let url = format!("sqlite://{}", dir.join("creapic.db").display());
+    let store = creapic_core::store::connect(&url, creapic_core::store::ConnectOptions::default())
+        .await
+        .unwrap();
+    let core = creapic_core::Creapic::new(store);
+    let typed = |t: &str| creapic_core::account::Password::presented(t).unwrap();
+    core.sign_in("ada@example.com", &typed("correct horse battery"))
+        .await
+        .unwrap();
+    let changed = user_cmd(
+        &dir,
+        &[
+            "user",
+            "password",
+            "--email",
+            "ada@example.com",
+            "--password-stdin",
+        ],
+        "a brand new passphrase",
+    );
+    assert!(
+        changed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
+    assert!(
+        core.sign_in("ada@example.com", &typed("correct horse battery"))
+            .await
+            .is_err()
+    );
+    core.sign_in("ada@example.com", &typed("a brand new passphrase"))
+        .await
+        .unwrap();
+}
