@@ -91,7 +91,7 @@ fn every_server_error_code_is_known_to_the_client() {
     ];
     let mut codes: Vec<String> = core.iter().map(|e| e.code().to_owned()).collect();
     codes.extend(kit.iter().map(|e| e.code().to_owned()));
-    // The replay refusal of key creation (creapic_server_kit::idempotent).
+    // The replay refusal of key creation (creapic_server_kit::http::idempotent).
     codes.push("already_processed".into());
     for code in &codes {
         let parsed = ErrorCode::parse(code);

@@ -21,12 +21,12 @@ use creapic_core::ledger::EntryKind;
 use creapic_core::page::PageLimit;
 use creapic_core::scope::Scope;
 use creapic_core::testing::Fixture;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::prompt::RuleComposer;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
-use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::prompt::RuleComposer;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig};
 use creapic_server_kit::{Error, KitConfig};
 use serde_json::json;
 

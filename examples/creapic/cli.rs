@@ -684,5 +684,8 @@ fn completions(shell: clap_complete::Shell) -> CliResult {
 /// changes them), as the canonical text of `docs/openapi.json`.
 fn openapi() {
     let limits = creapic_server_kit::KitConfig::default().limits;
-    print!("{}", creapic_server_kit::reference::document_text(&limits));
+    print!(
+        "{}",
+        creapic_server_kit::http::reference::document_text(&limits)
+    );
 }
