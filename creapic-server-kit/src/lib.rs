@@ -20,12 +20,11 @@
 //! The generation tree never imports the HTTP tree; HTTP calls generation, never the reverse.
 
 pub mod config;
-pub mod error;
 pub mod generation;
 pub mod http;
 pub mod upkeep;
 
 pub use config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
-pub use error::Error;
+pub use http::Error;
 pub use http::peer::PeerAddr;
 pub use http::service::{AppState, CreapicService, KitConfig, ServiceBuilder};

@@ -21,13 +21,14 @@ use creapic_core::ledger::EntryKind;
 use creapic_core::page::PageLimit;
 use creapic_core::scope::Scope;
 use creapic_core::testing::Fixture;
+use creapic_server_kit::KitConfig;
+use creapic_server_kit::generation::Error;
 use creapic_server_kit::generation::media::{MediaStore, SigningKey};
 use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::generation::prompt::RuleComposer;
 use creapic_server_kit::generation::provider::offline::OfflineRenderer;
 use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
 use creapic_server_kit::generation::runner::{Runner, RunnerConfig};
-use creapic_server_kit::{Error, KitConfig};
 use serde_json::json;
 
 const ITEMS: usize = 24;

@@ -398,7 +398,7 @@ async fn a_runner_killed_mid_job_is_finished_by_another_and_charged_once() {
         async fn generate(
             &self,
             req: &ImageRequest,
-        ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+        ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
             tokio::time::sleep(Duration::from_millis(150)).await;
             self.0.generate(req).await
         }

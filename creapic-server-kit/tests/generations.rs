@@ -39,8 +39,8 @@ impl ImageProvider for Fails {
     async fn generate(
         &self,
         _: &ImageRequest,
-    ) -> Result<GeneratedImage, creapic_server_kit::Error> {
-        Err(creapic_server_kit::Error::ProviderFailed {
+    ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
+        Err(creapic_server_kit::generation::Error::ProviderFailed {
             provider: "fails",
             message: "upstream exploded".into(),
         })

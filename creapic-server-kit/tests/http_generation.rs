@@ -341,7 +341,7 @@ async fn a_panicking_provider_is_a_failed_provider_refunded_and_the_server_stays
         async fn generate(
             &self,
             _: &ImageRequest,
-        ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+        ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
             panic!("a provider bug");
         }
     }

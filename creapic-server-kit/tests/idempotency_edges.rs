@@ -190,7 +190,7 @@ impl ImageProvider for Slow {
     async fn generate(
         &self,
         request: &ImageRequest,
-    ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+    ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.generate(request).await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use creapic_core::generation::{AspectRatio, Quality};
-use creapic_server_kit::Error;
+use creapic_server_kit::generation::Error;
 use creapic_server_kit::generation::prompt::{GeminiComposer, PromptComposer};
 use creapic_server_kit::generation::provider::gemini::{GeminiConfig, GeminiProvider};
 use creapic_server_kit::generation::provider::openai::{OpenAiConfig, OpenAiProvider, SizeTable};

@@ -26,7 +26,7 @@ use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::testing::Fixture;
 use creapic_core::{Creapic, JobSpec, KeySpec, Principal};
-use creapic_server_kit::Error;
+use creapic_server_kit::generation::Error;
 use creapic_server_kit::generation::item::ItemOutput;
 use creapic_server_kit::generation::media::{MediaStore, MediaType, SigningKey};
 use creapic_server_kit::generation::pipeline::Pipeline;

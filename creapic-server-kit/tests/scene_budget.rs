@@ -33,8 +33,10 @@ impl creapic_server_kit::generation::provider::ImageProvider for Counting {
     async fn generate(
         &self,
         request: &creapic_server_kit::generation::provider::ImageRequest,
-    ) -> Result<creapic_server_kit::generation::provider::GeneratedImage, creapic_server_kit::Error>
-    {
+    ) -> Result<
+        creapic_server_kit::generation::provider::GeneratedImage,
+        creapic_server_kit::generation::Error,
+    > {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         creapic_server_kit::generation::provider::offline::OfflineRenderer::with_long_sides(64, 64)
             .generate(request)

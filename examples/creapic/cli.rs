@@ -75,6 +75,12 @@ impl From<creapic_server_kit::Error> for CliError {
     }
 }
 
+impl From<creapic_server_kit::generation::Error> for CliError {
+    fn from(e: creapic_server_kit::generation::Error) -> Self {
+        CliError::new(format!("{e} [{}]", e.code()))
+    }
+}
+
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// creapic: a metered AI-media API secured by organization-scoped API keys.

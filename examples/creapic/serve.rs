@@ -100,7 +100,7 @@ fn write_private(path: &Path, text: &str) -> CliResult {
 fn providers(
     choice: ProviderChoice,
 ) -> CliResult<(Arc<dyn PromptComposer>, Arc<dyn ImageProvider>)> {
-    let hint = |e: creapic_server_kit::Error| {
+    let hint = |e: creapic_server_kit::generation::Error| {
         CliError::from(e).hint("set the provider's API key variable, or use --provider offline")
     };
     Ok(match choice {

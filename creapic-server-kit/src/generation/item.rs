@@ -13,7 +13,7 @@ use creapic_core::job::{ITEM_INPUT_MAX_BYTES, ITEM_OUTPUT_MAX_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::media::MediaKey;
 
 /// Where an image's prompt comes from.

@@ -40,7 +40,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::generation::Error;
 
 /// Largest object stored or read, in bytes (a 4K PNG is well under this).
 pub const OBJECT_MAX_BYTES: usize = 32 * 1024 * 1024;

@@ -2,6 +2,7 @@
 //! the pipeline that strings them together, the paid synchronous flow, the durable job runner
 //! and webhook delivery. Nothing here knows about HTTP requests or responses.
 
+pub mod error;
 pub mod item;
 pub mod media;
 pub mod paid;
@@ -13,3 +14,5 @@ pub mod retry;
 pub mod runner;
 pub mod scene;
 pub mod webhook;
+
+pub use error::Error;

@@ -33,7 +33,7 @@ use creapic_core::ledger::Credits;
 use creapic_core::wire::{Generation, JobStatusWire};
 use creapic_core::{Principal, StoreErrorKind};
 
-use crate::Error;
+use crate::generation::Error;
 use crate::generation::item::{ImageSpec, PromptSource};
 use crate::http::idempotent::Failure;
 use crate::http::service::AppState;
@@ -131,9 +131,9 @@ pub async fn generate_paid(
     if hold.replayed && held.released.get() > 0 {
         // A resumed attempt whose refund already committed: calling the provider now would be
         // unpaid work. This attempt is over; the client's retry starts a new, paid one.
-        return Err(Failure::settled(Error::Core(
-            creapic_core::Error::IdempotencyInProgress,
-        )));
+        return Err(Failure::settled(
+            Error::Core(creapic_core::Error::IdempotencyInProgress).into(),
+        ));
     }
     let capture_key = keys.capture();
     if hold.replayed && held.captured.get() > 0 {
@@ -179,7 +179,7 @@ pub async fn generate_paid(
                         // failure is missing.
                         tracing::warn!(error = %record, "could not record a failed generation");
                     }
-                    Err(Failure::settled(e))
+                    Err(Failure::settled(e.into()))
                 }
                 Err(release) => {
                     tracing::error!(error = %release, "could not refund a failed generation");

@@ -16,7 +16,7 @@ use creapic_core::id::OrgId;
 use creapic_core::key::KeyMode;
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::item::{ImageSpec, ItemOutput, PromptSource};
 use crate::generation::media::{MediaStore, MediaType};
 use crate::generation::prompt::{self, PromptComposer, RuleComposer};

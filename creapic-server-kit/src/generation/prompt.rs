@@ -17,7 +17,7 @@ use creapic_core::generation::{AspectRatio, Quality};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::generation::Error;
 
 /// Longest raw text a composer reads, in bytes (longer text is cut at a character boundary).
 pub const TEXT_MAX_BYTES: usize = 4000;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use creapic_core::StoreErrorKind;
 
-use crate::error::Error;
+use crate::generation::Error;
 
 /// Bounded retries with exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

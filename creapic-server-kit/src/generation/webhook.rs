@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 pub use self::destination::Destinations;
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::provider::transport;
 use crate::generation::retry::RetryPolicy;
 

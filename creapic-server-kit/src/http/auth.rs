@@ -11,7 +11,7 @@ use creapic_core::id::UserId;
 use creapic_core::{Principal, scope::Scope};
 use http::HeaderMap;
 
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::service::AppState;
 
 /// A person signed in to the host's dashboard. Insert it into the request extensions (e.g. from

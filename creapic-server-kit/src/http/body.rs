@@ -6,7 +6,7 @@ use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use crate::http::error::Error;
 
 /// Reads at most `max` bytes of `body`; more is [`Error::BodyTooLarge`].
 pub async fn read_bytes(body: Body, max: usize) -> Result<Bytes, Error> {

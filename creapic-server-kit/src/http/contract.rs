@@ -15,7 +15,8 @@ use creapic_core::{Error as Core, StoreErrorKind};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::error::Error;
+use crate::generation::Error as G;
+use crate::http::error::Error;
 
 /// A step a request goes through, with the errors it can end in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,24 +130,28 @@ impl Stage {
                 Core::LimitExceeded { what: "", max: 0 }.into(),
             ],
             Stage::Generation => vec![
-                Error::ProviderFailed {
+                G::ProviderFailed {
                     provider: "",
                     message: String::new(),
-                },
-                Error::ProviderTimeout { provider: "" },
-                Error::Media {
+                }
+                .into(),
+                G::ProviderTimeout { provider: "" }.into(),
+                G::Media {
                     message: String::new(),
-                },
+                }
+                .into(),
                 Core::LimitExceeded { what: "", max: 0 }.into(),
             ],
             Stage::Images => vec![
-                Error::InvalidImage {
+                G::InvalidImage {
                     message: String::new(),
-                },
+                }
+                .into(),
                 Core::NotFound { resource: "media" }.into(),
-                Error::Media {
+                G::Media {
                     message: String::new(),
-                },
+                }
+                .into(),
             ],
             Stage::Store => vec![Core::store(StoreErrorKind::Unavailable, "").into()],
             Stage::MediaLink => vec![
@@ -154,11 +159,12 @@ impl Stage {
                     name: "",
                     message: String::new(),
                 },
-                Error::MediaLinkInvalid { reason: "expired" },
+                G::MediaLinkInvalid { reason: "expired" }.into(),
                 Core::NotFound { resource: "media" }.into(),
-                Error::Media {
+                G::Media {
                     message: String::new(),
-                },
+                }
+                .into(),
             ],
         }
     }

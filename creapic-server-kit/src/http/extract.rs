@@ -50,8 +50,8 @@ use creapic_core::id::UserId;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
 use crate::http::auth::KeyNeed;
+use crate::http::error::Error;
 use crate::http::idempotent::IdempotencyKeyHeader;
 use crate::http::rate_limit::RateDecision;
 use crate::http::service::AppState;

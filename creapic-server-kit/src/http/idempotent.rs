@@ -24,7 +24,7 @@ use creapic_core::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, S
 use creapic_core::ledger::IdempotencyKey;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::response::bytes_response;
 use crate::http::service::AppState;
 
@@ -70,6 +70,12 @@ impl From<Error> for Failure {
             error,
             settled: false,
         }
+    }
+}
+
+impl From<crate::generation::Error> for Failure {
+    fn from(error: crate::generation::Error) -> Self {
+        Failure::from(Error::Generation(error))
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod contract;
+pub mod error;
 pub mod extract;
 pub mod finished_status;
 pub mod handlers;
@@ -21,3 +22,5 @@ pub mod response;
 pub mod routes;
 pub mod service;
 pub mod views;
+
+pub use error::Error;

@@ -1,12 +1,13 @@
 //! Turning results into HTTP responses: JSON bodies, the error body with its request id, and the
-//! `Retry-After` header where the error says when to come back.
+//! `Retry-After` header where the error says when to come back — for the HTTP error and for the
+//! generation error it wraps.
 
 use axum::response::{IntoResponse, Response};
 use creapic_core::wire::ErrorBody;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::http::error::Error;
 
 /// A JSON response with a status.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
@@ -33,22 +34,31 @@ pub fn bytes_response(status: StatusCode, bytes: impl Into<bytes::Bytes>) -> Res
 impl Error {
     /// The error body sent for this error.
     pub fn body(&self) -> ErrorBody {
-        let error = match self {
+        let error = if self.is_internal() {
             // Never leak internals; the log has the details.
-            Error::Internal { .. } => "internal error".to_owned(),
-            Error::Core(creapic_core::Error::Store { .. }) => match self.status() {
+            "internal error".to_owned()
+        } else if let Some(creapic_core::Error::Store { .. }) = self.core() {
+            match self.status() {
                 StatusCode::SERVICE_UNAVAILABLE => {
                     "the service is temporarily unavailable, retry later".to_owned()
                 }
                 _ => "internal error".to_owned(),
-            },
-            other => other.to_string(),
+            }
+        } else {
+            self.to_string()
         };
         ErrorBody {
             error,
             code: self.code().to_owned(),
             request_id: crate::http::request_id::current(),
         }
+    }
+}
+
+/// A generation error is answered as the HTTP error that wraps it ([`Error::Generation`]).
+impl IntoResponse for crate::generation::Error {
+    fn into_response(self) -> Response {
+        Error::Generation(self).into_response()
     }
 }
 

@@ -7,7 +7,7 @@
 use axum::Router;
 use axum::routing::{MethodRouter, get, patch, post};
 
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::handlers::{
     audit, credits, images, keys, media, members, organizations, playground, scenes, system,
 };

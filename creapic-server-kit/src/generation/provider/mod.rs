@@ -20,7 +20,7 @@ use bytes::Bytes;
 use creapic_core::generation::{AspectRatio, Quality};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::media::MediaType;
 
 #[cfg(feature = "gemini")]

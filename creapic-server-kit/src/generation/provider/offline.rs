@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use creapic_core::generation::{AspectRatio, Quality};
 
 use super::{GeneratedImage, ImageProvider, ImageRequest};
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::media::MediaType;
 use crate::generation::render::{self, DIMENSION_MAX};
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::transport::{self, HttpSettings};
 use super::{GeneratedImage, ImageProvider, ImageRequest, prompt_text};
-use crate::error::Error;
+use crate::generation::Error;
 
 const PROVIDER: &str = "openai";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 
-use crate::error::Error;
+use crate::generation::Error;
 
 /// Timeouts, limits and rate-limit patience of one remote adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

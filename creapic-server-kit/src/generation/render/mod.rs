@@ -13,7 +13,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageEncoder, ImageReader, Limits, RgbImage};
 
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::media::MediaType;
 
 pub mod composite;

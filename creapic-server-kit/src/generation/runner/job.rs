@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::{Context, Phase};
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::item::ImageSpec;
 use crate::generation::scene::SceneSpec;
 use crate::generation::webhook::Event;

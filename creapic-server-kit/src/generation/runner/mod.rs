@@ -39,7 +39,7 @@ use creapic_core::store::Store;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::error::Error;
+use crate::generation::Error;
 use crate::generation::pipeline::Pipeline;
 use crate::generation::retry::RetryPolicy;
 use crate::generation::webhook::{WebhookConfig, WebhookEndpoints, WebhookQueue, WebhookSender};

@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::error::Error;
+use crate::generation::Error;
 
 /// Most addresses one name may resolve to that are considered.
 const ADDRS_MAX: usize = 32;

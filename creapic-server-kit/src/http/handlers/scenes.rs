@@ -17,6 +17,7 @@ use creapic_core::{JobSpec, generation::Quality};
 use http::StatusCode;
 
 use crate::Error;
+use crate::generation::Error as GenerationError;
 use crate::generation::item::PromptSource;
 use crate::generation::media::{MediaKey, MediaType, UploadId};
 use crate::generation::scene::{Layer, SceneSpec};
@@ -126,7 +127,9 @@ pub async fn render(
                     .put_upload(principal.org, &upload, bytes, kind)
                     .await
                 {
-                    return Err(abandon_render(&st, &principal, queued.job.id, &upload, e).await);
+                    return Err(
+                        abandon_render(&st, &principal, queued.job.id, &upload, e.into()).await,
+                    );
                 }
             }
             st.notify_job();
@@ -193,8 +196,10 @@ async fn scene_spec(
                         path: format!("layers[{i}].source.data"),
                         message: "not base64".into(),
                     })?;
-                let kind = MediaType::sniff_image(&bytes).ok_or_else(|| Error::InvalidImage {
-                    message: format!("layer {i} is not a PNG, JPEG or WebP image"),
+                let kind = MediaType::sniff_image(&bytes).ok_or_else(|| {
+                    GenerationError::InvalidImage {
+                        message: format!("layer {i} is not a PNG, JPEG or WebP image"),
+                    }
                 })?;
                 crate::generation::render::probe(&bytes)?;
                 let key = MediaKey::of(&bytes, kind);

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-use crate::error::Error;
+use crate::http::error::Error;
 use crate::http::response::json;
 use crate::http::service::AppState;
 
