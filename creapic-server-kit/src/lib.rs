@@ -17,12 +17,16 @@
 //!   pipeline, the paid synchronous flow, the job runner and webhooks.
 //! - [`config`] (settings both trees read) and [`upkeep`] (the background work of both).
 //!
-//! The generation tree never imports the HTTP tree; HTTP calls generation, never the reverse.
+//! The generation tree never imports the HTTP tree; HTTP calls generation, never the reverse
+//! (`tests/module_trees.rs` checks it). [`Core`] is the core as both trees hold it.
 
 pub mod config;
 pub mod generation;
 pub mod http;
 pub mod upkeep;
+
+/// The core service over any store: what both trees call into.
+pub type Core = std::sync::Arc<creapic_core::Creapic<dyn creapic_core::store::Store>>;
 
 pub use config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
 pub use http::Error;

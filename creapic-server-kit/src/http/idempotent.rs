@@ -73,6 +73,17 @@ impl From<Error> for Failure {
     }
 }
 
+/// A paid attempt's failure keeps its word on whether anything is charged.
+impl From<crate::generation::paid::AttemptFailure> for Failure {
+    fn from(failure: crate::generation::paid::AttemptFailure) -> Self {
+        let (error, settled) = failure.into_parts();
+        Failure {
+            error: Error::Generation(error),
+            settled,
+        }
+    }
+}
+
 impl From<crate::generation::Error> for Failure {
     fn from(error: crate::generation::Error) -> Self {
         Failure::from(Error::Generation(error))
@@ -177,8 +188,8 @@ impl<'a> IdempotentRequest<'a> {
 /// Runs `work` at most once per (organization, caller, `Idempotency-Key`) of `request`, its lock
 /// held for `Limits::idempotency_lock`. Authorize the caller *before* calling this, so a refused
 /// caller opens no record at all. `work` receives the ledger idempotency key of this attempt
-/// (derive the request's ledger keys from it, see `crate::generation::paid::AttemptKeys`) and returns the
-/// status and JSON body, or a [`Failure`].
+/// (derive the request's ledger keys from it, see `crate::generation::paid::AttemptKeys`) and
+/// returns the status and JSON body, or a [`Failure`].
 pub async fn run<F, Fut>(state: &AppState, request: IdempotentRequest<'_>, work: F) -> Response
 where
     F: FnOnce(String) -> Fut,

@@ -15,20 +15,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
-use creapic_core::Creapic;
 use creapic_core::clock::Timestamp;
 use creapic_core::id::OrgId;
-use creapic_core::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::Core;
 use crate::config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
 use crate::generation::item::ItemOutput;
 use crate::generation::media::{MediaKey, MediaStore};
 use crate::generation::pipeline::Pipeline;
 use crate::http::rate_limit::{InProcessLimiter, RateLimiter};
-
-/// The core service over any store.
-pub type Core = Arc<Creapic<dyn Store>>;
 
 /// Settings of the kit.
 #[derive(Debug, Clone)]

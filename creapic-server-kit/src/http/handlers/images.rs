@@ -5,8 +5,9 @@
 //!
 //! This handler parses, checks the media quota, and answers; the paid generation itself — hold,
 //! provider under the deadline, capture or refund, the record under the hold's id — is
-//! [`crate::generation::paid::generate_paid`], run inside `idempotent::run` with the attempt's
-//! [`crate::generation::paid::AttemptKeys`]. Handlers never call the ledger.
+//! [`PaidGenerator::generate`], run inside `idempotent::run` with the attempt's
+//! [`AttemptKeys`]; its record becomes the answer through `views::generation` (the fresh
+//! link). Handlers never call the ledger.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use http::StatusCode;
 
 use crate::Error;
 use crate::generation::item::{ImageSpec, PromptSource};
-use crate::generation::paid::{AttemptKeys, Resume, generate_paid};
+use crate::generation::paid::{AttemptKeys, PaidGenerator, Resume};
 use crate::http::extract::{Authorized, BoundedJson, need};
 use crate::http::idempotent::{self, IdempotencyKeyHeader};
 use crate::http::response::json;
@@ -119,10 +120,14 @@ pub async fn generate(
         idempotency.request(principal.org, &raw),
         |ledger_key| async move {
             let keys = AttemptKeys::new(ledger_key);
-            let paid = generate_paid(&st, &principal, &spec, &keys, resume).await?;
+            let config = st.config();
+            let paid = PaidGenerator::new(st.core(), st.pipeline(), config.pricing, config.limits)
+                .generate(&principal, &spec, &keys, resume)
+                .await?;
+            let (generation, image_url) = crate::http::views::generation(&st, &paid.record);
             let body = GenerateImageResponse {
-                generation: paid.generation,
-                image_url: paid.image_url,
+                generation,
+                image_url: image_url.unwrap_or_default(),
                 tokens: paid.balance.get(),
             };
             crate::http::handlers::json_reply(StatusCode::OK, &body)

@@ -20,12 +20,13 @@ use creapic_core::wire::{
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::Core;
 use crate::Error;
 use crate::http::extract::{ApiQuery, AuditContext, BoundedJson, SignedIn};
 use crate::http::handlers::keys::{limit, org_param};
 use crate::http::idempotent::{self, IdempotencyKeyHeader};
 use crate::http::response::json;
-use crate::http::service::{AppState, Core};
+use crate::http::service::AppState;
 use crate::http::views;
 
 /// Query of the two listings.
