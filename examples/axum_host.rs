@@ -14,7 +14,7 @@
 //!   links or when a proxy rewrites paths.
 //!
 //! The host's login layer is where a dashboard user would be put into the request extensions
-//! (`creapic_server_kit::auth::DashboardUser`) for the key-management routes.
+//! (`creapic_server_kit::http::auth::DashboardUser`) for the key-management routes.
 //!
 //! Run: `cargo run --example axum_host` then `curl localhost:3000/creapic/api/openapi`.
 #![allow(clippy::print_stdout)]
@@ -29,8 +29,8 @@ use creapic_core::Creapic;
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_server_kit::ServiceBuilder;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepHandle};
 
 /// How long shutdown lets generations in flight finish before handing their jobs back.

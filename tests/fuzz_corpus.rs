@@ -19,11 +19,11 @@ use creapic_core::wire::{
 };
 use creapic_core::{Creapic, KeySpec};
 use creapic_server_kit::ServiceBuilder;
-use creapic_server_kit::auth::DashboardUser;
-use creapic_server_kit::body::parse;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::http::auth::DashboardUser;
+use creapic_server_kit::http::body::parse;
 use tower::ServiceExt;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {

@@ -11,6 +11,7 @@ use creapic_client::ErrorCode;
 use creapic_core::StoreErrorKind;
 use creapic_core::scope::Scope;
 use creapic_server_kit::Error as Kit;
+use creapic_server_kit::generation::Error as Gen;
 
 #[test]
 fn every_server_error_code_is_known_to_the_client() {
@@ -45,7 +46,7 @@ fn every_server_error_code_is_known_to_the_client() {
     ];
     let p = "offline";
     let m = || "m".to_owned();
-    let kit = [
+    let http = [
         Kit::BodyTooLarge { max: 1 },
         Kit::InvalidJson {
             path: ".".into(),
@@ -62,37 +63,55 @@ fn every_server_error_code_is_known_to_the_client() {
         Kit::RateLimited {
             retry_after: Duration::from_secs(1),
         },
-        Kit::ProviderFailed {
+        Kit::Internal { message: m() },
+    ];
+    let generation = [
+        Gen::InvalidJson {
+            path: ".".into(),
+            message: m(),
+        },
+        Gen::InvalidParameter {
+            name: "x",
+            message: m(),
+        },
+        Gen::BodyTooLarge { max: 1 },
+        Gen::ProviderFailed {
             provider: p,
             message: m(),
         },
-        Kit::ProviderTimeout { provider: p },
-        Kit::ProviderRateLimited {
+        Gen::ProviderTimeout { provider: p },
+        Gen::ProviderRateLimited {
             provider: p,
             retry_after: None,
         },
-        Kit::ProviderBlocked {
+        Gen::ProviderBlocked {
             provider: p,
             reason: m(),
         },
-        Kit::ProviderUnavailable {
+        Gen::ProviderUnavailable {
             provider: p,
             message: m(),
         },
-        Kit::ProviderInvalidResponse {
+        Gen::ProviderInvalidResponse {
             provider: p,
             message: m(),
         },
-        Kit::Media { message: m() },
-        Kit::MediaLinkInvalid { reason: "expired" },
-        Kit::WebhookFailed { message: m() },
-        Kit::InvalidImage { message: m() },
-        Kit::Internal { message: m() },
+        Gen::Media { message: m() },
+        Gen::MediaLinkInvalid { reason: "expired" },
+        Gen::WebhookFailed { message: m() },
+        Gen::InvalidImage { message: m() },
+        Gen::Internal { message: m() },
     ];
     let mut codes: Vec<String> = core.iter().map(|e| e.code().to_owned()).collect();
-    codes.extend(kit.iter().map(|e| e.code().to_owned()));
-    // The replay refusal of key creation (creapic_server_kit::idempotent).
+    codes.extend(http.iter().map(|e| e.code().to_owned()));
+    // The generation tree's errors reach the wire wrapped in the HTTP error: check them so.
+    codes.extend(generation.map(|e| Kit::from(e).code().to_owned()));
+    // The replay refusal of key creation (creapic_server_kit::http::idempotent).
     codes.push("already_processed".into());
+    // A few codes are raised by both trees (`invalid_json`, `invalid_parameter`,
+    // `body_too_large`, `internal_error`): count each code once.
+    codes.sort();
+    codes.dedup();
     for code in &codes {
         let parsed = ErrorCode::parse(code);
         assert!(

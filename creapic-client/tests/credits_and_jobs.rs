@@ -161,8 +161,8 @@ async fn balance_ledger_usage_and_jobs_on_every_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_is_canceled_through_the_client_on_every_backend() {
-    use creapic_server_kit::media::{MediaStore, SigningKey};
-    use creapic_server_kit::pipeline::Pipeline;
+    use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+    use creapic_server_kit::generation::pipeline::Pipeline;
     for backend in BACKENDS {
         // No runner: the job stays queued until it is canceled.
         let pipeline = Pipeline::offline(MediaStore::in_memory(SigningKey::generate()));

@@ -21,8 +21,8 @@ use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::{Creapic, JobSpec, KeySpec, ledger::Credits};
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::{KitConfig, RateLimitConfig, ServiceBuilder};
 
 struct Result {

@@ -16,12 +16,12 @@ use creapic_core::ledger::Credits;
 use creapic_core::scope::ScopeSet;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::{Creapic, JobSpec, KeySpec};
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::prompt::RuleComposer;
-use creapic_server_kit::provider::ImageRequest;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::prompt::RuleComposer;
+use creapic_server_kit::generation::provider::ImageRequest;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Prompts as the rule composer makes them from varied text, so that every image differs.

@@ -33,9 +33,9 @@ use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::{Creapic, JobSpec, KeySpec, ledger::Credits};
-use creapic_server_kit::item::ItemOutput;
-use creapic_server_kit::media::{MediaKey, MediaStore, MediaType, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::item::ItemOutput;
+use creapic_server_kit::generation::media::{MediaKey, MediaStore, MediaType, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::{KitConfig, RateLimitConfig, ServiceBuilder};
 use tower::ServiceExt as _;
 

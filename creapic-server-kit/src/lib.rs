@@ -8,41 +8,27 @@
 //! periodic tasks (last-used flush, retention purges, abandoned holds, stale uploads) some of
 //! the API's promises need. A host that tells the kit each request's client address
 //! ([`PeerAddr`]) gets it audited and its failed authentications limited.
+//!
+//! The kit is two module trees and the pieces that join them:
+//!
+//! - [`http`] — the API over HTTP: routes, handlers, extractors, the error type and its one
+//!   code → status table, OpenAPI, rate limits, request ids, idempotency.
+//! - [`generation`] — making images: providers, prompts, rendering, media storage, the
+//!   pipeline, the paid synchronous flow, the job runner and webhooks.
+//! - [`config`] (settings both trees read) and [`upkeep`] (the background work of both).
+//!
+//! The generation tree never imports the HTTP tree; HTTP calls generation, never the reverse
+//! (`tests/module_trees.rs` checks it). [`Core`] is the core as both trees hold it.
 
-pub mod auth;
-pub mod body;
 pub mod config;
-pub mod contract;
-pub mod error;
-pub mod extract;
-pub mod finished_status;
-pub mod handlers;
-pub mod idempotent;
-pub mod measure;
-pub mod mount;
-pub mod openapi;
-pub mod peer;
-pub mod rate_limit;
-pub mod reference;
-pub mod request_id;
-pub mod response;
-pub mod routes;
-pub mod service;
-pub mod views;
+pub mod generation;
+pub mod http;
+pub mod upkeep;
+
+/// The core service over any store: what both trees call into.
+pub type Core = std::sync::Arc<creapic_core::Creapic<dyn creapic_core::store::Store>>;
 
 pub use config::{Limits, Pricing, RateLimitConfig, TrustedProxies};
-pub use error::Error;
-pub use peer::PeerAddr;
-pub use service::{AppState, CreapicService, KitConfig, ServiceBuilder};
-pub mod item;
-pub mod media;
-pub mod paid;
-pub mod pipeline;
-pub mod prompt;
-pub mod provider;
-pub mod render;
-pub mod retry;
-pub mod runner;
-pub mod scene;
-pub mod upkeep;
-pub mod webhook;
+pub use http::Error;
+pub use http::peer::PeerAddr;
+pub use http::service::{AppState, CreapicService, KitConfig, ServiceBuilder};

@@ -31,11 +31,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::error::Error;
-use crate::pipeline::Pipeline;
-use crate::runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats};
-use crate::service::{AppState, Core};
-use crate::webhook::{WebhookConfig, WebhookEndpoints};
+use crate::Core;
+use crate::generation::pipeline::Pipeline;
+use crate::generation::runner::{Runner, RunnerConfig, RunnerHandle, RunnerStats};
+use crate::generation::webhook::{WebhookConfig, WebhookEndpoints};
+use crate::http::error::Error;
+use crate::http::service::AppState;
 
 /// Default [`UpkeepConfig::usage_flush_period`]: 5 s. Each key is still written at most once
 /// per `AuthConfig::usage_flush_interval` (60 s); this only bounds the lag beyond that.

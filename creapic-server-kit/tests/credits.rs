@@ -17,8 +17,8 @@ use creapic_core::clock::{ManualClock, Timestamp};
 use creapic_core::key::KeyMode;
 use creapic_core::scope::Scope;
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use serde_json::{Value, json};
 
 /// 2026-03-10T10:00:00Z: a fixed "now" so that days are known.

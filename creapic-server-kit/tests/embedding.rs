@@ -22,8 +22,8 @@ use creapic_core::random::SeededRandom;
 use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::{CreapicService, KitConfig, ServiceBuilder};
 use serde_json::json;
 

@@ -34,11 +34,11 @@ use creapic_core::scope::Scope;
 use creapic_core::store::{ConnectOptions, Store, connect};
 use creapic_core::testing::Fixture;
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::retry::RetryPolicy;
-use creapic_server_kit::runner::{Runner, RunnerConfig, RunnerHandle};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::retry::RetryPolicy;
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig, RunnerHandle};
 use serde_json::{Value, json};
 
 const PG: &str = "127.0.0.1:5432";
@@ -384,7 +384,7 @@ async fn postgres_cut_under_load_answers_503_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_killed_mid_job_is_finished_by_another_and_charged_once() {
-    use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
+    use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
 
     /// The offline renderer, slowed down so a job is mid-way when its runner dies.
     #[derive(Debug)]
@@ -398,7 +398,7 @@ async fn a_runner_killed_mid_job_is_finished_by_another_and_charged_once() {
         async fn generate(
             &self,
             req: &ImageRequest,
-        ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+        ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
             tokio::time::sleep(Duration::from_millis(150)).await;
             self.0.generate(req).await
         }
@@ -408,7 +408,7 @@ async fn a_runner_killed_mid_job_is_finished_by_another_and_charged_once() {
     let store = pg_store(&pg_url(), &schema).await;
     let media = MediaStore::in_memory(SigningKey::generate());
     let slow = Pipeline::new(
-        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         Arc::new(Slow(OfflineRenderer::with_long_sides(32, 48))),
         media.clone(),
     )
@@ -477,8 +477,8 @@ async fn a_runner_killed_mid_job_is_finished_by_another_and_charged_once() {
 #[cfg(feature = "openai")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_times_out_fails_the_items_and_refunds_them() {
-    use creapic_server_kit::provider::HttpSettings;
-    use creapic_server_kit::provider::openai::{OpenAiConfig, OpenAiProvider};
+    use creapic_server_kit::generation::provider::HttpSettings;
+    use creapic_server_kit::generation::provider::openai::{OpenAiConfig, OpenAiProvider};
 
     let mut server = mockito::Server::new_async().await;
     let slow = server
@@ -499,7 +499,7 @@ async fn a_provider_that_times_out_fails_the_items_and_refunds_them() {
     };
     let live = Arc::new(OpenAiProvider::new(config).unwrap());
     let pipeline = Pipeline::new(
-        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         live,
         MediaStore::in_memory(SigningKey::generate()),
     )

@@ -21,9 +21,9 @@ use creapic_core::ledger::EntryKind;
 use creapic_core::page::PageLimit;
 use creapic_core::scope::Scope;
 use creapic_core::store::Store;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
 use serde_json::{Value, json};
 
 /// A model that always fails (as a remote provider answering 500 does).
@@ -39,8 +39,8 @@ impl ImageProvider for Fails {
     async fn generate(
         &self,
         _: &ImageRequest,
-    ) -> Result<GeneratedImage, creapic_server_kit::Error> {
-        Err(creapic_server_kit::Error::ProviderFailed {
+    ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
+        Err(creapic_server_kit::generation::Error::ProviderFailed {
             provider: "fails",
             message: "upstream exploded".into(),
         })
@@ -51,11 +51,11 @@ impl ImageProvider for Fails {
 async fn app_on(store: Arc<dyn Store>) -> TestApp {
     let media = MediaStore::in_memory(SigningKey::generate());
     let pipeline = Pipeline::new(
-        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         Arc::new(Fails),
         media,
     )
-    .with_retry(creapic_server_kit::retry::RetryPolicy::none());
+    .with_retry(creapic_server_kit::generation::retry::RetryPolicy::none());
     common::app_with_pipeline(store, creapic_server_kit::KitConfig::default(), pipeline).await
 }
 

@@ -251,10 +251,10 @@ async fn scenes_are_accepted_as_tasks_and_polled() {
 #[cfg(feature = "openai")]
 #[tokio::test]
 async fn a_provider_failure_refunds_the_tokens_and_test_keys_stay_offline() {
-    use creapic_server_kit::media::{MediaStore, SigningKey};
-    use creapic_server_kit::pipeline::Pipeline;
-    use creapic_server_kit::prompt::RuleComposer;
-    use creapic_server_kit::provider::openai::{OpenAiConfig, OpenAiProvider};
+    use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+    use creapic_server_kit::generation::pipeline::Pipeline;
+    use creapic_server_kit::generation::prompt::RuleComposer;
+    use creapic_server_kit::generation::provider::openai::{OpenAiConfig, OpenAiProvider};
     use std::sync::Arc;
 
     let mut server = mockito::Server::new_async().await;
@@ -270,7 +270,7 @@ async fn a_provider_failure_refunds_the_tokens_and_test_keys_stay_offline() {
     let live = Arc::new(OpenAiProvider::new(config).unwrap());
     let media = MediaStore::in_memory(SigningKey::generate());
     let pipeline = Pipeline::new(Arc::new(RuleComposer), live, media)
-        .with_retry(creapic_server_kit::retry::RetryPolicy::none());
+        .with_retry(creapic_server_kit::generation::retry::RetryPolicy::none());
     let app = common::app_with_pipeline(
         Arc::new(creapic_core::store::memory::MemoryStore::new()),
         Default::default(),
@@ -325,9 +325,9 @@ async fn a_provider_failure_refunds_the_tokens_and_test_keys_stay_offline() {
 
 #[tokio::test]
 async fn a_panicking_provider_is_a_failed_provider_refunded_and_the_server_stays_up() {
-    use creapic_server_kit::media::{MediaStore, SigningKey};
-    use creapic_server_kit::pipeline::Pipeline;
-    use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
+    use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+    use creapic_server_kit::generation::pipeline::Pipeline;
+    use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
     use std::sync::Arc;
 
     #[derive(Debug)]
@@ -341,14 +341,14 @@ async fn a_panicking_provider_is_a_failed_provider_refunded_and_the_server_stays
         async fn generate(
             &self,
             _: &ImageRequest,
-        ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+        ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
             panic!("a provider bug");
         }
     }
 
     let media = MediaStore::in_memory(SigningKey::generate());
     let pipeline = Pipeline::new(
-        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         Arc::new(Panics),
         media,
     );

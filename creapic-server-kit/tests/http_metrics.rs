@@ -8,8 +8,8 @@ mod common;
 
 use std::sync::Arc;
 
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use creapic_server_kit::{KitConfig, ServiceBuilder};
 use tower::ServiceExt;
 
@@ -73,7 +73,7 @@ async fn metrics_count_requests_by_route_and_errors_by_code() {
     let request = http::Request::get("/metrics")
         .body(axum::body::Body::empty())
         .unwrap();
-    let response = creapic_server_kit::routes::metrics_router(handle)
+    let response = creapic_server_kit::http::routes::metrics_router(handle)
         .oneshot(request)
         .await
         .unwrap();

@@ -19,10 +19,10 @@ use creapic_core::scope::Scope;
 use creapic_core::store::Store;
 use creapic_core::{CoreConfig, Creapic};
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
 use serde_json::{Value, json};
 
 fn small_offline() -> Pipeline {
@@ -190,7 +190,7 @@ impl ImageProvider for Slow {
     async fn generate(
         &self,
         request: &ImageRequest,
-    ) -> Result<GeneratedImage, creapic_server_kit::Error> {
+    ) -> Result<GeneratedImage, creapic_server_kit::generation::Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.generate(request).await
@@ -204,7 +204,7 @@ fn slow_pipeline(delay: Duration) -> (Pipeline, Arc<Slow>) {
         inner: OfflineRenderer::with_long_sides(48, 64),
     });
     let pipeline = Pipeline::new(
-        Arc::new(creapic_server_kit::prompt::RuleComposer),
+        Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         slow.clone(),
         MediaStore::in_memory(SigningKey::generate()),
     );

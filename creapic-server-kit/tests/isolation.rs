@@ -24,10 +24,10 @@ use creapic_core::store::memory::MemoryStore;
 use creapic_core::store::sqlite::SqliteStore;
 use creapic_core::store::{ConnectOptions, Store};
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig};
 use serde_json::{Value, json};
 
 /// In every prompt of A: no answer to B may contain it.

@@ -12,8 +12,8 @@ use common::{app_with_core, backends, body};
 use creapic_core::Creapic;
 use creapic_core::scope::Scope;
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

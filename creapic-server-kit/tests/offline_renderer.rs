@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use creapic_core::generation::{AspectRatio, Quality};
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::provider::{ImageProvider, ImageRequest};
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::provider::{ImageProvider, ImageRequest};
 use serde_json::json;
 
 fn request(prompt: serde_json::Value, aspect: AspectRatio, quality: Quality) -> ImageRequest {

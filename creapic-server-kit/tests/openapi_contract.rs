@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{app, body};
 use creapic_core::scope::Scope;
-use creapic_server_kit::contract::ROUTES;
+use creapic_server_kit::http::contract::ROUTES;
 use serde_json::Value;
 
 /// (path, method) → documented statuses.

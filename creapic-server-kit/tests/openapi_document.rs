@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use creapic_server_kit::reference;
+use creapic_server_kit::http::reference;
 
 const REGENERATE: &str = "regenerate it with `cargo run --bin creapic -- openapi > docs/openapi.json` \
 (or `CREAPIC_UPDATE_OPENAPI=1 cargo test -p creapic-server-kit --test openapi_document`) \

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use creapic_core::generation::{AspectRatio, Quality};
-use creapic_server_kit::Error;
-use creapic_server_kit::prompt::{GeminiComposer, PromptComposer};
-use creapic_server_kit::provider::gemini::{GeminiConfig, GeminiProvider};
-use creapic_server_kit::provider::openai::{OpenAiConfig, OpenAiProvider, SizeTable};
-use creapic_server_kit::provider::{HttpSettings, ImageProvider, ImageRequest};
+use creapic_server_kit::generation::Error;
+use creapic_server_kit::generation::prompt::{GeminiComposer, PromptComposer};
+use creapic_server_kit::generation::provider::gemini::{GeminiConfig, GeminiProvider};
+use creapic_server_kit::generation::provider::openai::{OpenAiConfig, OpenAiProvider, SizeTable};
+use creapic_server_kit::generation::provider::{HttpSettings, ImageProvider, ImageRequest};
 use mockito::Matcher;
 use secrecy::SecretString;
 use serde_json::json;

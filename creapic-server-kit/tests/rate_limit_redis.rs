@@ -6,7 +6,7 @@
 
 use creapic_core::id::KeyId;
 use creapic_server_kit::RateLimitConfig;
-use creapic_server_kit::rate_limit::{RateLimiter, RedisLimiter};
+use creapic_server_kit::http::rate_limit::{RateLimiter, RedisLimiter};
 
 #[tokio::test]
 async fn two_replicas_share_one_budget() {

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use creapic_core::Creapic;
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::{KitConfig, ServiceBuilder, reference};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::http::reference;
+use creapic_server_kit::{KitConfig, ServiceBuilder};
 
 /// The attribute `name="…"`'s value in `html`.
 fn attribute<'a>(html: &'a str, name: &str) -> &'a str {

@@ -26,17 +26,19 @@ use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::testing::Fixture;
 use creapic_core::{Creapic, JobSpec, KeySpec, Principal};
-use creapic_server_kit::Error;
-use creapic_server_kit::item::ItemOutput;
-use creapic_server_kit::media::{MediaStore, MediaType, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::prompt::RuleComposer;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::provider::{GeneratedImage, ImageProvider, ImageRequest};
-use creapic_server_kit::retry::RetryPolicy;
-use creapic_server_kit::runner::{Runner, RunnerConfig, RunnerHandle};
-use creapic_server_kit::scene::{Layer, SceneSpec};
-use creapic_server_kit::webhook::{StaticEndpoints, WebhookConfig, WebhookEndpoint, WebhookSecret};
+use creapic_server_kit::generation::Error;
+use creapic_server_kit::generation::item::ItemOutput;
+use creapic_server_kit::generation::media::{MediaStore, MediaType, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::prompt::RuleComposer;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::provider::{GeneratedImage, ImageProvider, ImageRequest};
+use creapic_server_kit::generation::retry::RetryPolicy;
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig, RunnerHandle};
+use creapic_server_kit::generation::scene::{Layer, SceneSpec};
+use creapic_server_kit::generation::webhook::{
+    StaticEndpoints, WebhookConfig, WebhookEndpoint, WebhookSecret,
+};
 use tokio::sync::Semaphore;
 
 const CREDITS: u64 = 1000;
@@ -726,7 +728,8 @@ async fn scenes_composite_layers_of_the_same_organization_only() {
     );
 
     // A layer key of bytes this organization never stored is "not found": failed, refunded.
-    let foreign = creapic_server_kit::media::MediaKey::of(b"someone else's", MediaType::Png);
+    let foreign =
+        creapic_server_kit::generation::media::MediaKey::of(b"someone else's", MediaType::Png);
     let spec = JobSpec {
         kind: JobKind::Scene,
         inputs: vec![scene(foreign).to_input().unwrap()],
@@ -783,7 +786,7 @@ async fn completion_webhooks_are_signed_in_the_standard_webhooks_format() {
             endpoints,
             // The receiver is on loopback: allowed explicitly (refused by default).
             WebhookConfig {
-                destinations: creapic_server_kit::webhook::Destinations::Any,
+                destinations: creapic_server_kit::generation::webhook::Destinations::Any,
                 ..WebhookConfig::default()
             },
         )

@@ -12,9 +12,9 @@ use common::{app, body};
 use creapic_core::generation::{AspectRatio, Quality};
 use creapic_core::key::KeyMode;
 use creapic_core::scope::Scope;
-use creapic_server_kit::media::{MediaStore, MediaType, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::scene::{Layer, SceneSpec};
+use creapic_server_kit::generation::media::{MediaStore, MediaType, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::scene::{Layer, SceneSpec};
 use image::{ImageEncoder, RgbaImage};
 use serde_json::json;
 
@@ -25,17 +25,20 @@ struct Counting {
 }
 
 #[async_trait::async_trait]
-impl creapic_server_kit::provider::ImageProvider for Counting {
+impl creapic_server_kit::generation::provider::ImageProvider for Counting {
     fn name(&self) -> &'static str {
         "counting"
     }
 
     async fn generate(
         &self,
-        request: &creapic_server_kit::provider::ImageRequest,
-    ) -> Result<creapic_server_kit::provider::GeneratedImage, creapic_server_kit::Error> {
+        request: &creapic_server_kit::generation::provider::ImageRequest,
+    ) -> Result<
+        creapic_server_kit::generation::provider::GeneratedImage,
+        creapic_server_kit::generation::Error,
+    > {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        creapic_server_kit::provider::offline::OfflineRenderer::with_long_sides(64, 64)
+        creapic_server_kit::generation::provider::offline::OfflineRenderer::with_long_sides(64, 64)
             .generate(request)
             .await
     }
@@ -90,7 +93,7 @@ async fn layers_over_the_budget_only_by_their_real_size_fail_at_render_time() {
     let media = MediaStore::in_memory(SigningKey::generate());
     let provider = std::sync::Arc::new(Counting::default());
     let pipeline = Pipeline::new(
-        std::sync::Arc::new(creapic_server_kit::prompt::RuleComposer),
+        std::sync::Arc::new(creapic_server_kit::generation::prompt::RuleComposer),
         provider.clone(),
         media.clone(),
     );

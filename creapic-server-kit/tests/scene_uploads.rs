@@ -18,10 +18,10 @@ use creapic_core::scope::Scope;
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_server_kit::KitConfig;
-use creapic_server_kit::media::{MediaStore, MediaType, SigningKey, UploadId};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::provider::offline::OfflineRenderer;
-use creapic_server_kit::runner::{Runner, RunnerConfig};
+use creapic_server_kit::generation::media::{MediaStore, MediaType, SigningKey, UploadId};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::provider::offline::OfflineRenderer;
+use creapic_server_kit::generation::runner::{Runner, RunnerConfig};
 use serde_json::json;
 
 /// Every file under `dir`, with its size.
@@ -290,7 +290,7 @@ async fn a_failing_media_store_is_a_503_without_paths_in_the_body() {
     // The media directory becomes a file: every write fails inside the object store.
     std::fs::remove_dir_all(&dir.0).unwrap();
     std::fs::write(&dir.0, b"not a directory").unwrap();
-    let fast = creapic_server_kit::retry::RetryPolicy {
+    let fast = creapic_server_kit::generation::retry::RetryPolicy {
         attempts_max: 1,
         delay_min: Duration::from_millis(1),
         delay_max: Duration::from_millis(1),

@@ -19,9 +19,9 @@ use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::{Creapic, KeySpec};
 use creapic_server_kit::ServiceBuilder;
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::runner::RunnerConfig;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::runner::RunnerConfig;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use serde_json::json;
 

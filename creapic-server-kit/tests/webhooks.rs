@@ -13,8 +13,8 @@ use bytes::Bytes;
 use creapic_core::clock::{Clock, SystemClock, Timestamp};
 use creapic_core::id::OrgId;
 use creapic_core::random::SeededRandom;
-use creapic_server_kit::retry::RetryPolicy;
-use creapic_server_kit::webhook::{
+use creapic_server_kit::generation::retry::RetryPolicy;
+use creapic_server_kit::generation::webhook::{
     Destinations, Event, StaticEndpoints, WebhookConfig, WebhookEndpoint, WebhookSecret,
     WebhookSender,
 };

@@ -17,7 +17,7 @@ use creapic_core::page::PageLimit;
 use creapic_core::scope::ScopeSet;
 use creapic_core::store::{ConnectOptions, KeyQuery, Store};
 use creapic_core::{Creapic, KeySpec};
-use creapic_server_kit::views;
+use creapic_server_kit::http::views;
 use serde_json::json;
 
 use crate::cli::{
@@ -605,7 +605,10 @@ pub async fn audit(args: &StoreArgs, audit: AuditArgs) -> CliResult {
     match audit.format {
         AuditFormat::Json => output::json(&json!({ "events": events })),
         AuditFormat::Csv => {
-            print!("{}", creapic_server_kit::handlers::audit::to_csv(&events));
+            print!(
+                "{}",
+                creapic_server_kit::http::handlers::audit::to_csv(&events)
+            );
             Ok(())
         }
         AuditFormat::Text => {

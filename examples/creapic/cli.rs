@@ -75,6 +75,12 @@ impl From<creapic_server_kit::Error> for CliError {
     }
 }
 
+impl From<creapic_server_kit::generation::Error> for CliError {
+    fn from(e: creapic_server_kit::generation::Error) -> Self {
+        CliError::new(format!("{e} [{}]", e.code()))
+    }
+}
+
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// creapic: a metered AI-media API secured by organization-scoped API keys.
@@ -724,5 +730,8 @@ fn completions(shell: clap_complete::Shell) -> CliResult {
 /// changes them), as the canonical text of `docs/openapi.json`.
 fn openapi() {
     let limits = creapic_server_kit::KitConfig::default().limits;
-    print!("{}", creapic_server_kit::reference::document_text(&limits));
+    print!(
+        "{}",
+        creapic_server_kit::http::reference::document_text(&limits)
+    );
 }

@@ -19,11 +19,11 @@ use std::time::Duration;
 use creapic_core::Creapic;
 use creapic_core::store::postgres::PgStore;
 use creapic_core::store::{ConnectOptions, Store};
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
-use creapic_server_kit::prompt::{PromptComposer, RuleComposer};
-use creapic_server_kit::provider::{ImageProvider, ProviderConfig};
-use creapic_server_kit::runner::RunnerConfig;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
+use creapic_server_kit::generation::prompt::{PromptComposer, RuleComposer};
+use creapic_server_kit::generation::provider::{ImageProvider, ProviderConfig};
+use creapic_server_kit::generation::runner::RunnerConfig;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
 
@@ -100,21 +100,22 @@ fn write_private(path: &Path, text: &str) -> CliResult {
 fn providers(
     choice: ProviderChoice,
 ) -> CliResult<(Arc<dyn PromptComposer>, Arc<dyn ImageProvider>)> {
-    let hint = |e: creapic_server_kit::Error| {
+    let hint = |e: creapic_server_kit::generation::Error| {
         CliError::from(e).hint("set the provider's API key variable, or use --provider offline")
     };
     Ok(match choice {
         ProviderChoice::Offline => (Arc::new(RuleComposer), ProviderConfig::default().build()?),
         ProviderChoice::Gemini => {
-            let config =
-                creapic_server_kit::provider::gemini::GeminiConfig::from_env().map_err(hint)?;
+            let config = creapic_server_kit::generation::provider::gemini::GeminiConfig::from_env()
+                .map_err(hint)?;
             let composer =
-                creapic_server_kit::prompt::GeminiComposer::new(config.clone()).map_err(hint)?;
+                creapic_server_kit::generation::prompt::GeminiComposer::new(config.clone())
+                    .map_err(hint)?;
             (Arc::new(composer), ProviderConfig::Gemini(config).build()?)
         }
         ProviderChoice::Openai => {
-            let config =
-                creapic_server_kit::provider::openai::OpenAiConfig::from_env().map_err(hint)?;
+            let config = creapic_server_kit::generation::provider::openai::OpenAiConfig::from_env()
+                .map_err(hint)?;
             (
                 Arc::new(RuleComposer),
                 ProviderConfig::OpenAi(config).build()?,
@@ -253,7 +254,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     }
     #[cfg(feature = "redis")]
     if let Some(redis_url) = &args.redis {
-        let limiter = creapic_server_kit::rate_limit::RedisLimiter::connect(
+        let limiter = creapic_server_kit::http::rate_limit::RedisLimiter::connect(
             redis_url,
             "creapic:rl",
             config.rate_limit,
@@ -347,7 +348,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     let api = crate::connections::serve(listener, router, limits, stopped(stop_rx.clone()));
     let metrics_server = async {
         if let Some((handle, listener)) = metrics {
-            let router = creapic_server_kit::routes::metrics_router(handle);
+            let router = creapic_server_kit::http::routes::metrics_router(handle);
             crate::connections::serve(listener, router, limits, stopped(stop_rx.clone())).await;
         }
     };
@@ -418,7 +419,7 @@ async fn dashboard_login(
         if token_ok && let Ok(Some(user)) = login.core.store().user_by_email(&email).await {
             request
                 .extensions_mut()
-                .insert(creapic_server_kit::auth::DashboardUser(user.id));
+                .insert(creapic_server_kit::http::auth::DashboardUser(user.id));
         }
     }
     next.run(request).await

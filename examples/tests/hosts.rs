@@ -24,8 +24,8 @@ use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::{Creapic, KeySpec};
-use creapic_server_kit::media::{MediaStore, SigningKey};
-use creapic_server_kit::pipeline::Pipeline;
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::pipeline::Pipeline;
 use serde_json::{Value, json};
 
 /// A core with an organization, 10 credits and a key for images and organizations.

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use creapic_core::id::OrgId;
-use creapic_server_kit::media::{MediaKey, MediaStore, SigningKey};
+use creapic_server_kit::generation::media::{MediaKey, MediaStore, SigningKey};
 use serde_json::Value;
 use support::{BIN, cli_json, spawn_serve};
 

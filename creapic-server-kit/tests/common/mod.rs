@@ -15,8 +15,8 @@ use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_core::{Creapic, KeySpec};
-use creapic_server_kit::auth::DashboardUser;
-use creapic_server_kit::media::{MediaStore, SigningKey};
+use creapic_server_kit::generation::media::{MediaStore, SigningKey};
+use creapic_server_kit::http::auth::DashboardUser;
 use creapic_server_kit::{CreapicService, KitConfig, ServiceBuilder};
 
 pub struct TestApp {
@@ -35,14 +35,14 @@ pub async fn app() -> TestApp {
 
 pub async fn app_with(store: Arc<dyn Store>, config: KitConfig) -> TestApp {
     let media = MediaStore::in_memory(SigningKey::generate());
-    let pipeline = creapic_server_kit::pipeline::Pipeline::offline(media);
+    let pipeline = creapic_server_kit::generation::pipeline::Pipeline::offline(media);
     app_with_pipeline(store, config, pipeline).await
 }
 
 pub async fn app_with_pipeline(
     store: Arc<dyn Store>,
     config: KitConfig,
-    pipeline: creapic_server_kit::pipeline::Pipeline,
+    pipeline: creapic_server_kit::generation::pipeline::Pipeline,
 ) -> TestApp {
     app_with_core(Arc::new(Creapic::new(store)), config, pipeline).await
 }
@@ -51,7 +51,7 @@ pub async fn app_with_pipeline(
 pub async fn app_with_core(
     core: Arc<Creapic<dyn Store>>,
     config: KitConfig,
-    pipeline: creapic_server_kit::pipeline::Pipeline,
+    pipeline: creapic_server_kit::generation::pipeline::Pipeline,
 ) -> TestApp {
     let (core, service, base, server) = serve_core(core, config, pipeline).await;
     let owner = core.ensure_user("owner@example.com").await.unwrap();
@@ -78,7 +78,7 @@ pub async fn app_with_core(
 /// A server over a store that may not work (no user or organization is created).
 pub async fn app_with_unseeded(store: Arc<dyn Store>) -> TestApp {
     let media = MediaStore::in_memory(SigningKey::generate());
-    let pipeline = creapic_server_kit::pipeline::Pipeline::offline(media);
+    let pipeline = creapic_server_kit::generation::pipeline::Pipeline::offline(media);
     let (core, service, base, server) = serve(store, KitConfig::default(), pipeline).await;
     TestApp {
         base,
@@ -101,7 +101,7 @@ type Served = (
 async fn serve(
     store: Arc<dyn Store>,
     config: KitConfig,
-    pipeline: creapic_server_kit::pipeline::Pipeline,
+    pipeline: creapic_server_kit::generation::pipeline::Pipeline,
 ) -> Served {
     serve_core(Arc::new(Creapic::new(store)), config, pipeline).await
 }
@@ -109,7 +109,7 @@ async fn serve(
 async fn serve_core(
     core: Arc<Creapic<dyn Store>>,
     config: KitConfig,
-    pipeline: creapic_server_kit::pipeline::Pipeline,
+    pipeline: creapic_server_kit::generation::pipeline::Pipeline,
 ) -> Served {
     let service = ServiceBuilder::new(core.clone(), pipeline)
         .config(config)

@@ -6,7 +6,7 @@ use creapic_core::wire::{
     BulkImagesRequest, CreateKeyRequest, CreateOrganizationRequest, GenerateImageRequest,
     SceneRenderRequest,
 };
-use creapic_server_kit::body::parse;
+use creapic_server_kit::http::body::parse;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = parse::<GenerateImageRequest>(data);
