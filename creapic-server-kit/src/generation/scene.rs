@@ -111,8 +111,8 @@ impl SceneSpec {
 
     /// Refuses (422 `limit_exceeded`) a scene whose geometry alone is over the render's pixel
     /// budget on the canvas its aspect ratio and quality ask for
-    /// ([`crate::generation::render::composite::geometry_pixels`]): the layers' sizes are not known here,
-    /// so each counts as square at its scaled width; the exact sum, with the real canvas and
+    /// ([`crate::generation::render::composite::geometry_pixels`]): the layers' sizes are not known
+    /// here, so each counts as square at its scaled width; the exact sum, with the real canvas and
     /// the layers' real sizes, is checked again when the scene is rendered.
     pub fn check_pixel_budget(&self) -> Result<(), Error> {
         let (canvas_width, _) = self.aspect_ratio.size(self.quality.long_side());

@@ -130,8 +130,8 @@ impl<N: KeyRequirement> FromRequestParts<AppState> for Authorized<N> {
     }
 }
 
-/// A JSON body read under `Limits::body_max_bytes` (see [`crate::http::body::read_json`]): the value
-/// and the raw bytes, which the idempotency fingerprint covers. Rejects with 400, 413 or 415.
+/// A JSON body read under `Limits::body_max_bytes` (see [`crate::http::body::read_json`]): the
+/// value and the raw bytes, which the idempotency fingerprint covers. Rejects with 400, 413 or 415.
 #[derive(Debug)]
 pub struct BoundedJson<T>(pub T, pub Bytes);
 
@@ -184,9 +184,9 @@ impl FromRequestParts<AppState> for AuditContext {
     }
 }
 
-/// The person signed in to the host's dashboard ([`crate::http::auth::DashboardUser`] in the request
-/// extensions); 401 `not_signed_in` otherwise. Whether that person may act on an organization is
-/// the core's check, made by the handler.
+/// The person signed in to the host's dashboard ([`crate::http::auth::DashboardUser`] in the
+/// request extensions); 401 `not_signed_in` otherwise. Whether that person may act on an
+/// organization is the core's check, made by the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignedIn(pub UserId);
 

@@ -4,12 +4,12 @@
 //! Design decision: **a body is cached only for a finished job and only for one link window.**
 //! A finished job never changes (see `creapic_core::finished_jobs`), so its status body changes
 //! only through its signed media links, and those are the same URL for every request within one
-//! [`LinkWindow`](crate::http::service::LinkWindow) (their expiry is rounded down to the window's step).
-//! An entry remembers the window's expiry it was built for: a lookup in a later window is a miss,
-//! and the entry is rebuilt. Lookups check the organization: another organization's job is a
+//! [`LinkWindow`](crate::http::service::LinkWindow) (their expiry is rounded down to the window's
+//! step). An entry remembers the window's expiry it was built for: a lookup in a later window is a
+//! miss, and the entry is rebuilt. Lookups check the organization: another organization's job is a
 //! miss, never another organization's body. They check the mount prefix the links were built on
-//! too ([`crate::http::mount`]): a kit reached under two prefixes never answers one with the other's
-//! links. Only `GET /api/playground/images/{jobId}` fills and
+//! too ([`crate::http::mount`]): a kit reached under two prefixes never answers one with the
+//! other's links. Only `GET /api/playground/images/{jobId}` fills and
 //! reads it (bulk jobs), after authentication, scope and rate limit, exactly as on a miss.
 //! Bounded at [`FINISHED_STATUS_MAX`] entries; when full, an arbitrary entry is evicted.
 

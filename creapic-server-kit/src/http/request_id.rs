@@ -4,9 +4,9 @@
 //! The id lives in a task-local for the duration of the request, so an error turned into a
 //! response deep inside a handler finds it without threading it through every signature. The
 //! peer's address rides along ([`peer`]): API-key authentication charges failed lookups to it;
-//! so does the prefix the host mounted the kit at ([`crate::http::mount`]), which media links follow. A
-//! client-supplied `x-request-id` is kept when it is short visible ASCII (≤ 64 bytes); anything
-//! else is replaced, so logs never carry attacker-sized or control-character ids.
+//! so does the prefix the host mounted the kit at ([`crate::http::mount`]), which media links
+//! follow. A client-supplied `x-request-id` is kept when it is short visible ASCII (≤ 64 bytes);
+//! anything else is replaced, so logs never carry attacker-sized or control-character ids.
 //!
 //! Design decision: **a hand-written layer, not `axum::middleware::from_fn`.** This runs on
 //! every request, and `from_fn` clones the inner service and boxes a future per request; here
@@ -95,8 +95,8 @@ impl std::fmt::Debug for RequestId {
 }
 
 /// What the task-local holds for one request: its id, the peer's address (the host's
-/// [`crate::PeerAddr`] or axum's `ConnectInfo<SocketAddr>`, see [`crate::http::peer`]), which API-key
-/// authentication charges failed lookups to, and the mount prefix media links are built on
+/// [`crate::PeerAddr`] or axum's `ConnectInfo<SocketAddr>`, see [`crate::http::peer`]), which
+/// API-key authentication charges failed lookups to, and the mount prefix media links are built on
 /// (`None` at the root: no allocation).
 #[derive(Clone)]
 struct Current {

@@ -2,7 +2,8 @@
 //! template when the host enabled metrics; and the metrics route, which is not on the public
 //! table unless the host asks for it ([`crate::KitConfig::metrics_route`]) — hosts serve
 //! [`metrics_router`] on a private address; and the API reference page with its viewer
-//! ([`crate::http::reference`]), on unless the host switches [`crate::KitConfig::reference_page`] off.
+//! ([`crate::http::reference`]), on unless the host switches [`crate::KitConfig::reference_page`]
+//! off.
 
 use axum::Router;
 use axum::routing::{MethodRouter, get, patch, post};

@@ -46,8 +46,8 @@ pub struct KitConfig {
     pub trust_forwarded_for: TrustedProxies,
     /// Serve `GET /metrics` on the kit's own router (needs [`ServiceBuilder::metrics`]). Off by
     /// default: the kit's routes face integrators, and metrics name routes, codes and volumes
-    /// they have no business reading. Hosts serve [`crate::http::routes::metrics_router`] on a private
-    /// address instead, or switch this on behind their own access control.
+    /// they have no business reading. Hosts serve [`crate::http::routes::metrics_router`] on a
+    /// private address instead, or switch this on behind their own access control.
     pub metrics_route: bool,
     /// Serve the API reference page, `GET /api/docs`, and the viewer it loads (see
     /// [`crate::http::reference`]). On by default: it shows nothing `GET /api/openapi` does not
@@ -182,9 +182,9 @@ impl AppState {
         self.media_link_in(self.link_window(), org, key)
     }
 
-    /// The mount prefix the current request's links follow (see [`crate::http::mount`]): `None` when
-    /// [`KitConfig::public_url`] is set (it is then the base of every link) or the kit is served
-    /// at the root.
+    /// The mount prefix the current request's links follow (see [`crate::http::mount`]): `None`
+    /// when [`KitConfig::public_url`] is set (it is then the base of every link) or the kit is
+    /// served at the root.
     pub fn link_mount(&self) -> Option<Arc<str>> {
         if self.0.config.public_url.is_some() {
             None
@@ -194,7 +194,8 @@ impl AppState {
     }
 
     /// A signed URL for an object of `org`, expiring at the end of `window`, on the base the
-    /// rule of [`crate::http::mount`] gives: `public_url`, else the request's mount prefix, else none.
+    /// rule of [`crate::http::mount`] gives: `public_url`, else the request's mount prefix, else
+    /// none.
     pub fn media_link_in(&self, window: LinkWindow, org: OrgId, key: &MediaKey) -> Option<String> {
         let link = self.media().sign(org, key, window.now, window.until).ok()?;
         let mount = self.link_mount();

@@ -23,8 +23,8 @@
 //!
 //! Limits: at most `jobs_max` leased jobs, `concurrency_max` generations in flight, and
 //! `org_concurrency_max` per organization; transient failures are retried under the pipeline's
-//! [`crate::generation::retry::RetryPolicy`]; a job claimed more than `job_claims_max` times (a job that
-//! keeps crashing its runners) has its pending items failed and refunded.
+//! [`crate::generation::retry::RetryPolicy`]; a job claimed more than `job_claims_max` times (a job
+//! that keeps crashing its runners) has its pending items failed and refunded.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -108,7 +108,8 @@ pub async fn generate(
     if let Err(e) = state.media().check_quota(principal.org, 1).await {
         return who.answer(e);
     }
-    // A request with an `Idempotency-Key` can be resumed by its retry (see `crate::generation::paid`).
+    // A request with an `Idempotency-Key` can be resumed by its retry (see
+    // `crate::generation::paid`).
     let resume = if idempotency.is_present() {
         Resume::Resumable
     } else {

@@ -1,6 +1,7 @@
 //! The dashboard's "API keys block": list, create (plaintext shown once) and delete keys of an
-//! organization. Called by a signed-in person (a [`DashboardUser`](crate::http::auth::DashboardUser)
-//! in the request extensions), never by an API key; only owners and admins may manage keys.
+//! organization. Called by a signed-in person (a
+//! [`DashboardUser`](crate::http::auth::DashboardUser) in the request extensions), never by an API
+//! key; only owners and admins may manage keys.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};

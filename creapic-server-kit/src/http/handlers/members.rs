@@ -2,8 +2,8 @@
 //! organizations with their role), and an organization's members — listed by any member,
 //! added (`POST`), re-roled (`PATCH`) and removed (`DELETE`) by owners and admins.
 //!
-//! Called by a signed-in person ([`DashboardUser`](crate::http::auth::DashboardUser)), never by an API
-//! key. The design decision: the handlers only parse, authorize and call the core; who may do
+//! Called by a signed-in person ([`DashboardUser`](crate::http::auth::DashboardUser)), never by an
+//! API key. The design decision: the handlers only parse, authorize and call the core; who may do
 //! what to whom (`Role::may_change_member`) and the last-owner rule live in creapic-core, and
 //! the store enforces the last one atomically. Changes go through [`idempotent::run`],
 //! namespaced per user like key creation, and the caller is authorized before its record

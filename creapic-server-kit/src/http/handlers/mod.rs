@@ -1,8 +1,9 @@
 //! The route handlers, one module per resource. Each public handler takes who is calling and
-//! what it asks as extractors ([`crate::http::extract`]: the key authorized before the body is read),
-//! calls `creapic_core` (or, for a paid synchronous generation, [`crate::generation::paid`]), and answers
-//! with a wire type from `creapic_core::wire`, stamped with the key's rate headers; every
-//! failure is an [`Error`] turned into a response. Handlers never call the ledger.
+//! what it asks as extractors ([`crate::http::extract`]: the key authorized before the body is
+//! read), calls `creapic_core` (or, for a paid synchronous generation,
+//! [`crate::generation::paid`]), and answers with a wire type from `creapic_core::wire`, stamped
+//! with the key's rate headers; every failure is an [`Error`] turned into a response. Handlers
+//! never call the ledger.
 
 pub mod audit;
 pub mod credits;

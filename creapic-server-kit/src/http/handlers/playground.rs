@@ -1,8 +1,8 @@
 //! `POST /api/playground/images`, `GET /api/playground/images` (the listing),
 //! `GET /api/playground/images/{jobId}` and
 //! `POST /api/playground/images/{jobId}/cancel`: bulk image jobs, as the 001 document specifies
-//! them — 1 credit per image, all or nothing, then polling; canceling releases what is left. A finished
-//! job's status body is served from [`crate::http::finished_status`].
+//! them — 1 credit per image, all or nothing, then polling; canceling releases what is left. A
+//! finished job's status body is served from [`crate::http::finished_status`].
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
