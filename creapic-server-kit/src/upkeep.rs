@@ -2,7 +2,8 @@
 //!
 //! Several promises of creapic are kept by a task, not by a request: last-used times lag use by
 //! a bounded time only if someone flushes them (`Creapic::flush_usage`), audit events and
-//! idempotency records go after their retention only if someone purges them, no synchronous
+//! idempotency records go after their retention (and ended console sessions) only if someone
+//! purges them, no synchronous
 //! request's hold stays open only if someone sweeps abandoned ones
 //! (`Creapic::release_stale_holds`), staged scene layers a crash left behind go only if someone
 //! sweeps them (`MediaStore::sweep_uploads`), bulk jobs and scene renders run only if a job
@@ -227,11 +228,19 @@ impl Upkeep {
             tasks.spawn(every(config.purge_period, stop_rx.clone(), move || {
                 let core = Arc::clone(&core);
                 async move {
-                    match (core.purge_audit().await, core.purge_requests().await) {
-                        (Ok(a), Ok(r)) => {
-                            tracing::info!(audit = a, idempotency = r, "purged expired records")
+                    let audit = core.purge_audit().await;
+                    let requests = core.purge_requests().await;
+                    let sessions = core.purge_sessions().await;
+                    match (audit, requests, sessions) {
+                        (Ok(a), Ok(r), Ok(s)) => tracing::info!(
+                            audit = a,
+                            idempotency = r,
+                            sessions = s,
+                            "purged expired records"
+                        ),
+                        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                            tracing::warn!(error = %e, "purge failed")
                         }
-                        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purge failed"),
                     }
                 }
             }));

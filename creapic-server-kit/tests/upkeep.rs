@@ -157,8 +157,17 @@ async fn keeps_every_promise(name: &str, store: Arc<dyn Store>) {
         .unwrap();
     let balance = core.balance(org).await.unwrap();
 
+    // A console session, which will have ended by then.
+    let password = creapic_core::account::Password::new("a long enough secret").unwrap();
+    core.set_password("console@example.com", &password)
+        .await
+        .unwrap();
+    let (token, _) = core
+        .sign_in("console@example.com", &password)
+        .await
+        .unwrap();
     // 91 days later: the hold is stale, the idempotency record and the first audit events are
-    // past their retention.
+    // past their retention, the session is long over.
     clock.advance(Duration::from_secs(91 * 24 * 60 * 60));
     let released = eventually(WAIT, || async {
         let hold = core.store().hold(org, abandoned.id).await.unwrap().unwrap();
@@ -202,6 +211,16 @@ async fn keeps_every_promise(name: &str, store: Arc<dyn Store>) {
     })
     .await;
     assert!(fresh, "{name}: the idempotency record was never purged");
+    let gone = eventually(WAIT, || async {
+        use creapic_core::store::AccountStore;
+        core.store()
+            .session(&token.digest())
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(gone, "{name}: the ended console session was never purged");
 
     // Shutdown stops every task: none keeps the core alive.
     let report = upkeep.shutdown(Duration::from_secs(10)).await;
