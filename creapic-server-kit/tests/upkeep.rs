@@ -212,7 +212,6 @@ async fn keeps_every_promise(name: &str, store: Arc<dyn Store>) {
     .await;
     assert!(fresh, "{name}: the idempotency record was never purged");
     let gone = eventually(WAIT, || async {
-        use creapic_core::store::AccountStore;
         core.store()
             .session(&token.digest())
             .await
