@@ -60,6 +60,7 @@ fn every_server_error_code_is_known_to_the_client() {
         Kit::RouteNotFound,
         Kit::MethodNotAllowed,
         Kit::NotSignedIn,
+        Kit::AlreadyProcessed,
         Kit::RateLimited {
             retry_after: Duration::from_secs(1),
         },
@@ -106,8 +107,6 @@ fn every_server_error_code_is_known_to_the_client() {
     codes.extend(http.iter().map(|e| e.code().to_owned()));
     // The generation tree's errors reach the wire wrapped in the HTTP error: check them so.
     codes.extend(generation.map(|e| Kit::from(e).code().to_owned()));
-    // The replay refusal of key creation (creapic_server_kit::http::idempotent).
-    codes.push("already_processed".into());
     // A few codes are raised by both trees (`invalid_json`, `invalid_parameter`,
     // `body_too_large`, `internal_error`): count each code once.
     codes.sort();

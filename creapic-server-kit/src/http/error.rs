@@ -56,6 +56,10 @@ pub enum Error {
     /// A dashboard route was called without a signed-in user in the request extensions.
     #[error("a signed-in dashboard user is required")]
     NotSignedIn,
+    /// A repeat of a request whose result held a secret shown once (a created key): the
+    /// stored answer says it happened and never shows the secret again.
+    #[error("this request was already processed; its result is shown only once")]
+    AlreadyProcessed,
     /// The key sent too many requests.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -86,6 +90,7 @@ impl Error {
             Error::RouteNotFound => "route_not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotSignedIn => "not_signed_in",
+            Error::AlreadyProcessed => "already_processed",
             Error::RateLimited { .. } => "rate_limited",
             Error::Internal { .. } => "internal_error",
         }
@@ -102,6 +107,7 @@ impl Error {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotSignedIn => StatusCode::UNAUTHORIZED,
+            Error::AlreadyProcessed => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -144,7 +150,9 @@ impl Error {
 fn core_status(error: &creapic_core::Error) -> StatusCode {
     use creapic_core::Error as C;
     match error {
-        C::MissingAuthorization | C::InvalidKeyFormat | C::InvalidKey => StatusCode::UNAUTHORIZED,
+        C::MissingAuthorization | C::InvalidKeyFormat | C::InvalidKey | C::InvalidCredentials => {
+            StatusCode::UNAUTHORIZED
+        }
         C::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
         C::MissingScope(_) | C::WrongOrganization | C::Forbidden { .. } => StatusCode::FORBIDDEN,
         C::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -234,6 +242,13 @@ mod tests {
             (Error::RouteNotFound, "route_not_found", 404, None),
             (Error::MethodNotAllowed, "method_not_allowed", 405, None),
             (Error::NotSignedIn, "not_signed_in", 401, None),
+            (Error::AlreadyProcessed, "already_processed", 409, None),
+            (
+                Error::Core(C::InvalidCredentials),
+                "invalid_credentials",
+                401,
+                None,
+            ),
             (
                 Error::RateLimited { retry_after: s(3) },
                 "rate_limited",

@@ -292,14 +292,8 @@ where
         Replay::Refuse => (
             secret_response(status, bytes),
             StoredResponse {
-                status: StatusCode::CONFLICT.as_u16(),
-                body: serde_json::to_vec(&creapic_core::wire::ErrorBody {
-                    error: "this request was already processed; its result is shown only once"
-                        .into(),
-                    code: "already_processed".into(),
-                    request_id: crate::http::request_id::current(),
-                })
-                .unwrap_or_default(),
+                status: Error::AlreadyProcessed.status().as_u16(),
+                body: serde_json::to_vec(&Error::AlreadyProcessed.body()).unwrap_or_default(),
             },
         ),
     };
