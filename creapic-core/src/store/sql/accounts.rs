@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::id::UserId;
 use crate::org::{Email, User};
 use crate::store::AccountStore;
-use crate::store::sql::backend::SqlBackend;
+use crate::store::sql::backend::{SqlBackend, purge_in_batches};
 use crate::store::sql::exec::{Columns, corrupt, stmt};
-use crate::store::sql::rows::{self, PURGE_BATCH, PURGE_BATCHES_MAX};
+use crate::store::sql::rows;
 
 /// Columns of `sessions`, in the order [`session`] reads them.
 const SESSION_READ: &str = "SELECT digest, user_id, created_at, last_seen_at, expires_at \
@@ -131,23 +131,14 @@ impl<B: SqlBackend> AccountStore for B {
     }
 
     async fn purge_sessions(&self, now: Timestamp, idle_cutoff: Timestamp) -> Result<u64> {
-        let mut total = 0;
-        for _ in 0..PURGE_BATCHES_MAX {
-            let mut conn = self.autocommit().await?;
-            let done = stmt(
+        purge_in_batches(self, || {
+            stmt(
                 "DELETE FROM sessions WHERE digest IN (SELECT digest FROM sessions \
                  WHERE expires_at <= $1 OR last_seen_at < $2 LIMIT $3)",
             )
             .bind(now)
             .bind(idle_cutoff)
-            .bind(PURGE_BATCH)
-            .execute(&mut *conn)
-            .await?;
-            total += done;
-            if done < PURGE_BATCH.unsigned_abs() {
-                break;
-            }
-        }
-        Ok(total)
+        })
+        .await
     }
 }

@@ -18,8 +18,9 @@ use crate::audit::AuditEvent;
 use crate::error::Result;
 use crate::key::ApiKey;
 use crate::ledger::{LedgerReceipt, LedgerRequest};
-use crate::store::sql::exec::{Dialect, Exec};
+use crate::store::sql::exec::{Dialect, Exec, Stmt};
 use crate::store::sql::ledger;
+use crate::store::sql::rows::{PURGE_BATCH, PURGE_BATCHES_MAX};
 
 /// A connection of backend `B`.
 pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
@@ -27,6 +28,26 @@ pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
 pub(crate) type Tx<B> = Transaction<'static, <B as SqlBackend>::Db>;
 /// A pooled connection of backend `B`, outside any transaction.
 pub(crate) type Pooled<B> = PoolConnection<<B as SqlBackend>::Db>;
+
+/// Deletes in bounded batches until a batch comes back short: `batch` is one `DELETE` whose
+/// last placeholder is the batch size ([`PURGE_BATCH`]), run on its own (autocommit), so a large
+/// backlog never becomes one long transaction holding locks; at most [`PURGE_BATCHES_MAX`]
+/// batches per call (the next call finishes the rest). How many rows went.
+pub(crate) async fn purge_in_batches<B: SqlBackend>(
+    store: &B,
+    batch: impl Fn() -> Stmt<'static> + Send + Sync,
+) -> Result<u64> {
+    let mut total = 0;
+    for _ in 0..PURGE_BATCHES_MAX {
+        let mut conn = store.autocommit().await?;
+        let done = batch().bind(PURGE_BATCH).execute(&mut *conn).await?;
+        total += done;
+        if done < PURGE_BATCH.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(total)
+}
 
 /// A SQL database the shared store code runs on.
 pub(crate) trait SqlBackend: Sized + Send + Sync + 'static {

@@ -16,9 +16,8 @@ use crate::idempotency::{
 };
 use crate::ledger::IdempotencyKey;
 use crate::store::IdempotencyStore;
-use crate::store::sql::backend::SqlBackend;
+use crate::store::sql::backend::{SqlBackend, purge_in_batches};
 use crate::store::sql::exec::{Columns, corrupt, stmt};
-use crate::store::sql::rows::{PURGE_BATCH, PURGE_BATCHES_MAX};
 
 /// How often `begin_request` goes round when the record changes between its steps.
 const BEGIN_ROUNDS: usize = 3;
@@ -194,23 +193,13 @@ impl<B: SqlBackend> IdempotencyStore for B {
     }
 
     async fn purge_requests_before(&self, cutoff: Timestamp) -> Result<u64> {
-        let mut total = 0;
-        for _ in 0..PURGE_BATCHES_MAX {
-            // One bounded batch per statement: a backlog never becomes one long lock.
-            let mut conn = self.autocommit().await?;
-            let done = stmt(
+        purge_in_batches(self, || {
+            stmt(
                 "DELETE FROM idempotency_requests WHERE (org, key) IN \
                  (SELECT org, key FROM idempotency_requests WHERE created_at < $1 LIMIT $2)",
             )
             .bind(cutoff)
-            .bind(PURGE_BATCH)
-            .execute(&mut *conn)
-            .await?;
-            total += done;
-            if done < PURGE_BATCH.unsigned_abs() {
-                break;
-            }
-        }
-        Ok(total)
+        })
+        .await
     }
 }
