@@ -42,8 +42,8 @@ ${results}
 Reading: spread, the ratio is what the store layer costs on top of the SQL itself (sqlx encoding
 and decoding, pool checkout, building the receipt); target ≥ 0.8×. Hot, one balance row takes
 every write: pgbench's clients queue on its row lock, each holding it across its own commit, so
-adding clients adds waiting, not throughput; PgStore group-commits (ARCHITECTURE.md, store
-backends), so one commit carries every debit that queued meanwhile; target ≥ 5× pgbench at 8 and
+adding clients adds waiting, not throughput; PgStore group-commits (docs/design/stores.md,
+group commit), so one commit carries every debit that queued meanwhile; target ≥ 5× pgbench at 8 and
 32 clients. pgbench generates ids and keys on
 the server (\`gen_random_uuid()\`), the store binds ids the caller minted.
 MD

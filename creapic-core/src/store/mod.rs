@@ -71,7 +71,7 @@ pub trait OrgStore: Send + Sync {
     async fn org(&self, id: OrgId) -> Result<Option<Organization>>;
     /// Sets a user's role in an organization — adding them (joined at `change.at`) when
     /// `change.from` is `None` — and appends `audit`, atomically, after checking in the same
-    /// transaction, with the organization's row locked (`ORG_LOCK`), what
+    /// transaction, with the organization's row locked, what
     /// [`RoleChange::check`] checks: the acting person still has the role they were authorized
     /// with, the target still has `change.from` (`AlreadyMember`, `NotFound { member }` or
     /// `InvalidState` otherwise), and the organization keeps an owner (`LastOwner`: the owners

@@ -3,8 +3,8 @@
 //! operations it does its own way.
 //!
 //! Every store trait is implemented once, for every `SqlBackend` (`orgs.rs`, `keys.rs`,
-//! `ledger.rs`, `jobs.rs`, `audit.rs`, `idempotency.rs`, `generations.rs`). A backend's own file
-//! then holds only what is truly its own: connecting and migrating, classifying its errors, and
+//! `ledger.rs`, `jobs.rs`, `audit.rs`, `idempotency.rs`, `generations.rs`, `accounts.rs`). A
+//! backend's own file then holds only what is truly its own: connecting and migrating, classifying its errors, and
 //! the overrides below (PostgreSQL's one-statement ledger writes and group commit, its revocation
 //! `NOTIFY`). The methods with a default are portable SQL that both databases run; a backend
 //! overrides one only to do the same thing faster or to announce it.

@@ -8,7 +8,7 @@
 //!   operations a backend may do its own way.
 //! - `rows.rs` — column lists and one decoding function per row type.
 //! - `orgs.rs`, `keys.rs`, `ledger.rs`, `jobs.rs`, `audit.rs`, `idempotency.rs`,
-//!   `generations.rs` — one store trait each, every statement written once.
+//!   `generations.rs`, `accounts.rs` — one store trait each, every statement written once.
 //!
 //! Statements use `$1`, `$2`, … placeholders, which both drivers accept, and only SQL both
 //! databases run (`ON CONFLICT`, `RETURNING`, `UPDATE … FROM`, row values). What only
