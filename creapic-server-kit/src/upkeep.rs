@@ -61,7 +61,8 @@ pub struct UpkeepConfig {
     /// `last_used_at` lags its use by at most the core's `usage_flush_interval` plus this.
     pub usage_flush_period: Duration,
     /// How often audit events past `CoreConfig::audit_retention` (90 days) and idempotency
-    /// records past `CoreConfig::idempotency_retention` are purged.
+    /// records past `CoreConfig::idempotency_retention` are purged, and console sessions that
+    /// ended (`Creapic::purge_sessions`) deleted.
     pub purge_period: Duration,
     /// How often the holds of abandoned synchronous requests (older than
     /// `CoreConfig::stale_hold_after`) are released (`Creapic::release_stale_holds`, at most
@@ -227,11 +228,20 @@ impl Upkeep {
             tasks.spawn(every(config.purge_period, stop_rx.clone(), move || {
                 let core = Arc::clone(&core);
                 async move {
-                    match (core.purge_audit().await, core.purge_requests().await) {
-                        (Ok(a), Ok(r)) => {
-                            tracing::info!(audit = a, idempotency = r, "purged expired records")
+                    match (
+                        core.purge_audit().await,
+                        core.purge_requests().await,
+                        core.purge_sessions().await,
+                    ) {
+                        (Ok(a), Ok(r), Ok(s)) => tracing::info!(
+                            audit = a,
+                            idempotency = r,
+                            sessions = s,
+                            "purged expired records"
+                        ),
+                        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                            tracing::warn!(error = %e, "purge failed")
                         }
-                        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "purge failed"),
                     }
                 }
             }));

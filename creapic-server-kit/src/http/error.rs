@@ -56,6 +56,16 @@ pub enum Error {
     /// A dashboard route was called without a signed-in user in the request extensions.
     #[error("a signed-in dashboard user is required")]
     NotSignedIn,
+    /// A console form arrived without its session's CSRF token, or with another one.
+    #[error("the form's security token is missing or out of date")]
+    InvalidCsrfToken,
+    /// Too much of a bounded resource is in use (the console's concurrent sign-ins); retrying
+    /// a little later may succeed.
+    #[error("the server is busy")]
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The key sent too many requests.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -86,6 +96,8 @@ impl Error {
             Error::RouteNotFound => "route_not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotSignedIn => "not_signed_in",
+            Error::InvalidCsrfToken => "invalid_csrf_token",
+            Error::Overloaded { .. } => "overloaded",
             Error::RateLimited { .. } => "rate_limited",
             Error::Internal { .. } => "internal_error",
         }
@@ -102,6 +114,8 @@ impl Error {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotSignedIn => StatusCode::UNAUTHORIZED,
+            Error::InvalidCsrfToken => StatusCode::FORBIDDEN,
+            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,7 +124,9 @@ impl Error {
     /// How long a client should wait before retrying, where that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited { retry_after } | Error::Overloaded { retry_after } => {
+                Some(*retry_after)
+            }
             Error::Core(e) => core_retry_after(e),
             Error::Generation(e) => e.retry_after(),
             _ => None,
@@ -144,7 +160,9 @@ impl Error {
 fn core_status(error: &creapic_core::Error) -> StatusCode {
     use creapic_core::Error as C;
     match error {
-        C::MissingAuthorization | C::InvalidKeyFormat | C::InvalidKey => StatusCode::UNAUTHORIZED,
+        C::MissingAuthorization | C::InvalidKeyFormat | C::InvalidKey | C::InvalidCredentials => {
+            StatusCode::UNAUTHORIZED
+        }
         C::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
         C::MissingScope(_) | C::WrongOrganization | C::Forbidden { .. } => StatusCode::FORBIDDEN,
         C::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -234,6 +252,19 @@ mod tests {
             (Error::RouteNotFound, "route_not_found", 404, None),
             (Error::MethodNotAllowed, "method_not_allowed", 405, None),
             (Error::NotSignedIn, "not_signed_in", 401, None),
+            (Error::InvalidCsrfToken, "invalid_csrf_token", 403, None),
+            (
+                Error::Overloaded { retry_after: s(1) },
+                "overloaded",
+                503,
+                Some(s(1)),
+            ),
+            (
+                C::InvalidCredentials.into(),
+                "invalid_credentials",
+                401,
+                None,
+            ),
             (
                 Error::RateLimited { retry_after: s(3) },
                 "rate_limited",
