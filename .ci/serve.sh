@@ -15,7 +15,7 @@ serve_creapic() {
     --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
   token="ci-$(date +%s%N)"
-  CREAPIC_DASHBOARD_TOKEN="$token" RUST_LOG=warn "$bin" --data-dir "$data" serve \
+  CREAPIC_DASHBOARD_TOKEN="$token" RUST_LOG=warn "$bin" --data-dir "$data" serve --dev-dashboard-token \
     --listen 127.0.0.1:0 "$@" 2>"$data/serve.log" &
   pid=$!
   base=""

@@ -62,7 +62,8 @@ pub struct UpkeepConfig {
     /// `last_used_at` lags its use by at most the core's `usage_flush_interval` plus this.
     pub usage_flush_period: Duration,
     /// How often audit events past `CoreConfig::audit_retention` (90 days) and idempotency
-    /// records past `CoreConfig::idempotency_retention` are purged.
+    /// records past `CoreConfig::idempotency_retention` are purged, and console sessions that
+    /// ended (`Creapic::purge_sessions`) deleted.
     pub purge_period: Duration,
     /// How often the holds of abandoned synchronous requests (older than
     /// `CoreConfig::stale_hold_after`) are released (`Creapic::release_stale_holds`, at most

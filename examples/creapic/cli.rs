@@ -303,6 +303,13 @@ pub struct ServeArgs {
     /// Do not run a job runner in this process (run them elsewhere).
     #[arg(long)]
     pub no_runner: bool,
+    /// Development only: honour CREAPIC_DASHBOARD_TOKEN, a shared secret with which any request
+    /// carrying it in `x-dashboard-token` acts as the person `x-dashboard-user` names on the
+    /// dashboard JSON routes (/api/keys, /api/audit, /api/organizations…). Without this flag the
+    /// variable is ignored; people sign in to the console at /console/login
+    /// (`creapic user create --email E --password-stdin`).
+    #[arg(long)]
+    pub dev_dashboard_token: bool,
     /// Requests per second each API key may send, sustained.
     #[arg(long, default_value_t = 50, env = "CREAPIC_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: u32,

@@ -10,6 +10,10 @@
 //! or another replica, resumes it at once), flush last-used times, exit. Both run at once.
 //!
 //! Metrics are served only on `--metrics-listen`, never on the API address.
+//!
+//! The kit's web console is served at `/console` with the kit's own sign-in (people created
+//! with `creapic user create`). The old stand-in login, `CREAPIC_DASHBOARD_TOKEN`, is honoured
+//! only with `--dev-dashboard-token`: it lets anyone holding one shared secret act as anyone.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -237,6 +241,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let console_root = public_url.clone();
     let config = KitConfig {
         public_url: Some(public_url),
         trust_forwarded_for: args
@@ -268,6 +273,11 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
             "--redis needs the binary built with the `redis` feature",
         ));
     }
+    if args.dev_dashboard_token && std::env::var("CREAPIC_DASHBOARD_TOKEN").is_err() {
+        return Err(CliError::usage(
+            "--dev-dashboard-token needs CREAPIC_DASHBOARD_TOKEN set to the shared secret",
+        ));
+    }
     let service = builder.build();
 
     // Every background task the kit's promises need, with the periods' defaults; the runner
@@ -297,6 +307,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     eprintln!("  store     {}", redact(&url));
     eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
     eprintln!("  API docs  http://{addr}/api/docs (the document: http://{addr}/api/openapi)");
+    eprintln!(
+        "  console: {}/console/login",
+        console_root.trim_end_matches('/')
+    );
     match metrics.as_ref().map(|(_, l)| l.local_addr()) {
         Some(Ok(metrics_addr)) => eprintln!("creapic metrics on http://{metrics_addr}/metrics"),
         Some(Err(e)) => return Err(CliError::new(format!("no metrics address: {e}"))),
@@ -311,8 +325,12 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         args.shutdown_grace_secs,
         limits.drain.as_secs(),
     );
-    eprintln!("first key, from another terminal:");
+    eprintln!("first steps, from another terminal:");
     eprintln!("  creapic org create --name \"My org\"");
+    eprintln!(
+        "  printf '%s' \"$PASSWORD\" | creapic user create --email you@example.com --password-stdin --org ORG_ID --role owner"
+    );
+    eprintln!("  (then sign in to the console and add a key there, or:)");
     eprintln!("  creapic credits grant --org ORG_ID --amount 100");
     eprintln!(
         "  creapic key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
@@ -322,10 +340,13 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     );
 
     let router = service.into_router();
-    let router = match std::env::var("CREAPIC_DASHBOARD_TOKEN") {
-        Ok(token) if !token.trim().is_empty() => {
+    let dev_token = std::env::var("CREAPIC_DASHBOARD_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let router = match (args.dev_dashboard_token, dev_token) {
+        (true, Some(token)) => {
             eprintln!(
-                "  dashboard routes (/api/keys, /api/audit) accept x-dashboard-token + x-dashboard-user"
+                "  dev       dashboard routes (/api/keys, /api/audit) accept x-dashboard-token + x-dashboard-user (--dev-dashboard-token: never in production)"
             );
             router.layer(axum::middleware::from_fn_with_state(
                 DashboardLogin {
@@ -335,7 +356,13 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
                 dashboard_login,
             ))
         }
-        _ => router,
+        (false, Some(_)) => {
+            eprintln!(
+                "  warning   CREAPIC_DASHBOARD_TOKEN is ignored without --dev-dashboard-token (development only)"
+            );
+            router
+        }
+        (_, None) => router,
     };
 
     // One signal, three listeners of it: the API's connections, the metrics' and the runner.
@@ -389,7 +416,8 @@ fn default_request_timeout(limits: &Limits) -> Duration {
     (limits.generation_timeout + REQUEST_MARGIN).max(REQUEST_TIMEOUT_MIN)
 }
 
-/// The reference host's stand-in for a real login layer: with `CREAPIC_DASHBOARD_TOKEN` set, a
+/// The reference host's development stand-in for a login layer (`--dev-dashboard-token`): with
+/// `CREAPIC_DASHBOARD_TOKEN` set, a
 /// request carrying that token in `x-dashboard-token` (compared in constant time) acts as the
 /// existing user named by `x-dashboard-user` (an e-mail) on the dashboard routes. A real host
 /// puts its own session's user into the request extensions the same way.

@@ -42,6 +42,7 @@ fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("CREAPIC_DATABASE_URL")
+        .arg("--dev-dashboard-token")
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
         .env("RUST_LOG", "info");
     for (k, v) in env {

@@ -110,6 +110,7 @@ fn replica(db: &Database, dir: &Path) -> Serve {
         .arg("--database")
         .arg(&db.url)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--dev-dashboard-token")
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
         // A verified key is trusted for a minute: only LISTEN/NOTIFY can make the other
         // replica refuse a deleted key within a second.

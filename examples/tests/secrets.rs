@@ -112,6 +112,7 @@ fn serve(dir: &Path) -> Server {
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--dev-dashboard-token")
         .env("CREAPIC_DASHBOARD_TOKEN", DASHBOARD_TOKEN)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())

@@ -60,6 +60,16 @@ pub enum Error {
     /// stored answer says it happened and never shows the secret again.
     #[error("this request was already processed; its result is shown only once")]
     AlreadyProcessed,
+    /// A console form arrived without its session's CSRF token, or with another one.
+    #[error("the form's security token is missing or out of date")]
+    InvalidCsrfToken,
+    /// Too much of a bounded resource is in use (the console's concurrent sign-ins); retrying
+    /// a little later may succeed.
+    #[error("the server is busy")]
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The key sent too many requests.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -91,6 +101,8 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotSignedIn => "not_signed_in",
             Error::AlreadyProcessed => "already_processed",
+            Error::InvalidCsrfToken => "invalid_csrf_token",
+            Error::Overloaded { .. } => "overloaded",
             Error::RateLimited { .. } => "rate_limited",
             Error::Internal { .. } => "internal_error",
         }
@@ -108,6 +120,8 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotSignedIn => StatusCode::UNAUTHORIZED,
             Error::AlreadyProcessed => StatusCode::CONFLICT,
+            Error::InvalidCsrfToken => StatusCode::FORBIDDEN,
+            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,7 +130,9 @@ impl Error {
     /// How long a client should wait before retrying, where that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited { retry_after } | Error::Overloaded { retry_after } => {
+                Some(*retry_after)
+            }
             Error::Core(e) => core_retry_after(e),
             Error::Generation(e) => e.retry_after(),
             _ => None,
@@ -243,8 +259,15 @@ mod tests {
             (Error::MethodNotAllowed, "method_not_allowed", 405, None),
             (Error::NotSignedIn, "not_signed_in", 401, None),
             (Error::AlreadyProcessed, "already_processed", 409, None),
+            (Error::InvalidCsrfToken, "invalid_csrf_token", 403, None),
             (
-                Error::Core(C::InvalidCredentials),
+                Error::Overloaded { retry_after: s(1) },
+                "overloaded",
+                503,
+                Some(s(1)),
+            ),
+            (
+                C::InvalidCredentials.into(),
                 "invalid_credentials",
                 401,
                 None,

@@ -1,10 +1,11 @@
 //! The API over HTTP: the route table and its handlers, the extractors that authenticate and
 //! bound each request, idempotency, rate limits, request ids, the error bodies and the OpenAPI
-//! document. Handlers read who, what, call, reply: the work itself is a call into
+//! document, and the web console's pages ([`console`]). Handlers read who, what, call, reply: the work itself is a call into
 //! [`crate::generation`] or `creapic_core`.
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod contract;
 pub mod error;
 pub mod extract;

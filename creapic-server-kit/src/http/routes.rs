@@ -3,7 +3,8 @@
 //! table unless the host asks for it ([`crate::KitConfig::metrics_route`]) — hosts serve
 //! [`metrics_router`] on a private address; and the API reference page with its viewer
 //! ([`crate::http::reference`]), on unless the host switches [`crate::KitConfig::reference_page`]
-//! off.
+//! off; and the web console's pages ([`crate::http::console`]), unless
+//! [`crate::KitConfig::console`] is off.
 
 use axum::Router;
 use axum::routing::{MethodRouter, get, patch, post};
@@ -81,6 +82,13 @@ pub fn router(state: AppState) -> Router {
             router.route(path, handlers)
         },
     );
+    // The console's pages, with their full paths: merged, not nested, so the request-id layer
+    // sees the path the host sent and the mount prefix stays right.
+    let routes = if state.config().console {
+        routes.merge(crate::http::console::router())
+    } else {
+        routes
+    };
     routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

@@ -54,6 +54,11 @@ pub struct KitConfig {
     /// already publish, and its viewer ships inside the crate (no CDN). Switch it off to keep
     /// HTML off the API's origin.
     pub reference_page: bool,
+    /// Serve the web console under `/console` (see [`crate::http::console`]): people sign in
+    /// with the kit's sessions, or arrive signed in by the host's login layer
+    /// ([`crate::http::auth::DashboardUser`]). On by default; its routes are pages, not part of
+    /// the OpenAPI document.
+    pub console: bool,
 }
 
 impl Default for KitConfig {
@@ -66,6 +71,7 @@ impl Default for KitConfig {
             trust_forwarded_for: TrustedProxies::default(),
             metrics_route: false,
             reference_page: true,
+            console: true,
         }
     }
 }
@@ -78,6 +84,7 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     job_notify: Arc<tokio::sync::Notify>,
     finished_status: crate::http::finished_status::FinishedStatus,
+    console: crate::http::console::Console,
 }
 
 /// When the media links minted now expire: `now + media_url_ttl`, rounded down to a step of
@@ -175,6 +182,11 @@ impl AppState {
     /// Serialized status bodies of finished jobs (see [`crate::http::finished_status`]).
     pub fn finished_status(&self) -> &crate::http::finished_status::FinishedStatus {
         &self.0.finished_status
+    }
+
+    /// The console's sign-in permits and budgets (see [`crate::http::console`]).
+    pub fn console(&self) -> &crate::http::console::Console {
+        &self.0.console
     }
 
     /// A signed, expiring URL for an object of `org`.
@@ -283,6 +295,7 @@ impl ServiceBuilder {
             metrics: self.metrics,
             job_notify: self.job_notify.unwrap_or_default(),
             finished_status: crate::http::finished_status::FinishedStatus::default(),
+            console: crate::http::console::Console::new(),
         }))
     }
 

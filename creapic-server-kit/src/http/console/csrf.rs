@@ -1,0 +1,135 @@
+//! CSRF protection of the console's forms: [`CheckedForm`], the extractor every
+//! state-changing console handler takes, reads the signed-in [`Viewer`], then the bounded
+//! url-encoded body, and refuses it (403, a sentence on a page) unless its `csrf` field is the
+//! viewer's token.
+//!
+//! A kit session's token is derived from the session token (`SessionToken::csrf`, compared
+//! with `SessionToken::check_csrf` in constant time): only the holder of the HttpOnly cookie can
+//! know it, and nothing extra is stored. A person the host signed in has no kit session; their
+//! token is an HMAC-SHA256 of their user id under a key random per process ([`host_token`]).
+//! So a form rendered by one replica and posted to another is refused in that mode (the page is
+//! simply shown again); hosts that balance without stickiness check CSRF in their own layer.
+//! The sign-in form itself carries no token: there is no session yet, and SameSite=Lax plus the
+//! sign-in limits bound what a cross-site sign-in could do.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::Response;
+use creapic_core::id::UserId;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::http::console::Console;
+use crate::http::console::page;
+use crate::http::console::session::Viewer;
+use crate::http::error::Error;
+use crate::http::service::AppState;
+
+/// Largest console form body, in bytes (a key's name and its scopes need a few hundred).
+pub const FORM_MAX_BYTES: usize = 8 * 1024;
+/// Most fields a console form may have.
+pub const FIELDS_MAX: usize = 32;
+
+/// The CSRF token of a person the host signed in (see the module documentation).
+pub fn host_token(console: &Console, user: UserId) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(&console.host_csrf_key) {
+        Ok(mac) => mac,
+        Err(_) => Hmac::<Sha256>::new(&Default::default()),
+    };
+    mac.update(b"creapic console csrf v1\0");
+    mac.update(user.to_string().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `presented` is `viewer`'s CSRF token (constant time).
+pub fn is_valid(viewer: &Viewer, presented: &str) -> bool {
+    match &viewer.session {
+        Some(token) => token.check_csrf(presented),
+        None => {
+            viewer.csrf.len() == presented.len()
+                && bool::from(viewer.csrf.as_bytes().ct_eq(presented.as_bytes()))
+        }
+    }
+}
+
+/// A console form's fields, in order (a checkbox group repeats its name).
+#[derive(Debug, Default)]
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses an `application/x-www-form-urlencoded` body of at most [`FIELDS_MAX`] fields.
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        let mut fields = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if fields.len() == FIELDS_MAX {
+                return Err(Error::InvalidParameter {
+                    name: "form",
+                    message: format!("has more than {FIELDS_MAX} fields"),
+                });
+            }
+            fields.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Fields(fields))
+    }
+}
+
+/// A signed-in person's form whose CSRF token checked out. Rejects with the sign-in redirect
+/// (nobody signed in), 415 (not a form), 413 (over [`FORM_MAX_BYTES`]), 400 (too many fields)
+/// or 403 (`invalid_csrf_token`), each a page with a sentence.
+#[derive(Debug)]
+pub struct CheckedForm {
+    /// Who sent it.
+    pub viewer: Viewer,
+    /// Its fields.
+    pub fields: Fields,
+}
+
+impl FromRequest<AppState> for CheckedForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let refuse = |e: Error| page::error(&viewer.base, &e);
+        let is_form = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(refuse(Error::UnsupportedMediaType));
+        }
+        let bytes = axum::body::to_bytes(body, FORM_MAX_BYTES)
+            .await
+            .map_err(|_| {
+                refuse(Error::BodyTooLarge {
+                    max: FORM_MAX_BYTES,
+                })
+            })?;
+        let fields = Fields::parse(&bytes).map_err(refuse)?;
+        if !is_valid(&viewer, fields.get("csrf").unwrap_or("")) {
+            return Err(refuse(Error::InvalidCsrfToken));
+        }
+        Ok(CheckedForm { viewer, fields })
+    }
+}

@@ -1,0 +1,504 @@
+//! The API keys page: the signed-in person's organizations to pick from, the organization's
+//! keys (name, prefix, scopes, last used, created), "Add key" for owners and admins (a name and
+//! the scopes as checkboxes; the new key shown exactly once, with a copy button), and "Delete"
+//! behind a confirmation page.
+//!
+//! Each handler reads who (the [`Viewer`], or a [`CheckedForm`] whose CSRF token checked out),
+//! makes its calls into the core — which decides, as for the JSON API, who may see and change
+//! which keys (members `Forbidden`, outsiders `NotFound`) — and renders the answer. The
+//! organization is always named by the page (`?org=`, a form field) and checked against the
+//! person's own organizations before anything is read.
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use creapic_core::KeySpec;
+use creapic_core::audit::Actor;
+use creapic_core::clock::Timestamp;
+use creapic_core::id::{KeyId, OrgId};
+use creapic_core::key::{ApiKey, KeyMode};
+use creapic_core::org::{Organization, Role};
+use creapic_core::page::PageLimit;
+use creapic_core::scope::{Scope, ScopeSet};
+use creapic_core::store::KeyQuery;
+use http::StatusCode;
+use serde::Deserialize;
+
+use crate::http::console::csrf::CheckedForm;
+use crate::http::console::page;
+use crate::http::console::session::Viewer;
+use crate::http::error::Error;
+use crate::http::extract::AuditContext;
+use crate::http::service::AppState;
+
+/// Most organizations in the picker.
+pub const ORGS_SHOWN_MAX: u32 = 100;
+/// Most keys on one page of the list (a "Next page" link follows).
+pub const KEYS_SHOWN_MAX: u32 = 100;
+
+/// The warning shown above a new key (the 001 document's wording).
+pub const COPY_WARNING: &str = "Copy your key immediately - you won't be able to see it again.";
+
+/// Query of `GET /console/keys`.
+#[derive(Debug, Default, Deserialize)]
+pub struct KeysQuery {
+    /// The organization (default: the person's first).
+    pub org: Option<String>,
+    /// The last key id of the previous page.
+    pub after: Option<String>,
+    /// The prefix of a key just deleted (for the notice).
+    pub deleted: Option<String>,
+}
+
+/// Query of the delete confirmation.
+#[derive(Debug, Deserialize)]
+pub struct OrgQuery {
+    /// The organization that owns the key.
+    pub org: String,
+}
+
+struct OrgChoice {
+    id: String,
+    name: String,
+    selected: bool,
+}
+
+struct KeyRow {
+    id: String,
+    name: String,
+    prefix: String,
+    scopes: Vec<&'static str>,
+    last_used: Option<When>,
+    created: When,
+}
+
+/// A time as a page shows it: `2026-12-01 04:30 UTC`, with the RFC 3339 text for `<time>`.
+struct When {
+    text: String,
+    iso: String,
+}
+
+impl When {
+    fn of(t: Timestamp) -> Self {
+        let iso = t.to_rfc3339();
+        let text = match (iso.get(..10), iso.get(11..16)) {
+            (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
+            _ => iso.clone(),
+        };
+        When { text, iso }
+    }
+}
+
+struct ScopeChoice {
+    name: &'static str,
+    description: &'static str,
+    checked: bool,
+}
+
+struct Created {
+    key: String,
+    name: String,
+}
+
+/// The keys page.
+#[derive(Template)]
+#[template(path = "console/keys.html")]
+struct KeysPage<'a> {
+    base: &'a str,
+    style: String,
+    script: String,
+    csrf: &'a str,
+    signed_in_here: bool,
+    orgs: Vec<OrgChoice>,
+    org_id: String,
+    org_name: String,
+    role: &'static str,
+    may_manage: bool,
+    keys: Vec<KeyRow>,
+    next_page: Option<String>,
+    created: Option<Created>,
+    copy_warning: &'static str,
+    notice: Option<String>,
+    error: Option<String>,
+    scopes: Vec<ScopeChoice>,
+    name_value: String,
+}
+
+/// The confirmation before a key is deleted.
+#[derive(Template)]
+#[template(path = "console/delete.html")]
+struct DeletePage<'a> {
+    base: &'a str,
+    style: String,
+    script: String,
+    csrf: &'a str,
+    signed_in_here: bool,
+    org_id: String,
+    org_name: String,
+    key_id: String,
+    key_name: String,
+    key_prefix: String,
+}
+
+/// The page for a person in no organization.
+#[derive(Template)]
+#[template(path = "console/no_org.html")]
+struct NoOrgPage<'a> {
+    base: &'a str,
+    style: String,
+    script: String,
+    csrf: &'a str,
+    signed_in_here: bool,
+}
+
+/// What a keys page shows beyond the list.
+#[derive(Default)]
+struct Extras {
+    created: Option<Created>,
+    notice: Option<String>,
+    error: Option<Error>,
+    name_value: String,
+    checked: Vec<Scope>,
+}
+
+/// `GET /console/keys?org=…`: the page.
+pub async fn list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    query: Result<Query<KeysQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return page::error(&viewer.base, &bad_query());
+    };
+    let after = match query.after.as_deref().map(KeyId::parse).transpose() {
+        Ok(after) => after,
+        Err(_) => {
+            return page::error(
+                &viewer.base,
+                &Error::InvalidParameter {
+                    name: "after",
+                    message: "must be a key id".into(),
+                },
+            );
+        }
+    };
+    let notice = query
+        .deleted
+        .filter(|p| p.len() <= 12 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|p| format!("Key {p}… deleted. The API refuses it from now on."));
+    let extras = Extras {
+        notice,
+        ..Extras::default()
+    };
+    keys_page(&state, &viewer, query.org.as_deref(), after, extras).await
+}
+
+/// `POST /console/keys`: adds a key (owners and admins) and shows it once.
+pub async fn create(
+    State(state): State<AppState>,
+    AuditContext(ctx): AuditContext,
+    form: CheckedForm,
+) -> Response {
+    let CheckedForm { viewer, fields } = form;
+    let org = fields.get("org").map(str::to_owned);
+    let name = fields.get("name").unwrap_or("").to_owned();
+    let checked: Vec<Scope> = fields
+        .all("scope")
+        .filter_map(|s| Scope::parse(s).ok())
+        .collect();
+    let made = async {
+        let org = org_param(org.as_deref())?;
+        let scopes = ScopeSet::new(checked.iter().copied()).map_err(|_| {
+            Error::Core(creapic_core::Error::invalid(
+                "scopes",
+                "choose at least one scope",
+            ))
+        })?;
+        let spec = KeySpec {
+            name: name.clone(),
+            scopes,
+            mode: KeyMode::Live,
+            expires_at: None,
+        };
+        state
+            .core()
+            .create_key(Actor::User(viewer.user), org, spec, &ctx)
+            .await
+            .map_err(Error::Core)
+    }
+    .await;
+    let extras = match made {
+        Ok(created) => Extras {
+            created: Some(Created {
+                key: created.secret.expose().to_owned(),
+                name: created.key.name.to_string(),
+            }),
+            ..Extras::default()
+        },
+        Err(e) => Extras {
+            error: Some(e),
+            name_value: name,
+            checked,
+            ..Extras::default()
+        },
+    };
+    keys_page(&state, &viewer, org.as_deref(), None, extras).await
+}
+
+/// `GET /console/keys/{id}/delete?org=…`: asks before deleting.
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    query: Result<Query<OrgQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return page::error(&viewer.base, &bad_query());
+    };
+    let found = async {
+        let org = org_param(Some(&query.org))?;
+        let id = key_param(&id)?;
+        let organization = member_org(&state, &viewer, org).await?.0;
+        let key = state
+            .core()
+            .key(Actor::User(viewer.user), org, id)
+            .await
+            .map_err(Error::Core)?;
+        Ok::<_, Error>((organization, key))
+    }
+    .await;
+    match found {
+        Ok((organization, key)) if key.deleted_at.is_none() => page::render(
+            StatusCode::OK,
+            &DeletePage {
+                base: &viewer.base,
+                style: super::assets::style_href(&viewer.base),
+                script: super::assets::script_href(&viewer.base),
+                csrf: &viewer.csrf,
+                signed_in_here: viewer.session.is_some(),
+                org_id: organization.id.to_string(),
+                org_name: organization.name.to_string(),
+                key_id: key.id.to_string(),
+                key_name: key.name.to_string(),
+                key_prefix: key.prefix.to_string(),
+            },
+        ),
+        Ok(_) => page::error(
+            &viewer.base,
+            &Error::Core(creapic_core::Error::NotFound { resource: "key" }),
+        ),
+        Err(e) => page::error(&viewer.base, &e),
+    }
+}
+
+/// `POST /console/keys/{id}/delete`: deletes the key (the API refuses it at once) and goes back
+/// to the list.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AuditContext(ctx): AuditContext,
+    form: CheckedForm,
+) -> Response {
+    let CheckedForm { viewer, fields } = form;
+    let deleted = async {
+        let org = org_param(fields.get("org"))?;
+        let id = key_param(&id)?;
+        let key = state
+            .core()
+            .delete_key(Actor::User(viewer.user), org, id, &ctx)
+            .await
+            .map_err(Error::Core)?;
+        Ok::<_, Error>(key)
+    }
+    .await;
+    match deleted {
+        Ok(key) => page::redirect(&format!(
+            "{}/keys?org={}&deleted={}",
+            viewer.base, key.org, key.prefix
+        )),
+        Err(e) => page::error(&viewer.base, &e),
+    }
+}
+
+fn bad_query() -> Error {
+    Error::InvalidParameter {
+        name: "query",
+        message: "is not what this page expects".into(),
+    }
+}
+
+fn org_param(text: Option<&str>) -> Result<OrgId, Error> {
+    text.and_then(|t| OrgId::parse(t).ok())
+        .ok_or(Error::InvalidParameter {
+            name: "org",
+            message: "must be an organization id".into(),
+        })
+}
+
+fn key_param(text: &str) -> Result<KeyId, Error> {
+    KeyId::parse(text).map_err(|_| Error::InvalidParameter {
+        name: "key",
+        message: "must be a key id".into(),
+    })
+}
+
+/// `org` and the viewer's role in it, if they are a member; `NotFound` otherwise (the same
+/// answer as for an organization that does not exist).
+async fn member_org(
+    state: &AppState,
+    viewer: &Viewer,
+    org: OrgId,
+) -> Result<(Organization, Role), Error> {
+    let limit = PageLimit::new(ORGS_SHOWN_MAX).map_err(Error::Core)?;
+    let mine = state
+        .core()
+        .organizations_of(viewer.user, None, limit)
+        .await
+        .map_err(Error::Core)?;
+    mine.items
+        .into_iter()
+        .find(|(o, _)| o.id == org)
+        .ok_or(Error::Core(creapic_core::Error::NotFound {
+            resource: "organization",
+        }))
+}
+
+/// Renders the keys page of `org` (default: the viewer's first organization) with `extras`.
+async fn keys_page(
+    state: &AppState,
+    viewer: &Viewer,
+    org: Option<&str>,
+    after: Option<KeyId>,
+    extras: Extras,
+) -> Response {
+    let base = viewer.base.as_str();
+    let loaded = async {
+        let limit = PageLimit::new(ORGS_SHOWN_MAX).map_err(Error::Core)?;
+        let mine = state
+            .core()
+            .organizations_of(viewer.user, None, limit)
+            .await
+            .map_err(Error::Core)?
+            .items;
+        let chosen = match org {
+            Some(text) => {
+                let id = org_param(Some(text))?;
+                Some(
+                    mine.iter()
+                        .find(|(o, _)| o.id == id)
+                        .cloned()
+                        .ok_or(Error::Core(creapic_core::Error::NotFound {
+                            resource: "organization",
+                        }))?,
+                )
+            }
+            None => mine.first().cloned(),
+        };
+        let Some((organization, role)) = chosen else {
+            return Ok(None);
+        };
+        let page = if role.may_manage_keys() {
+            let query = KeyQuery {
+                include_deleted: false,
+                after,
+                limit: PageLimit::new(KEYS_SHOWN_MAX).map_err(Error::Core)?,
+            };
+            Some(
+                state
+                    .core()
+                    .list_keys(Actor::User(viewer.user), organization.id, &query)
+                    .await
+                    .map_err(Error::Core)?,
+            )
+        } else {
+            None
+        };
+        Ok::<_, Error>(Some((mine, organization, role, page)))
+    }
+    .await;
+    let (mine, organization, role, keys) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return page::render(
+                StatusCode::OK,
+                &NoOrgPage {
+                    base,
+                    style: super::assets::style_href(base),
+                    script: super::assets::script_href(base),
+                    csrf: &viewer.csrf,
+                    signed_in_here: viewer.session.is_some(),
+                },
+            );
+        }
+        Err(e) => return page::error(base, &e),
+    };
+    let org_id = organization.id.to_string();
+    let next_page = keys
+        .as_ref()
+        .and_then(|p| p.next)
+        .map(|last| format!("{base}/keys?org={org_id}&after={last}"));
+    let rows = keys.map(|p| p.items).unwrap_or_default();
+    let status = match &extras.error {
+        Some(e) => e.status(),
+        None if extras.created.is_some() => StatusCode::CREATED,
+        None => StatusCode::OK,
+    };
+    page::render(
+        status,
+        &KeysPage {
+            base,
+            style: super::assets::style_href(base),
+            script: super::assets::script_href(base),
+            csrf: &viewer.csrf,
+            signed_in_here: viewer.session.is_some(),
+            orgs: mine
+                .iter()
+                .map(|(o, _)| OrgChoice {
+                    id: o.id.to_string(),
+                    name: o.name.to_string(),
+                    selected: o.id == organization.id,
+                })
+                .collect(),
+            org_name: organization.name.to_string(),
+            org_id,
+            role: role.as_str(),
+            may_manage: role.may_manage_keys(),
+            keys: rows.iter().map(row).collect(),
+            next_page,
+            created: extras.created,
+            copy_warning: COPY_WARNING,
+            notice: extras.notice,
+            error: extras.error.as_ref().map(page::sentence),
+            scopes: Scope::ALL
+                .into_iter()
+                .map(|s| ScopeChoice {
+                    name: s.as_str(),
+                    description: describe(s),
+                    checked: extras.checked.contains(&s),
+                })
+                .collect(),
+            name_value: extras.name_value,
+        },
+    )
+}
+
+fn row(key: &ApiKey) -> KeyRow {
+    KeyRow {
+        id: key.id.to_string(),
+        name: key.name.to_string(),
+        prefix: key.prefix.to_string(),
+        scopes: key.scopes.iter().map(Scope::as_str).collect(),
+        last_used: key.last_used_at.map(When::of),
+        created: When::of(key.created_at),
+    }
+}
+
+fn describe(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ImageGeneration => "generate images and run bulk image jobs",
+        Scope::SceneRender => "render scenes",
+        Scope::OrganizationWrite => "create organizations",
+        _ => "",
+    }
+}

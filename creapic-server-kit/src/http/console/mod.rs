@@ -1,0 +1,126 @@
+//! The web console: pages a person signs in to and manages an organization's API keys with,
+//! served by the kit next to the API under `/console` (sign-in at `/console/login`).
+//!
+//! Design decisions:
+//! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
+//!   when its login layer put one into the request extensions; otherwise the kit's own session,
+//!   the `creapic_session` cookie resolved through `Creapic::session` ([`session`]). So a host
+//!   with its own login gets the pages without the kit's sessions, and `creapic serve` gets a
+//!   real login.
+//! - **Server-rendered HTML** from askama templates checked at compile time
+//!   (`templates/console/`), no JavaScript framework: every page works without scripts. The one
+//!   script (a copy button) and the stylesheet ship inside the crate ([`assets`]); pages carry a
+//!   strict Content-Security-Policy that forbids inline scripts and styles ([`page`]).
+//! - **Every state-changing form carries a CSRF token** checked before its fields are read
+//!   ([`csrf`]); every error, the core's included, is shown as a sentence on a page, never as
+//!   JSON, with the status the one table of [`crate::http::error`] gives.
+//! - **Sign-in is bounded** ([`Console`]): Argon2 costs tens of milliseconds of CPU, so at most
+//!   [`SIGN_INS_AT_ONCE`] run at once, on the blocking pool (never on the API's workers), and
+//!   sign-in attempts are limited per e-mail and per client address ([`login`]).
+//!
+//! Console routes are pages, not operations of the API: they are not in the OpenAPI document.
+
+pub mod assets;
+pub mod csrf;
+pub mod keys;
+pub mod login;
+pub mod page;
+pub mod session;
+
+use creapic_core::auth::ClientAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::http::service::AppState;
+
+/// Sign-ins (Argon2 verifications) running at once; more wait, at most [`SIGN_IN_WAIT_MAX`].
+pub const SIGN_INS_AT_ONCE: usize = 4;
+/// Longest a sign-in waits for its turn before it is answered 503 (try again).
+pub const SIGN_IN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Sign-in attempts one e-mail may make per [`SIGN_IN_WINDOW`].
+pub const SIGN_INS_PER_EMAIL: u32 = 5;
+/// Sign-in attempts one client address (an IPv4 address or an IPv6 /64) may make per
+/// [`SIGN_IN_WINDOW`].
+pub const SIGN_INS_PER_ADDRESS: u32 = 20;
+/// The window of the sign-in budgets.
+pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Entries a sign-in budget keeps before it forgets the ones back to full (each is an e-mail or
+/// an address): bounds the limiters' memory whatever an attacker sends.
+pub const SIGN_IN_KEYS_MAX: usize = 10_000;
+
+/// The console's own state, inside [`AppState`]: the sign-in permits and budgets, and the key
+/// of the CSRF tokens of people the host signed in.
+pub struct Console {
+    sign_ins: tokio::sync::Semaphore,
+    per_email: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<ClientAddr>,
+    /// Random per process: a host's signed-in people have no kit session to derive their CSRF
+    /// token from, so theirs is an HMAC of their user id under this key (see [`csrf`]).
+    host_csrf_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console").finish_non_exhaustive()
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl Console {
+    /// Fresh budgets, [`SIGN_INS_AT_ONCE`] permits and a new CSRF key.
+    pub fn new() -> Self {
+        let mut host_csrf_key = [0u8; 32];
+        {
+            use rand::Rng as _;
+            rand::rng().fill_bytes(&mut host_csrf_key);
+        }
+        Console {
+            sign_ins: tokio::sync::Semaphore::new(SIGN_INS_AT_ONCE),
+            per_email: governor::RateLimiter::keyed(budget(SIGN_INS_PER_EMAIL)),
+            per_address: governor::RateLimiter::keyed(budget(SIGN_INS_PER_ADDRESS)),
+            host_csrf_key,
+        }
+    }
+}
+
+/// `n` attempts per [`SIGN_IN_WINDOW`], all of them at once if saved up.
+fn budget(n: u32) -> Quota {
+    let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let period = SIGN_IN_WINDOW / n.get();
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_minute(n))
+        .allow_burst(n)
+}
+
+/// The console's routes, with their full paths (`/console/…`), merged into the kit's router.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/console",
+            get(|session::Base(base): session::Base| async move {
+                page::redirect(&format!("{base}/keys"))
+            }),
+        )
+        .route("/console/login", get(login::form).post(login::sign_in))
+        .route("/console/logout", axum::routing::post(login::sign_out))
+        .route("/console/keys", get(keys::list).post(keys::create))
+        .route(
+            "/console/keys/{id}/delete",
+            get(keys::confirm_delete).post(keys::delete),
+        )
+        .route(assets::STYLE_PATH, get(assets::style))
+        .route(assets::SCRIPT_PATH, get(assets::script))
+        .route(
+            "/console/{*rest}",
+            get(page::not_found).post(page::not_found),
+        )
+}
