@@ -298,16 +298,27 @@ async fn fill(browser: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+/// Clicks the button labelled `text` and waits for the page it leads to.
 async fn click_button(browser: &Client, text: &str) {
-    browser
+    let button = browser
         .find(Locator::XPath(&format!(
             "//button[normalize-space()='{text}']"
         )))
         .await
-        .unwrap_or_else(|e| panic!("no button {text:?}: {e}"))
-        .click()
-        .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("no button {text:?}: {e}"));
+    click_and_load(browser, button).await;
+}
+
+/// Clicks `element` and waits (at most 15 s) until the page it was on is gone, so what is read
+/// next is the new page, never the old one.
+async fn click_and_load(browser: &Client, element: fantoccini::elements::Element) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
+    element.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "the click led to no new page");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn path_of(browser: &Client) -> String {
@@ -420,12 +431,8 @@ async fn browser_flow(store: Store, shots: bool) {
         assert_eq!(answer.status(), 200);
 
         // Delete it through the confirmation page.
-        row.find(Locator::Css("a.button.danger"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        let delete = row.find(Locator::Css("a.button.danger")).await.unwrap();
+        click_and_load(&browser, delete).await;
         assert!(path_of(&browser).await.ends_with("/delete"));
         let text = body_text(&browser).await;
         assert!(text.contains("Delete the key “Production”?"), "{text}");
