@@ -6,6 +6,9 @@
 //! confirmation and refused by the API at once, sign-out, and the sign-in page again — on
 //! SQLite and on PostgreSQL (a fresh database of `DATABASE_URL`, dropped after).
 //!
+//! The members page: owners and admins add, re-role and remove members by the core's rules
+//! (the last owner stays, admins touch plain members only), each refusal a sentence.
+//!
 //! Without a browser, over plain HTTP: forms without or with a wrong CSRF token are 403 with a
 //! sentence and change nothing; a person of organization A never sees organization B's keys by
 //! URL; a member sees why they cannot manage keys; sign-in attempts are limited per e-mail
@@ -107,12 +110,17 @@ impl Store {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// A new organization (founded by someone else) and its id.
+    /// A new organization (founded by founder@example.com) and its id.
     fn org(&self, name: &str) -> String {
-        let founder = format!("founder-{}@example.com", uuid::Uuid::now_v7().simple());
         let org = self.json(
             &[
-                "org", "create", "--name", name, "--owner", &founder, "--json",
+                "org",
+                "create",
+                "--name",
+                name,
+                "--owner",
+                "founder@example.com",
+                "--json",
             ],
             None,
         );
@@ -298,16 +306,27 @@ async fn fill(browser: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+/// Clicks the button labelled `text` and waits for the page it leads to.
 async fn click_button(browser: &Client, text: &str) {
-    browser
+    let button = browser
         .find(Locator::XPath(&format!(
             "//button[normalize-space()='{text}']"
         )))
         .await
-        .unwrap_or_else(|e| panic!("no button {text:?}: {e}"))
-        .click()
-        .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("no button {text:?}: {e}"));
+    click_and_load(browser, button).await;
+}
+
+/// Clicks `element` and waits (at most 15 s) until the page it was on is gone, so what is read
+/// next is the new page, never the old one.
+async fn click_and_load(browser: &Client, element: fantoccini::elements::Element) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
+    element.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "the click led to no new page");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn path_of(browser: &Client) -> String {
@@ -420,12 +439,8 @@ async fn browser_flow(store: Store, shots: bool) {
         assert_eq!(answer.status(), 200);
 
         // Delete it through the confirmation page.
-        row.find(Locator::Css("a.button.danger"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        let delete = row.find(Locator::Css("a.button.danger")).await.unwrap();
+        click_and_load(&browser, delete).await;
         assert!(path_of(&browser).await.ends_with("/delete"));
         let text = body_text(&browser).await;
         assert!(text.contains("Delete the key “Production”?"), "{text}");
@@ -438,6 +453,17 @@ async fn browser_flow(store: Store, shots: bool) {
         // Refused by the API at once.
         let answer = http.get(&credits).bearer_auth(&key).send().await.unwrap();
         assert_eq!(answer.status(), 401);
+
+        // The members page, from the header.
+        let members = browser
+            .find(Locator::XPath("//nav//a[normalize-space()='Members']"))
+            .await
+            .unwrap();
+        click_and_load(&browser, members).await;
+        assert_eq!(path_of(&browser).await, "/console/members");
+        let text = body_text(&browser).await;
+        assert!(text.contains("owner@example.com (you)"), "{text}");
+        screenshot(&browser, "members", shots).await;
 
         // Sign out: the keys page asks for a sign-in again.
         click_button(&browser, "Sign out").await;
@@ -839,4 +865,171 @@ async fn sign_ins_are_limited_and_the_dev_token_needs_its_flag() {
         page.contains("There is no such page in the console."),
         "{page}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_admins_manage_members_by_the_core_rules() {
+    let store = Store::sqlite();
+    let org = store.org("Members Org");
+    store.person("owner@example.com", &org, "owner");
+    store.person("admin@example.com", &org, "admin");
+    let server = store.serve(&[]);
+    let http = no_redirects();
+    let members = format!("{}/console/members?org={org}", server.base);
+    let (_, owner) = sign_in(&http, &server.base, "owner@example.com").await;
+    let (status, page) = get_page(&http, &members, &owner).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("owner@example.com") && page.contains("admin@example.com"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+
+    // The owner adds a new person as a member.
+    let answer = http
+        .post(format!("{}/console/members", server.base))
+        .header("cookie", &owner)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("org", org.as_str()),
+            ("email", "new@example.com"),
+            ("role", "member"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.ends_with("&done=added"), "{location}");
+    let (_, page) = get_page(&http, &format!("{}{location}", server.base), &owner).await;
+    assert!(
+        page.contains("new@example.com") && page.contains("Member added."),
+        "{page}"
+    );
+    let row = |page: &str, email: &str| -> String {
+        let at = page.find(&format!("<td>{email}")).unwrap();
+        let start = page[..at].rfind("data-member=\"").unwrap() + "data-member=\"".len();
+        page[start..start + 36].to_owned()
+    };
+    let new_id = row(&page, "new@example.com");
+    let owner_id = row(&page, "owner@example.com");
+
+    // Adding them again: a sentence, 409.
+    let answer = http
+        .post(format!("{}/console/members", server.base))
+        .header("cookie", &owner)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("org", org.as_str()),
+            ("email", "new@example.com"),
+            ("role", "member"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("The user is already a member of this organization.")
+    );
+
+    // Once the founder is gone, the last owner cannot demote themselves.
+    let founder_id = row(&page, "founder@example.com");
+    let answer = http
+        .post(format!(
+            "{}/console/members/{founder_id}/remove",
+            server.base
+        ))
+        .header("cookie", &owner)
+        .form(&[("csrf", csrf.as_str()), ("org", org.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let answer = http
+        .post(format!("{}/console/members/{owner_id}/role", server.base))
+        .header("cookie", &owner)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("org", org.as_str()),
+            ("role", "member"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("An organization must keep at least one owner")
+    );
+
+    // An admin may not touch the owner (403, a sentence), but removes a plain member after
+    // the confirmation page.
+    let (_, admin) = sign_in(&http, &server.base, "admin@example.com").await;
+    let (_, page) = get_page(&http, &members, &admin).await;
+    let admin_csrf = csrf_of(&page);
+    let answer = http
+        .post(format!("{}/console/members/{owner_id}/role", server.base))
+        .header("cookie", &admin)
+        .form(&[
+            ("csrf", admin_csrf.as_str()),
+            ("org", org.as_str()),
+            ("role", "member"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("Only an owner or admin")
+    );
+    let (status, page) = get_page(
+        &http,
+        &format!("{}/console/members/{new_id}/remove?org={org}", server.base),
+        &admin,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Remove new@example.com from Members Org?"),
+        "{page}"
+    );
+    let answer = http
+        .post(format!("{}/console/members/{new_id}/remove", server.base))
+        .header("cookie", &admin)
+        .form(&[("csrf", admin_csrf.as_str()), ("org", org.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let (_, page) = get_page(&http, &format!("{}{location}", server.base), &owner).await;
+    assert!(
+        !page.contains("new@example.com") && page.contains("Member removed."),
+        "{page}"
+    );
+
+    // Without the CSRF token nothing changes.
+    let answer = http
+        .post(format!("{}/console/members", server.base))
+        .header("cookie", &owner)
+        .form(&[
+            ("org", org.as_str()),
+            ("email", "x@example.com"),
+            ("role", "owner"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
 }

@@ -5,7 +5,9 @@
 //! per client address). Dashboard routes are
 //! called by a person signed in to the host's own application: the host's login layer inserts a
 //! [`DashboardUser`] into the request extensions, and the kit checks that user's role in the
-//! organization. The kit never authenticates people itself.
+//! organization. The JSON dashboard routes never authenticate people themselves; the web
+//! console ([`crate::http::console`]) takes the same [`DashboardUser`] when the host gives one,
+//! and otherwise signs people in with the core's sessions.
 
 use creapic_core::id::UserId;
 use creapic_core::{Principal, scope::Scope};

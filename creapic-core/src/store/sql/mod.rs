@@ -27,4 +27,6 @@ pub(crate) mod ledger;
 mod orgs;
 pub(crate) mod rows;
 
+// Only the PostgreSQL overrides call it from outside `sql/`.
+#[cfg(feature = "postgres")]
 pub(crate) use audit::insert_audit;

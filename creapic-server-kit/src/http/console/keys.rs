@@ -58,10 +58,11 @@ pub struct OrgQuery {
     pub org: String,
 }
 
-struct OrgChoice {
-    id: String,
-    name: String,
-    selected: bool,
+/// An organization in the picker.
+pub(super) struct OrgChoice {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) selected: bool,
 }
 
 struct KeyRow {
@@ -74,13 +75,13 @@ struct KeyRow {
 }
 
 /// A time as a page shows it: `2026-12-01 04:30 UTC`, with the RFC 3339 text for `<time>`.
-struct When {
-    text: String,
-    iso: String,
+pub(super) struct When {
+    pub(super) text: String,
+    pub(super) iso: String,
 }
 
 impl When {
-    fn of(t: Timestamp) -> Self {
+    pub(super) fn of(t: Timestamp) -> Self {
         let iso = t.to_rfc3339();
         let text = match (iso.get(..10), iso.get(11..16)) {
             (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
@@ -259,7 +260,12 @@ pub async fn confirm_delete(
     let found = async {
         let org = org_param(Some(&query.org))?;
         let id = key_param(&id)?;
-        let organization = member_org(&state, &viewer, org).await?.0;
+        let organization = chosen_org(&state, &viewer, Some(&query.org))
+            .await?
+            .map(|(_, organization, _)| organization)
+            .ok_or(Error::Core(creapic_core::Error::NotFound {
+                resource: "organization",
+            }))?;
         let key = state
             .core()
             .key(Actor::User(viewer.user), org, id)
@@ -321,14 +327,14 @@ pub async fn delete(
     }
 }
 
-fn bad_query() -> Error {
+pub(super) fn bad_query() -> Error {
     Error::InvalidParameter {
         name: "query",
         message: "is not what this page expects".into(),
     }
 }
 
-fn org_param(text: Option<&str>) -> Result<OrgId, Error> {
+pub(super) fn org_param(text: Option<&str>) -> Result<OrgId, Error> {
     text.and_then(|t| OrgId::parse(t).ok())
         .ok_or(Error::InvalidParameter {
             name: "org",
@@ -343,25 +349,62 @@ fn key_param(text: &str) -> Result<KeyId, Error> {
     })
 }
 
-/// `org` and the viewer's role in it, if they are a member; `NotFound` otherwise (the same
-/// answer as for an organization that does not exist).
-async fn member_org(
+/// The viewer's organizations (at most [`ORGS_SHOWN_MAX`]) and the one a page is about: `org`
+/// when given (400 if malformed, 404 if the viewer is not a member: never another
+/// organization's page), else their first; `None` when they belong to none.
+pub(super) async fn chosen_org(
     state: &AppState,
     viewer: &Viewer,
-    org: OrgId,
-) -> Result<(Organization, Role), Error> {
+    org: Option<&str>,
+) -> Result<Option<(Vec<(Organization, Role)>, Organization, Role)>, Error> {
     let limit = PageLimit::new(ORGS_SHOWN_MAX).map_err(Error::Core)?;
     let mine = state
         .core()
         .organizations_of(viewer.user, None, limit)
         .await
-        .map_err(Error::Core)?;
-    mine.items
-        .into_iter()
-        .find(|(o, _)| o.id == org)
-        .ok_or(Error::Core(creapic_core::Error::NotFound {
-            resource: "organization",
-        }))
+        .map_err(Error::Core)?
+        .items;
+    let chosen = match org {
+        Some(text) => {
+            let id = org_param(Some(text))?;
+            Some(
+                mine.iter()
+                    .find(|(o, _)| o.id == id)
+                    .cloned()
+                    .ok_or(Error::Core(creapic_core::Error::NotFound {
+                        resource: "organization",
+                    }))?,
+            )
+        }
+        None => mine.first().cloned(),
+    };
+    Ok(chosen.map(|(organization, role)| (mine, organization, role)))
+}
+
+/// The picker's choices, `selected` marked.
+pub(super) fn org_choices(mine: &[(Organization, Role)], selected: OrgId) -> Vec<OrgChoice> {
+    mine.iter()
+        .map(|(o, _)| OrgChoice {
+            id: o.id.to_string(),
+            name: o.name.to_string(),
+            selected: o.id == selected,
+        })
+        .collect()
+}
+
+/// The page for a person in no organization.
+pub(super) fn no_org_page(viewer: &Viewer) -> Response {
+    let base = viewer.base.as_str();
+    page::render(
+        StatusCode::OK,
+        &NoOrgPage {
+            base,
+            style: super::assets::style_href(base),
+            script: super::assets::script_href(base),
+            csrf: &viewer.csrf,
+            signed_in_here: viewer.session.is_some(),
+        },
+    )
 }
 
 /// Renders the keys page of `org` (default: the viewer's first organization) with `extras`.
@@ -374,28 +417,7 @@ async fn keys_page(
 ) -> Response {
     let base = viewer.base.as_str();
     let loaded = async {
-        let limit = PageLimit::new(ORGS_SHOWN_MAX).map_err(Error::Core)?;
-        let mine = state
-            .core()
-            .organizations_of(viewer.user, None, limit)
-            .await
-            .map_err(Error::Core)?
-            .items;
-        let chosen = match org {
-            Some(text) => {
-                let id = org_param(Some(text))?;
-                Some(
-                    mine.iter()
-                        .find(|(o, _)| o.id == id)
-                        .cloned()
-                        .ok_or(Error::Core(creapic_core::Error::NotFound {
-                            resource: "organization",
-                        }))?,
-                )
-            }
-            None => mine.first().cloned(),
-        };
-        let Some((organization, role)) = chosen else {
+        let Some((mine, organization, role)) = chosen_org(state, viewer, org).await? else {
             return Ok(None);
         };
         let page = if role.may_manage_keys() {
@@ -419,18 +441,7 @@ async fn keys_page(
     .await;
     let (mine, organization, role, keys) = match loaded {
         Ok(Some(found)) => found,
-        Ok(None) => {
-            return page::render(
-                StatusCode::OK,
-                &NoOrgPage {
-                    base,
-                    style: super::assets::style_href(base),
-                    script: super::assets::script_href(base),
-                    csrf: &viewer.csrf,
-                    signed_in_here: viewer.session.is_some(),
-                },
-            );
-        }
+        Ok(None) => return no_org_page(viewer),
         Err(e) => return page::error(base, &e),
     };
     let org_id = organization.id.to_string();
@@ -452,14 +463,7 @@ async fn keys_page(
             script: super::assets::script_href(base),
             csrf: &viewer.csrf,
             signed_in_here: viewer.session.is_some(),
-            orgs: mine
-                .iter()
-                .map(|(o, _)| OrgChoice {
-                    id: o.id.to_string(),
-                    name: o.name.to_string(),
-                    selected: o.id == organization.id,
-                })
-                .collect(),
+            orgs: org_choices(&mine, organization.id),
             org_name: organization.name.to_string(),
             org_id,
             role: role.as_str(),

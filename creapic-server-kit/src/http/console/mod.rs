@@ -1,5 +1,5 @@
 //! The web console: pages a person signs in to and manages an organization's API keys with,
-//! served by the kit next to the API under `/console` (sign-in at `/console/login`).
+//! and its members, served by the kit next to the API under `/console` (sign-in at `/console/login`).
 //!
 //! Design decisions:
 //! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
@@ -24,6 +24,7 @@ pub mod assets;
 pub mod csrf;
 pub mod keys;
 pub mod login;
+pub mod members;
 pub mod page;
 pub mod session;
 
@@ -116,6 +117,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),
+        )
+        .route("/console/members", get(members::list).post(members::add))
+        .route(
+            "/console/members/{user}/role",
+            axum::routing::post(members::change_role),
+        )
+        .route(
+            "/console/members/{user}/remove",
+            get(members::confirm_remove).post(members::remove),
         )
         .route(assets::STYLE_PATH, get(assets::style))
         .route(assets::SCRIPT_PATH, get(assets::script))
