@@ -6,9 +6,9 @@
 //! A kit session's token is derived from the session token (`SessionToken::csrf`, compared
 //! with `SessionToken::check_csrf` in constant time): only the holder of the HttpOnly cookie can
 //! know it, and nothing extra is stored. A person the host signed in has no kit session; their
-//! token is an HMAC-SHA256 of their user id under a key random per process ([`host_token`]).
-//! So a form rendered by one replica and posted to another is refused in that mode (the page is
-//! simply shown again); hosts that balance without stickiness check CSRF in their own layer.
+//! token is an HMAC-SHA256 of their user id under a key derived from the media signing key
+//! ([`host_token`], [`HOST_KEY_PURPOSE`]), which every replica of a host already shares so that
+//! its links verify anywhere: a form rendered by one replica is accepted by another.
 //! The sign-in form itself carries no token: there is no session yet, and SameSite=Lax plus the
 //! sign-in limits bound what a cross-site sign-in could do.
 
@@ -29,6 +29,9 @@ use crate::http::service::AppState;
 pub const FORM_MAX_BYTES: usize = 8 * 1024;
 /// Most fields a console form may have.
 pub const FIELDS_MAX: usize = 32;
+
+/// What the key of host-signed-in people's tokens is derived for (from the media signing key).
+pub const HOST_KEY_PURPOSE: &str = "console csrf";
 
 /// The CSRF token of a person the host signed in (see the module documentation).
 pub fn host_token(console: &Console, user: UserId) -> String {
