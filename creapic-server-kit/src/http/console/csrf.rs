@@ -9,12 +9,20 @@
 //! token is an HMAC-SHA256 of their user id under a key derived from the media signing key
 //! ([`host_token`], [`HOST_KEY_PURPOSE`]), which every replica of a host already shares so that
 //! its links verify anywhere: a form rendered by one replica is accepted by another.
+//!
+//! A form that must take effect once (adding a key, submitting work) also carries a random
+//! **form id** ([`new_form_id`], the `form` field): its handler runs under the idempotency key
+//! [`form_key`] derives from it, so the same form sent twice — a reload of the answer, a double
+//! click — is recognised and never acts twice ([`crate::http::idempotent::once`]).
+//!
 //! The sign-in form itself carries no token: there is no session yet, and SameSite=Lax plus the
 //! sign-in limits bound what a cross-site sign-in could do.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::Response;
 use creapic_core::id::UserId;
+use creapic_core::idempotency::RequestFingerprint;
+use creapic_core::ledger::IdempotencyKey;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -53,6 +61,40 @@ pub fn is_valid(viewer: &Viewer, presented: &str) -> bool {
                 && bool::from(viewer.csrf.as_bytes().ct_eq(presented.as_bytes()))
         }
     }
+}
+
+/// Length of a form id: 128 random bits as hex.
+pub const FORM_ID_LEN: usize = 32;
+
+/// A fresh form id for a page's once-only form.
+pub fn new_form_id() -> String {
+    use rand::Rng as _;
+    let mut bytes = [0u8; FORM_ID_LEN / 2];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The idempotency key of a once-only form `what` sent by `viewer`, from its `form` field;
+/// `None` when the field is missing or is not a form id (the form then acts every time).
+pub fn form_key(viewer: &Viewer, what: &str, fields: &Fields) -> Option<IdempotencyKey> {
+    let id = fields.get("form")?;
+    if id.len() != FORM_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    IdempotencyKey::new(&format!("console:{}:{what}:{id}", viewer.user)).ok()
+}
+
+/// The fingerprint of a once-only form: its fields but the CSRF token and the form id, so the
+/// same form id sent with other values is a conflict, not a replay.
+pub fn form_fingerprint(path: &str, fields: &Fields) -> RequestFingerprint {
+    let mut body = Vec::new();
+    for (k, v) in fields.0.iter().filter(|(k, _)| k != "csrf" && k != "form") {
+        for part in [k, v] {
+            body.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            body.extend_from_slice(part.as_bytes());
+        }
+    }
+    RequestFingerprint::of("POST", path, &body)
 }
 
 /// A console form's fields, in order (a checkbox group repeats its name).
