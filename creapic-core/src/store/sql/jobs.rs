@@ -17,16 +17,17 @@ use crate::ledger::{Credits, IdempotencyKey, LedgerOp, LedgerRequest};
 use crate::page::{Page, PageLimit};
 use crate::store::JobStore;
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, Dialect, built, corrupt, stmt};
+use crate::store::sql::exec::{Columns, Dialect, built, const_sql, corrupt, push_param, stmt};
 use crate::store::sql::ledger::{apply_in, current_balance, find_hold};
-use crate::store::sql::rows::{self, ITEM_COLUMNS, JOB_COLUMNS};
+use crate::store::sql::rows::{self, item_columns, job_columns};
 
 /// `JobStore::list_jobs` on both SQL backends: `$1` the organization, `$2` the cursor (a job id
 /// or NULL), `$3` the page size plus one. The page of jobs is chosen first, then only its items
 /// are counted, by state, in one grouped scan.
-pub(crate) fn list_jobs_sql() -> String {
-    format!(
-        "WITH page AS (SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
+pub(crate) const LIST_JOBS_SQL: &str = concat!(
+    "WITH page AS (SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
              ORDER BY id LIMIT $3), \
          counts AS (SELECT job_id, CAST(COUNT(*) AS BIGINT) AS n_items, \
              CAST(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS n_succeeded, \
@@ -38,10 +39,25 @@ pub(crate) fn list_jobs_sql() -> String {
              COALESCE(counts.n_failed, 0) AS n_failed, \
              COALESCE(counts.n_canceled, 0) AS n_canceled \
          FROM page LEFT JOIN counts ON counts.job_id = page.id ORDER BY page.id"
-    )
-}
+);
 
-/// A row of [`list_jobs_sql`].
+/// A job's items in order: `$1` the job.
+const ITEMS_OF_JOB: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    " FROM job_items WHERE job_id = $1 ORDER BY idx"
+);
+
+/// A job: `$1` the job ([`load_job`] appends the row lock).
+const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+
+/// The start of a job's items insert, before its `VALUES` rows.
+const ITEMS_INSERT_HEAD: &str = "INSERT INTO job_items (job_id, idx, input, status) VALUES ";
+/// Longest `VALUES` row of the items insert: `,($1, $n, $n, 'pending')` with 4-digit
+/// placeholders.
+const ITEM_ROW_BYTES_MAX: usize = 32;
+
+/// A row of [`LIST_JOBS_SQL`].
 pub(crate) fn job_summary(row: &impl Columns) -> Result<JobSummary> {
     let job = rows::job(row, Vec::new())?;
     let count =
@@ -56,29 +72,25 @@ pub(crate) fn job_summary(row: &impl Columns) -> Result<JobSummary> {
 }
 
 async fn load_items<B: SqlBackend>(conn: &mut Conn<B>, id: JobId) -> Result<Vec<JobItem>> {
-    let rows = built(format!(
-        "SELECT {ITEM_COLUMNS} FROM job_items WHERE job_id = $1 ORDER BY idx"
-    ))
-    .bind(id.as_uuid())
-    .fetch_all(conn)
-    .await?;
+    let rows = stmt(ITEMS_OF_JOB)
+        .bind(id.as_uuid())
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(rows::item).collect()
 }
 
 /// A job with its items; with `lock`, its row is locked until the transaction ends
 /// (`Dialect::ROW_LOCK`): every change to a job serializes on it.
 async fn load_job<B: SqlBackend>(conn: &mut Conn<B>, id: JobId, lock: bool) -> Result<Option<Job>> {
-    let lock = if lock {
-        <B::Db as Dialect>::ROW_LOCK
+    let text = if lock {
+        const_sql!(JOB_BY_ID, " ", <B::Db as Dialect>::ROW_LOCK)
     } else {
-        ""
+        JOB_BY_ID
     };
-    let row = built(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 {lock}"
-    ))
-    .bind(id.as_uuid())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = stmt(text)
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let items = load_items::<B>(conn, id).await?;
     rows::job(&row, items).map(Some)
@@ -257,12 +269,15 @@ async fn enqueue_once<B: SqlBackend>(store: &B, new: &NewJob) -> Result<Enqueued
     .await?;
     // One multi-row insert: `validate` bounds the items (`JOB_ITEMS_MAX`), so the statement's
     // parameters stay far below either database's limit.
-    let mut text = String::from("INSERT INTO job_items (job_id, idx, input, status) VALUES ");
+    let mut text =
+        String::with_capacity(ITEMS_INSERT_HEAD.len() + job.items.len() * ITEM_ROW_BYTES_MAX);
+    text.push_str(ITEMS_INSERT_HEAD);
     for i in 0..job.items.len() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!("($1, ${}, ${}, 'pending')", 2 * i + 2, 2 * i + 3));
+        text.push_str(if i == 0 { "($1, " } else { ",($1, " });
+        push_param(&mut text, 2 * i + 2);
+        text.push_str(", ");
+        push_param(&mut text, 2 * i + 3);
+        text.push_str(", 'pending')");
     }
     let mut insert = built(text).bind(job.id.as_uuid());
     for item in &job.items {
@@ -316,7 +331,7 @@ impl<B: SqlBackend> JobStore for B {
         limit: PageLimit,
     ) -> Result<Page<JobSummary, JobId>> {
         let mut conn = self.read().await?;
-        let rows = built(list_jobs_sql())
+        let rows = stmt(LIST_JOBS_SQL)
             .bind(org.as_uuid())
             .bind(after.map(|j| j.as_uuid()))
             .bind(i64::from(limit.get()) + 1)
@@ -333,14 +348,14 @@ impl<B: SqlBackend> JobStore for B {
         lease_until: Timestamp,
     ) -> Result<Option<Job>> {
         let mut tx = self.write().await?;
-        let claimed = built(format!(
+        let claimed = stmt(const_sql!(
             "UPDATE jobs SET status = 'running', lease_worker = $1, lease_expires_at = $3, \
              attempts = attempts + 1, updated_at = $2 \
              WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'running') \
                  AND (status = 'queued' OR lease_expires_at IS NULL OR lease_expires_at <= $2) \
-                 ORDER BY id LIMIT 1 {}) \
-             RETURNING id",
-            <B::Db as Dialect>::CLAIM_LOCK
+                 ORDER BY id LIMIT 1 ",
+            <B::Db as Dialect>::CLAIM_LOCK,
+            ") RETURNING id"
         ))
         .bind(worker.as_str())
         .bind(now)
