@@ -4,16 +4,17 @@
 //! backend's row lock, so every report of one job, and the ledger entries it writes, serialize.
 //! Runners claim with the backend's claim lock (PostgreSQL skips rows another claimer holds) and
 //! a lease; a report from a worker whose lease was taken over is refused with `LeaseLost`.
+//! What a report, a cancel, a completion or a hand-back changes is decided by the job itself
+//! (`crate::job`: [`FinishItem`], [`Job::cancel`], [`Job::complete`], [`Job::hand_back`]); this
+//! file loads, writes what was decided ([`write_transition`]) and commits.
 
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, JobId, OrgId};
-use crate::job::{
-    Enqueued, FinishItem, ItemStatus, Job, JobItem, JobStatus, JobSummary, NewJob, WorkerId,
-};
-use crate::ledger::{Credits, IdempotencyKey, LedgerOp, LedgerRequest};
+use crate::job::{Enqueued, FinishItem, Job, JobItem, JobSummary, NewJob, Transition, WorkerId};
+use crate::ledger::{Credits, Hold};
 use crate::page::{Page, PageLimit};
 use crate::store::JobStore;
 use crate::store::sql::backend::{Conn, SqlBackend};
@@ -96,46 +97,52 @@ async fn load_job<B: SqlBackend>(conn: &mut Conn<B>, id: JobId, lock: bool) -> R
     rows::job(&row, items).map(Some)
 }
 
+/// A job, row-locked; `NotFound` when there is none.
+async fn locked_job<B: SqlBackend>(conn: &mut Conn<B>, id: JobId) -> Result<Job> {
+    load_job::<B>(conn, id, true)
+        .await?
+        .ok_or(Error::NotFound { resource: "job" })
+}
+
 /// The job `worker` holds the lease of, row-locked.
 async fn leased_job<B: SqlBackend>(
     conn: &mut Conn<B>,
     id: JobId,
     worker: &WorkerId,
 ) -> Result<Job> {
-    let job = load_job::<B>(conn, id, true)
-        .await?
-        .ok_or(Error::NotFound { resource: "job" })?;
-    if !job.is_leased_by(worker) {
-        return Err(Error::LeaseLost);
-    }
+    let job = locked_job::<B>(conn, id).await?;
+    job.check_lease(worker)?;
     Ok(job)
 }
 
-/// Releases what is left of a job's hold and closes it (nothing for free jobs).
-async fn close_hold<B: SqlBackend>(
-    conn: &mut Conn<B>,
-    job: &Job,
-    entry_id: EntryId,
-    at: Timestamp,
-) -> Result<()> {
-    let Some(hold) = job.hold else { return Ok(()) };
-    let open = find_hold::<B>(conn, job.org, hold, false)
-        .await?
-        .is_some_and(|h| h.closed_at.is_none());
-    if open {
-        apply_in::<B>(
-            conn,
-            &LedgerRequest {
-                entry_id,
-                org: job.org,
-                op: LedgerOp::Release { hold, amount: None },
-                idempotency_key: FinishItem::close_key(job.id),
-                at,
-            },
+/// The job's hold as it is now (not locked: closing it locks it), for the job's decisions.
+async fn hold_of<B: SqlBackend>(conn: &mut Conn<B>, job: &Job) -> Result<Option<Hold>> {
+    match job.hold {
+        Some(id) => find_hold::<B>(conn, job.org, id, false).await,
+        None => Ok(None),
+    }
+}
+
+/// Writes what [`Job::cancel`], [`Job::complete`] or [`Job::hand_back`] decided, in the caller's
+/// transaction (the job row locked): the hold's closing release, the canceled items, the job's
+/// state. The job as it is now.
+async fn write_transition<B: SqlBackend>(conn: &mut Conn<B>, t: Transition) -> Result<Job> {
+    if let Some(close) = &t.close {
+        apply_in::<B>(conn, close).await?;
+    }
+    if !t.canceled.is_empty() {
+        // Exactly `t.canceled`: the items still pending under the job's row lock.
+        stmt(
+            "UPDATE job_items SET status = 'canceled', finished_at = $2 \
+             WHERE job_id = $1 AND status = 'pending'",
         )
+        .bind(t.job.id.as_uuid())
+        .bind(t.job.updated_at)
+        .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    set_job_state::<B>(conn, &t.job).await?;
+    Ok(t.job)
 }
 
 /// Writes the job row's mutable state (status, lease, times, attempts).
@@ -226,28 +233,15 @@ async fn enqueue_once<B: SqlBackend>(store: &B, new: &NewJob) -> Result<Enqueued
             resource: "organization",
         });
     }
-    let total = new.total_cost()?;
-    let (hold, balance) = if total.get() > 0 {
-        let receipt = apply_in::<B>(
-            &mut tx,
-            &LedgerRequest {
-                entry_id: new.hold_entry,
-                org: new.org,
-                op: LedgerOp::Reserve {
-                    amount: total,
-                    job: Some(new.id),
-                },
-                idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
-                at: new.at,
-            },
-        )
-        .await?;
-        (receipt.hold, receipt.entry.balance_after)
-    } else {
-        (
+    let (hold, balance) = match new.reserve_request()? {
+        Some(reserve) => {
+            let receipt = apply_in::<B>(&mut tx, &reserve).await?;
+            (receipt.hold, receipt.entry.balance_after)
+        }
+        None => (
             None,
             Credits::new(current_balance::<B>(&mut tx, new.org).await?)?,
-        )
+        ),
     };
     let job = new.to_job(hold.as_ref().map(|h| h.id));
     stmt(
@@ -386,9 +380,8 @@ impl<B: SqlBackend> JobStore for B {
 
     async fn release_lease(&self, id: JobId, worker: &WorkerId, at: Timestamp) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = leased_job::<B>(&mut tx, id, worker).await?;
-        job.hand_back(at);
-        set_job_state::<B>(&mut tx, &job).await?;
+        let transition = locked_job::<B>(&mut tx, id).await?.hand_back(worker, at)?;
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }
@@ -430,16 +423,10 @@ impl<B: SqlBackend> JobStore for B {
         at: Timestamp,
     ) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = leased_job::<B>(&mut tx, id, worker).await?;
-        if job.pending() > 0 {
-            return Err(Error::InvalidState("the job still has pending items"));
-        }
-        close_hold::<B>(&mut tx, &job, entry_id, at).await?;
-        job.status = job.outcome();
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state::<B>(&mut tx, &job).await?;
+        let job = locked_job::<B>(&mut tx, id).await?;
+        let hold = hold_of::<B>(&mut tx, &job).await?;
+        let transition = job.complete(worker, hold.as_ref(), entry_id, at)?;
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }
@@ -452,38 +439,15 @@ impl<B: SqlBackend> JobStore for B {
         at: Timestamp,
     ) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = load_job::<B>(&mut tx, id, true)
+        let job = load_job::<B>(&mut tx, id, true)
             .await?
             .filter(|j| j.org == org)
             .ok_or(Error::NotFound { resource: "job" })?;
-        if job.status == JobStatus::Canceled {
+        let hold = hold_of::<B>(&mut tx, &job).await?;
+        let Some(transition) = job.cancel(hold.as_ref(), entry_id, at)? else {
             return Ok(job);
-        }
-        if job.status.is_terminal() {
-            return Err(Error::InvalidState("the job has already finished"));
-        }
-        close_hold::<B>(&mut tx, &job, entry_id, at).await?;
-        stmt(
-            "UPDATE job_items SET status = 'canceled', finished_at = $2 \
-             WHERE job_id = $1 AND status = 'pending'",
-        )
-        .bind(job.id.as_uuid())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        for item in job
-            .items
-            .iter_mut()
-            .filter(|i| i.status == ItemStatus::Pending)
-        {
-            item.status = ItemStatus::Canceled;
-            item.finished_at = Some(at);
-        }
-        job.status = JobStatus::Canceled;
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state::<B>(&mut tx, &job).await?;
+        };
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }
