@@ -331,9 +331,10 @@ impl Job {
     }
 
     /// `worker` completes the job once no item is pending: its status becomes
-    /// [`Job::outcome`], the lease ends, and what is left of the hold goes back ([`Transition::
-    /// close`]; `hold` is the job's hold as the store read it, `entry_id` the release entry's
-    /// id). `LeaseLost` unless `worker` holds the lease; `InvalidState` while an item is pending.
+    /// [`Job::outcome`], the lease ends, and what is left of the hold goes back
+    /// ([`Transition::close`]; `hold` is the job's hold as the store read it, `entry_id` the
+    /// release entry's id). `LeaseLost` unless `worker` holds the lease; `InvalidState` while an
+    /// item is pending.
     pub fn complete(
         &self,
         worker: &WorkerId,
