@@ -242,8 +242,9 @@ pub trait JobStore: Send + Sync {
     /// (failed) its unit cost. An item that already finished is left as it is and the job is
     /// returned unchanged: it is never charged twice. `LeaseLost` unless `worker` holds the lease.
     async fn finish_item(&self, report: &FinishItem) -> Result<Job>;
-    /// Ends a job `worker` holds whose items have all finished: sets its terminal state, clears
-    /// the lease and releases what is left of its hold (closing it), atomically.
+    /// Ends a job `worker` holds whose items have all finished ([`crate::job::Job::complete`]):
+    /// sets its terminal state, clears the lease and releases what is left of its hold (closing
+    /// it), atomically.
     async fn complete_job(
         &self,
         job: JobId,
@@ -251,7 +252,8 @@ pub trait JobStore: Send + Sync {
         entry_id: EntryId,
         at: Timestamp,
     ) -> Result<Job>;
-    /// Cancels a job of `org` that has not reached a terminal state: pending items become
+    /// Cancels a job of `org` that has not reached a terminal state
+    /// ([`crate::job::Job::cancel`]): pending items become
     /// canceled and what is left of the hold is released, atomically. Canceling a canceled job
     /// returns it unchanged; canceling another terminal job is `InvalidState`.
     async fn cancel_job(
