@@ -70,8 +70,27 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 
 async fn save(client: &Client, url: &str, path: &Path) -> CliResult {
     let file = client.media().download(url).await?;
-    std::fs::write(path, &file.bytes)
+    write(path, &file.bytes)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> CliResult {
+    std::fs::write(path, bytes)
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The file extension of an image of `content_type` (what the server stored: PNG from the
+/// offline renderer, JPEG or WebP from a provider); `bin` for anything else.
+fn extension(content_type: Option<&str>) -> &'static str {
+    let essence = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("image/png") => "png",
+        Some("image/jpeg" | "image/jpg") => "jpg",
+        Some("image/webp") => "webp",
+        Some("image/gif") => "gif",
+        _ => "bin",
+    }
 }
 
 pub async fn generate(api: &ApiArgs, args: GenerateArgs) -> CliResult {
@@ -160,7 +179,10 @@ pub async fn bulk(api: &ApiArgs, args: BulkArgs) -> CliResult {
             .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
         for image in &done.images {
             if let Some(url) = &image.url {
-                save(&client, url, &dir.join(format!("{:03}.png", image.index))).await?;
+                // Named by index, with the extension of what the server sent.
+                let file = client.media().download(url).await?;
+                let ext = extension(file.content_type.as_deref());
+                write(&dir.join(format!("{:03}.{ext}", image.index)), &file.bytes)?;
             }
         }
     }
@@ -400,4 +422,18 @@ pub async fn usage(api: &ApiArgs, args: UsageArgs) -> CliResult {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_images_are_named_by_what_the_server_sent() {
+        assert_eq!(extension(Some("image/png")), "png");
+        assert_eq!(extension(Some("image/jpeg")), "jpg");
+        assert_eq!(extension(Some("IMAGE/WEBP; q=1")), "webp");
+        assert_eq!(extension(Some("application/octet-stream")), "bin");
+        assert_eq!(extension(None), "bin");
+    }
 }
