@@ -36,6 +36,11 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f).expect("ok")
 //! # }
 //! ```
+//!
+//! ## Features
+//!
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod account;
 pub mod audit;

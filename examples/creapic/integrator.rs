@@ -78,21 +78,6 @@ fn write(path: &Path, bytes: &[u8]) -> CliResult {
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The file extension of an image of `content_type` (what the server stored: PNG from the
-/// offline renderer, JPEG or WebP from a provider); `bin` for anything else.
-fn extension(content_type: Option<&str>) -> &'static str {
-    let essence = content_type
-        .and_then(|t| t.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase());
-    match essence.as_deref() {
-        Some("image/png") => "png",
-        Some("image/jpeg" | "image/jpg") => "jpg",
-        Some("image/webp") => "webp",
-        Some("image/gif") => "gif",
-        _ => "bin",
-    }
-}
-
 pub async fn generate(api: &ApiArgs, args: GenerateArgs) -> CliResult {
     let aspect: AspectRatioWire = parse_enum(
         "--aspect-ratio",
@@ -181,8 +166,8 @@ pub async fn bulk(api: &ApiArgs, args: BulkArgs) -> CliResult {
             if let Some(url) = &image.url {
                 // Named by index, with the extension of what the server sent.
                 let file = client.media().download(url).await?;
-                let ext = extension(file.content_type.as_deref());
-                write(&dir.join(format!("{:03}.{ext}", image.index)), &file.bytes)?;
+                let name = format!("{:03}.{}", image.index, file.extension());
+                write(&dir.join(name), &file.bytes)?;
             }
         }
     }
@@ -422,18 +407,4 @@ pub async fn usage(api: &ApiArgs, args: UsageArgs) -> CliResult {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn saved_images_are_named_by_what_the_server_sent() {
-        assert_eq!(extension(Some("image/png")), "png");
-        assert_eq!(extension(Some("image/jpeg")), "jpg");
-        assert_eq!(extension(Some("IMAGE/WEBP; q=1")), "webp");
-        assert_eq!(extension(Some("application/octet-stream")), "bin");
-        assert_eq!(extension(None), "bin");
-    }
 }
