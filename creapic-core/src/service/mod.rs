@@ -225,6 +225,12 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// Checks that `by` may manage the keys of `org`. People need owner or admin; a person
     /// outside the organization is told the organization does not exist.
+    /// How many of this build's migrations the store lacks (0: ready to serve); an unreachable
+    /// store is an `Unavailable` error. For readiness probes.
+    pub async fn pending_migrations(&self) -> Result<u32> {
+        self.store.pending_migrations().await
+    }
+
     async fn require_manager(&self, by: Actor, org: OrgId, action: &'static str) -> Result<()> {
         match by {
             Actor::Operator | Actor::System => Ok(()),

@@ -1067,6 +1067,13 @@ impl GenerationStore for MemoryStore {
 }
 
 #[async_trait]
+impl crate::store::SchemaStore for MemoryStore {
+    async fn pending_migrations(&self) -> Result<u32> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
 impl AccountStore for MemoryStore {
     async fn set_password(&self, user: UserId, hash: &PasswordHash, _at: Timestamp) -> Result<()> {
         let mut s = self.lock();

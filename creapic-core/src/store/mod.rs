@@ -364,6 +364,15 @@ pub trait AccountStore: Send + Sync {
     async fn purge_sessions(&self, now: Timestamp, idle_cutoff: Timestamp) -> Result<u64>;
 }
 
+/// The store's own state, for readiness probes.
+#[async_trait]
+pub trait SchemaStore: Send + Sync {
+    /// How many of this build's migrations the database has not applied: 0 when its schema is
+    /// the one this build expects (a store without a schema, in memory, is always 0). An
+    /// unreachable database is an `Unavailable` store error.
+    async fn pending_migrations(&self) -> Result<u32>;
+}
+
 /// Every store trait: what a backend implements.
 pub trait Store:
     OrgStore
@@ -374,6 +383,7 @@ pub trait Store:
     + IdempotencyStore
     + GenerationStore
     + AccountStore
+    + SchemaStore
     + 'static
 {
 }
@@ -387,6 +397,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + GenerationStore
         + AccountStore
+        + SchemaStore
         + 'static
 {
 }
