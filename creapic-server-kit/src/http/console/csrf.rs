@@ -1,5 +1,5 @@
-//! CSRF protection of the console's forms: [`CheckedForm`], the extractor every
-//! state-changing console handler takes, reads the signed-in [`Viewer`], then the bounded
+//! CSRF protection of the console's forms: [`CheckedForm`] (or [`CheckedLongForm`] for the
+//! playground's prompts), the extractor every state-changing console handler takes, reads the signed-in [`Viewer`], then the bounded
 //! url-encoded body, and refuses it (403, a sentence on a page) unless its `csrf` field is the
 //! viewer's token.
 //!
@@ -104,6 +104,31 @@ impl FromRequest<AppState> for CheckedForm {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        CheckedForm::read(request, state, FORM_MAX_BYTES).await
+    }
+}
+
+/// A [`CheckedForm`] with long text in it (the playground's prompts, up to
+/// `Limits::prompts_max` lines of `Limits::prompt_max_chars`), read under the API's own body
+/// bound, `Limits::body_max_bytes`, instead of [`FORM_MAX_BYTES`]. Rejects like
+/// [`CheckedForm`].
+#[derive(Debug)]
+pub struct CheckedLongForm(pub CheckedForm);
+
+impl FromRequest<AppState> for CheckedLongForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let max = state.config().limits.body_max_bytes;
+        CheckedForm::read(request, state, max)
+            .await
+            .map(CheckedLongForm)
+    }
+}
+
+impl CheckedForm {
+    /// Who, then the form under `max` bytes, then its token (see [`CheckedForm`]).
+    async fn read(request: Request, state: &AppState, max: usize) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await?;
         let refuse = |e: Error| page::error(&viewer.base, &e);
@@ -119,13 +144,9 @@ impl FromRequest<AppState> for CheckedForm {
         if !is_form {
             return Err(refuse(Error::UnsupportedMediaType));
         }
-        let bytes = axum::body::to_bytes(body, FORM_MAX_BYTES)
+        let bytes = axum::body::to_bytes(body, max)
             .await
-            .map_err(|_| {
-                refuse(Error::BodyTooLarge {
-                    max: FORM_MAX_BYTES,
-                })
-            })?;
+            .map_err(|_| refuse(Error::BodyTooLarge { max }))?;
         let fields = Fields::parse(&bytes).map_err(refuse)?;
         if !is_valid(&viewer, fields.get("csrf").unwrap_or("")) {
             return Err(refuse(Error::InvalidCsrfToken));
