@@ -22,6 +22,7 @@
 
 pub mod assets;
 pub mod csrf;
+pub mod frame;
 pub mod keys;
 pub mod login;
 pub mod members;

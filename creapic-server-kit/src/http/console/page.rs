@@ -12,6 +12,9 @@ use askama::Template;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use creapic_core::clock::Timestamp;
+
+use crate::http::console::frame::Frame;
 use crate::http::console::session::Base;
 use crate::http::error::Error;
 
@@ -24,9 +27,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
+    frame: Frame,
     title: &'a str,
     sentence: &'a str,
 }
@@ -99,9 +100,7 @@ pub fn error(base: &str, error: &Error) -> Response {
     let mut response = render(
         status,
         &ErrorPage {
-            base,
-            style: crate::http::console::assets::style_href(base),
-            script: crate::http::console::assets::script_href(base),
+            frame: Frame::signed_out(base),
             title,
             sentence: &sentence,
         },
@@ -180,6 +179,35 @@ fn finish(text: &str) -> String {
         out.push('.');
     }
     out
+}
+
+/// The error of a page whose query string is not what it expects (400).
+pub fn bad_query() -> Error {
+    Error::InvalidParameter {
+        name: "query",
+        message: "is not what this page expects".into(),
+    }
+}
+
+/// A time as a page shows it: `2026-12-01 04:30 UTC`, with the RFC 3339 text for `<time>`.
+#[derive(Debug, Clone)]
+pub struct When {
+    /// What the reader sees.
+    pub text: String,
+    /// The `datetime` attribute.
+    pub iso: String,
+}
+
+impl When {
+    /// `t` as a page shows it.
+    pub fn of(t: Timestamp) -> Self {
+        let iso = t.to_rfc3339();
+        let text = match (iso.get(..10), iso.get(11..16)) {
+            (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
+            _ => iso.clone(),
+        };
+        When { text, iso }
+    }
 }
 
 /// The page for a console path that does not exist.
