@@ -32,7 +32,7 @@ use creapic_core::{Caller, JobSpec};
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::generation::item::{ImageSpec, PromptSource};
+use crate::generation::item::ImageSpec;
 use crate::generation::paid::{AttemptKeys, PaidGenerator, Resume};
 use crate::http::console::csrf::{CheckedForm, CheckedLongForm, Fields};
 use crate::http::console::frame::{Frame, OrgFrame, Section, load_org, org_param};
@@ -208,7 +208,14 @@ pub async fn page(
             );
         }
     };
-    playground_page(&state, &viewer, query.org.as_deref(), after, Extras::default()).await
+    playground_page(
+        &state,
+        &viewer,
+        query.org.as_deref(),
+        after,
+        Extras::default(),
+    )
+    .await
 }
 
 /// `POST /console/playground`: submits the prompts as one bulk job (the form's nonce is its
@@ -554,7 +561,8 @@ fn progress_of(state: &AppState, base: &str, job: &Job) -> Progress {
         charged: job.unit_cost.get().saturating_mul(succeeded as u64),
         unit_cost: job.unit_cost.get(),
         finished,
-        poll: (!finished).then(|| format!("{base}/playground/jobs/{}/progress?org={org_id}", job.id)),
+        poll: (!finished)
+            .then(|| format!("{base}/playground/jobs/{}/progress?org={org_id}", job.id)),
         cancel: (!finished).then(|| format!("{base}/playground/jobs/{}/cancel", job.id)),
         page,
         org_id,
