@@ -221,7 +221,7 @@ async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
     assert_eq!(
         headers["content-security-policy"],
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "same-origin");

@@ -85,8 +85,8 @@ struct JobRow {
 struct Generated {
     id: String,
     image: Option<String>,
-    tokens: u64,
-    balance: u64,
+    tokens: String,
+    balance: String,
     aspect_ratio: &'static str,
     quality: &'static str,
     prompt_json: String,
@@ -98,8 +98,8 @@ struct Generated {
 struct PlaygroundPage {
     frame: Frame,
     org: OrgFrame,
-    balance: u64,
-    bulk_price: u64,
+    balance: String,
+    bulk_price: String,
     prompts_max: usize,
     prompt_max_chars: usize,
     prompts_maxlength: usize,
@@ -113,6 +113,7 @@ struct PlaygroundPage {
     single_price: String,
     single_error: Option<String>,
     generated: Option<Generated>,
+    single_first: bool,
     jobs: Vec<JobRow>,
     next_page: Option<String>,
 }
@@ -140,8 +141,8 @@ struct Progress {
     succeeded: usize,
     failed: usize,
     canceled: usize,
-    charged: u64,
-    unit_cost: u64,
+    charged: String,
+    unit_cost: String,
     finished: bool,
     /// The fragment the script polls, while the job is not finished.
     poll: Option<String>,
@@ -505,6 +506,15 @@ fn kind_label(kind: JobKind) -> &'static str {
     }
 }
 
+/// `n` tokens, as a page says it: "1 token", "3 tokens".
+fn tokens(n: u64) -> String {
+    if n == 1 {
+        "1 token".to_owned()
+    } else {
+        format!("{n} tokens")
+    }
+}
+
 /// `text` cut to [`CAPTION_MAX_CHARS`] characters, with an ellipsis when cut.
 fn caption(text: &str) -> String {
     match text.char_indices().nth(CAPTION_MAX_CHARS) {
@@ -558,8 +568,8 @@ fn progress_of(state: &AppState, base: &str, job: &Job) -> Progress {
         succeeded,
         failed: count(ItemStatus::Failed),
         canceled: count(ItemStatus::Canceled),
-        charged: job.unit_cost.get().saturating_mul(succeeded as u64),
-        unit_cost: job.unit_cost.get(),
+        charged: tokens(job.unit_cost.get().saturating_mul(succeeded as u64)),
+        unit_cost: tokens(job.unit_cost.get()),
         finished,
         poll: (!finished)
             .then(|| format!("{base}/playground/jobs/{}/progress?org={org_id}", job.id)),
@@ -578,8 +588,8 @@ fn generated(state: &AppState, record: &GenerationRecord, balance: Credits) -> G
     Generated {
         id: view.id,
         image,
-        tokens: record.outcome.tokens().get(),
-        balance: balance.get(),
+        tokens: tokens(record.outcome.tokens().get()),
+        balance: tokens(balance.get()),
         aspect_ratio: record.aspect_ratio.as_str(),
         quality: record.quality.as_str(),
         prompt_json: serde_json::to_string_pretty(&view.prompt).unwrap_or(record.prompt.clone()),
@@ -634,11 +644,12 @@ async fn playground_page(
         (None, None) => StatusCode::OK,
     };
     let pricing = config.pricing;
+    let single_first = extras.generated.is_some() || extras.single_error.is_some();
     page::render(
         status,
         &PlaygroundPage {
-            balance: balance.get(),
-            bulk_price: pricing.bulk_image,
+            balance: tokens(balance.get()),
+            bulk_price: tokens(pricing.bulk_image),
             prompts_max: config.limits.prompts_max,
             prompt_max_chars: config.limits.prompt_max_chars,
             prompts_maxlength: config
@@ -665,9 +676,11 @@ async fn playground_page(
                 })
                 .collect(),
             single_price: format!(
-                "standard {} tokens, hd {} tokens",
-                pricing.image_standard, pricing.image_hd
+                "standard {}, hd {}",
+                tokens(pricing.image_standard),
+                tokens(pricing.image_hd)
             ),
+            single_first,
             single_error: extras.single_error.as_ref().map(page::sentence),
             generated: extras.generated,
             next_page: jobs
@@ -678,4 +691,37 @@ async fn playground_page(
             org,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_is_keyed_by_its_person_and_its_forms_nonce() {
+        let user = UserId::parse("0190f0f0-0000-7000-8000-000000000001").unwrap();
+        let fresh = nonce();
+        assert_eq!(fresh.len(), 2 * NONCE_BYTES);
+        assert_ne!(fresh, nonce(), "a new page, a new nonce");
+        let form = Fields::parse(format!("nonce={fresh}").as_bytes()).unwrap();
+        assert_eq!(
+            attempt_key(user, &form).unwrap(),
+            format!("console:{user}:{fresh}")
+        );
+        for bad in ["", "nonce=abc", "nonce=ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+            let form = Fields::parse(bad.as_bytes()).unwrap();
+            assert!(attempt_key(user, &form).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn captions_are_cut_and_tokens_counted() {
+        assert_eq!(caption("short"), "short");
+        let long = "é".repeat(CAPTION_MAX_CHARS + 5);
+        let cut = caption(&long);
+        assert_eq!(cut.chars().count(), CAPTION_MAX_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(tokens(1), "1 token");
+        assert_eq!(tokens(3), "3 tokens");
+    }
 }
