@@ -46,6 +46,7 @@ pub mod account;
 pub mod audit;
 pub mod audit_chain;
 pub mod auth;
+pub mod caller;
 pub mod clock;
 pub mod error;
 pub mod finished_jobs;
@@ -68,5 +69,6 @@ pub mod testing;
 pub mod wire;
 
 pub use auth::Principal;
+pub use caller::Caller;
 pub use error::{Error, Result, StoreErrorKind};
 pub use service::{CoreConfig, Creapic, CreapicBuilder, CreatedKey, JobSpec, KeySpec};

@@ -24,314 +24,14 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-use sqlx::Connection as _;
-use support::{BIN, Serve, spawn_serve};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-// ----- the store a test runs on -----
-
-/// A data directory and, for PostgreSQL, a fresh database (dropped after).
-struct Store {
-    dir: PathBuf,
-    database: Option<(String, String)>,
-}
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-impl Store {
-    fn sqlite() -> Store {
-        let dir = temp_dir("console");
-        std::fs::create_dir_all(&dir).unwrap();
-        Store {
-            dir,
-            database: None,
-        }
-    }
-
-    async fn postgres() -> Store {
-        let name = format!("creapic_console_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} is required: {e}", admin_url()));
-        // The name is ours: lowercase letters, digits and underscores.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin_url();
-        let (server, _) = base.rsplit_once('/').unwrap();
-        let mut store = Store::sqlite();
-        store.database = Some((name.clone(), format!("{server}/{name}")));
-        store
-    }
-
-    /// `creapic [--database URL] --data-dir DIR ARGS…`, with `stdin` piped in.
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut command = Command::new(BIN);
-        command.arg("--data-dir").arg(&self.dir);
-        if let Some((_, url)) = &self.database {
-            command.arg("--database").arg(url);
-        }
-        command
-            .args(args)
-            .env_remove("CREAPIC_DATABASE_URL")
-            .env_remove("CREAPIC_DASHBOARD_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// A new organization (founded by founder@example.com) and its id.
-    fn org(&self, name: &str) -> String {
-        let org = self.json(
-            &[
-                "org",
-                "create",
-                "--name",
-                name,
-                "--owner",
-                "founder@example.com",
-                "--json",
-            ],
-            None,
-        );
-        org["organization"]["id"].as_str().unwrap().to_owned()
-    }
-
-    /// A person with [`PASSWORD`] and `role` in `org`.
-    fn person(&self, email: &str, org: &str, role: &str) {
-        self.json(
-            &[
-                "user",
-                "create",
-                "--email",
-                email,
-                "--password-stdin",
-                "--org",
-                org,
-                "--role",
-                role,
-                "--json",
-            ],
-            Some(PASSWORD),
-        );
-    }
-
-    fn serve(&self, env: &[(&str, &str)]) -> Serve {
-        let mut command = Command::new(BIN);
-        command.arg("--data-dir").arg(&self.dir);
-        if let Some((_, url)) = &self.database {
-            command.arg("--database").arg(url);
-        }
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-runner"])
-            .env_remove("CREAPIC_DATABASE_URL")
-            .env_remove("CREAPIC_DASHBOARD_TOKEN")
-            .env("RUST_LOG", "warn");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        spawn_serve(command)
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let Some((name, _)) = self.database.take() else {
-            return;
-        };
-        // A runtime of its own: drop may run outside (or at the end of) the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("creapic-{what}-{}", uuid::Uuid::now_v7().simple()))
-}
-
-// ----- the browser -----
-
-/// A `chromedriver` on a free loopback port; killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    fn start() -> Driver {
-        let program =
-            std::env::var("CREAPIC_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&program)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "could not run `{program}` ({e}): install ChromeDriver and Chromium \
-                     (`apt-get install chromium-driver chromium`) or point \
-                     CREAPIC_CHROMEDRIVER at it"
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn browser(&self) -> Client {
-        let chromium = std::env::var("CREAPIC_CHROMIUM").unwrap_or_else(|_| {
-            ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-                .into_iter()
-                .find(|p| Path::new(p).exists())
-                .unwrap_or("chromium")
-                .to_owned()
-        });
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--window-size=1200,900",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            }),
-        );
-        ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("no browser session from chromedriver: {e}"))
-    }
-}
-
-/// Saves a screenshot to docs/console/NAME.png when `CREAPIC_SCREENSHOTS=1` (and `keep`).
-async fn screenshot(browser: &Client, name: &str, keep: bool) {
-    let png = browser.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    if keep && std::env::var("CREAPIC_SCREENSHOTS").as_deref() == Ok("1") {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-    }
-}
-
-async fn body_text(browser: &Client) -> String {
-    browser
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn fill(browser: &Client, css: &str, text: &str) {
-    let field = browser.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-/// Clicks the button labelled `text` and waits for the page it leads to.
-async fn click_button(browser: &Client, text: &str) {
-    let button = browser
-        .find(Locator::XPath(&format!(
-            "//button[normalize-space()='{text}']"
-        )))
-        .await
-        .unwrap_or_else(|e| panic!("no button {text:?}: {e}"));
-    click_and_load(browser, button).await;
-}
-
-/// Clicks `element` and waits (at most 15 s) until the page it was on is gone, so what is read
-/// next is the new page, never the old one.
-async fn click_and_load(browser: &Client, element: fantoccini::elements::Element) {
-    let old = browser.find(Locator::Css("html")).await.unwrap();
-    element.click().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while old.tag_name().await.is_ok() {
-        assert!(Instant::now() < deadline, "the click led to no new page");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn path_of(browser: &Client) -> String {
-    browser.current_url().await.unwrap().path().to_owned()
-}
+use fantoccini::Locator;
+use support::browser::{
+    Driver, body_text, click_and_load, click_button, fill, path_of, screenshot,
+};
+use support::console_http::{csrf_of, get_page, no_redirects, post_form, sign_in};
+use support::store::{PASSWORD, Store};
 
 /// The whole flow in the browser; `shots` keeps its screenshots.
 async fn browser_flow(store: Store, shots: bool) {
@@ -495,45 +195,6 @@ async fn a_person_manages_keys_in_a_browser_on_postgres() {
 
 // ----- over plain HTTP -----
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Signs `email` in; the `Set-Cookie` header, checked, and the cookie pair to send back.
-async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
-    let answer = http
-        .post(format!("{base}/console/login"))
-        .form(&[("email", email), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 303, "{email} signs in");
-    let set_cookie = answer
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let pair = set_cookie.split(';').next().unwrap().to_owned();
-    (set_cookie, pair)
-}
-
-/// The value of the first `name="csrf"` field of `page`.
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    page[at..at + 64].to_owned()
-}
-
-async fn get_page(http: &reqwest::Client, url: &str, cookie: &str) -> (u16, String) {
-    let answer = http.get(url).header("cookie", cookie).send().await.unwrap();
-    let status = answer.status().as_u16();
-    (status, answer.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
     let store = Store::sqlite();
@@ -560,7 +221,7 @@ async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
     assert_eq!(
         headers["content-security-policy"],
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "same-origin");
@@ -586,13 +247,7 @@ async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
         if let Some(token) = token {
             form.push(("csrf", token));
         }
-        let answer = http
-            .post(format!("{}{path}", server.base))
-            .header("cookie", &cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let answer = post_form(&http, format!("{}{path}", server.base), &cookie, &form).await;
         assert_eq!(answer.status(), 403, "{path} {token:?}");
         let body = answer.text().await.unwrap();
         assert!(
@@ -607,34 +262,34 @@ async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
     assert!(page.contains("No keys yet."), "{page}");
 
     // With the token the same form works, and shows a new key once.
-    let answer = http
-        .post(&keys)
-        .header("cookie", &cookie)
-        .form(&[
+    let answer = post_form(
+        &http,
+        &keys,
+        &cookie,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org.as_str()),
             ("name", "Honest"),
             ("scope", "IMAGE_GENERATION"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 201);
     let body = answer.text().await.unwrap();
     assert!(body.contains("wi_live_"), "{body}");
 
     // No scope: refused with a sentence, nothing created.
-    let answer = http
-        .post(&keys)
-        .header("cookie", &cookie)
-        .form(&[
+    let answer = post_form(
+        &http,
+        &keys,
+        &cookie,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org.as_str()),
             ("name", "None"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 400);
     let body = answer.text().await.unwrap();
     assert!(
@@ -643,13 +298,13 @@ async fn forms_without_their_csrf_token_are_refused_with_a_sentence() {
     );
 
     // Signed out with the token: the cookie is cleared and the session is gone.
-    let answer = http
-        .post(format!("{}/console/logout", server.base))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let answer = post_form(
+        &http,
+        format!("{}/console/logout", server.base),
+        &cookie,
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
     assert_eq!(answer.status(), 303);
     assert!(
         answer.headers()["set-cookie"]
@@ -726,22 +381,22 @@ async fn a_person_never_sees_another_organizations_keys() {
         assert!(!page.contains("B secret key"), "{page}");
         let (_, own) = get_page(&http, &format!("{}/console/keys", server.base), &cookie).await;
         let csrf = csrf_of(&own);
-        let answer = http
-            .post(format!("{}/console/keys/{id}/delete", server.base))
-            .header("cookie", &cookie)
-            .form(&[("csrf", csrf.as_str()), ("org", org_b.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let answer = post_form(
+            &http,
+            format!("{}/console/keys/{id}/delete", server.base),
+            &cookie,
+            &[("csrf", csrf.as_str()), ("org", org_b.as_str())],
+        )
+        .await;
         assert_eq!(answer.status(), 404);
         // Asking for B's key under A's organization is "no such key" too.
-        let answer = http
-            .post(format!("{}/console/keys/{id}/delete", server.base))
-            .header("cookie", &cookie)
-            .form(&[("csrf", csrf.as_str()), ("org", org_a.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let answer = post_form(
+            &http,
+            format!("{}/console/keys/{id}/delete", server.base),
+            &cookie,
+            &[("csrf", csrf.as_str()), ("org", org_a.as_str())],
+        )
+        .await;
         assert_eq!(answer.status(), 404);
     }
     {
@@ -765,18 +420,18 @@ async fn a_person_never_sees_another_organizations_keys() {
     );
     assert!(!page.contains("Add key"), "{page}");
     let csrf = csrf_of(&page);
-    let answer = http
-        .post(format!("{}/console/keys", server.base))
-        .header("cookie", &member)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/keys", server.base),
+        &member,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org_a.as_str()),
             ("name", "Nope"),
             ("scope", "IMAGE_GENERATION"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 403);
     let body = answer.text().await.unwrap();
     assert!(
@@ -890,18 +545,18 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
     let csrf = csrf_of(&page);
 
     // The owner adds a new person as a member.
-    let answer = http
-        .post(format!("{}/console/members", server.base))
-        .header("cookie", &owner)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/members", server.base),
+        &owner,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org.as_str()),
             ("email", "new@example.com"),
             ("role", "member"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 303);
     let location = answer.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.ends_with("&done=added"), "{location}");
@@ -919,18 +574,18 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
     let owner_id = row(&page, "owner@example.com");
 
     // Adding them again: a sentence, 409.
-    let answer = http
-        .post(format!("{}/console/members", server.base))
-        .header("cookie", &owner)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/members", server.base),
+        &owner,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org.as_str()),
             ("email", "new@example.com"),
             ("role", "member"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 409);
     assert!(
         answer
@@ -942,28 +597,25 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
 
     // Once the founder is gone, the last owner cannot demote themselves.
     let founder_id = row(&page, "founder@example.com");
-    let answer = http
-        .post(format!(
-            "{}/console/members/{founder_id}/remove",
-            server.base
-        ))
-        .header("cookie", &owner)
-        .form(&[("csrf", csrf.as_str()), ("org", org.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let answer = post_form(
+        &http,
+        format!("{}/console/members/{founder_id}/remove", server.base),
+        &owner,
+        &[("csrf", csrf.as_str()), ("org", org.as_str())],
+    )
+    .await;
     assert_eq!(answer.status(), 303);
-    let answer = http
-        .post(format!("{}/console/members/{owner_id}/role", server.base))
-        .header("cookie", &owner)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/members/{owner_id}/role", server.base),
+        &owner,
+        &[
             ("csrf", csrf.as_str()),
             ("org", org.as_str()),
             ("role", "member"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 409);
     assert!(
         answer
@@ -978,17 +630,17 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
     let (_, admin) = sign_in(&http, &server.base, "admin@example.com").await;
     let (_, page) = get_page(&http, &members, &admin).await;
     let admin_csrf = csrf_of(&page);
-    let answer = http
-        .post(format!("{}/console/members/{owner_id}/role", server.base))
-        .header("cookie", &admin)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/members/{owner_id}/role", server.base),
+        &admin,
+        &[
             ("csrf", admin_csrf.as_str()),
             ("org", org.as_str()),
             ("role", "member"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 403);
     assert!(
         answer
@@ -1008,13 +660,13 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
         page.contains("Remove new@example.com from Members Org?"),
         "{page}"
     );
-    let answer = http
-        .post(format!("{}/console/members/{new_id}/remove", server.base))
-        .header("cookie", &admin)
-        .form(&[("csrf", admin_csrf.as_str()), ("org", org.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let answer = post_form(
+        &http,
+        format!("{}/console/members/{new_id}/remove", server.base),
+        &admin,
+        &[("csrf", admin_csrf.as_str()), ("org", org.as_str())],
+    )
+    .await;
     assert_eq!(answer.status(), 303);
     let location = answer.headers()["location"].to_str().unwrap().to_owned();
     let (_, page) = get_page(&http, &format!("{}{location}", server.base), &owner).await;
@@ -1024,16 +676,16 @@ async fn owners_and_admins_manage_members_by_the_core_rules() {
     );
 
     // Without the CSRF token nothing changes.
-    let answer = http
-        .post(format!("{}/console/members", server.base))
-        .header("cookie", &owner)
-        .form(&[
+    let answer = post_form(
+        &http,
+        format!("{}/console/members", server.base),
+        &owner,
+        &[
             ("org", org.as_str()),
             ("email", "x@example.com"),
             ("role", "owner"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(answer.status(), 403);
 }

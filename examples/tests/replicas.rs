@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection as _;
+use support::store::{Database, temp_dir};
 use support::{BIN, Serve, spawn_serve};
 
 mod support;
@@ -24,67 +24,8 @@ mod support;
 const DASHBOARD_TOKEN: &str = "replicas-dashboard-token";
 const CREDITS: u64 = 20;
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A fresh database on the server of `DATABASE_URL`, dropped (with its connections) on drop.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create() -> Database {
-        let name = format!("creapic_replicas_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} is required: {e}", admin_url()));
-        // The name is ours: lowercase letters, digits and underscores.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin_url();
-        let (server, _) = base.rsplit_once('/').unwrap();
-        Database {
-            url: format!("{server}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: drop may run outside (or at the end of) the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 fn data_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "creapic-replicas-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp_dir("replicas")
 }
 
 fn cli_json(db: &Database, args: &[&str]) -> Value {
@@ -123,7 +64,7 @@ fn replica(db: &Database, dir: &Path) -> Serve {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_never_overdraw_and_share_revocations_within_a_second() {
-    let db = Database::create().await;
+    let db = Database::create("replicas").await;
     let org = cli_json(
         &db,
         &[

@@ -1,8 +1,13 @@
 //! What the binary's end-to-end tests share: a running `creapic serve` on a free loopback port,
 //! found by the address it prints, its log kept for assertions, stopped by a signal or killed
-//! when the test lets go of it.
+//! when the test lets go of it; and, in its submodules, the store a test runs on ([`store`]),
+//! a real browser ([`browser`]) and the console over plain HTTP ([`console_http`]).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod browser;
+pub mod console_http;
+pub mod store;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

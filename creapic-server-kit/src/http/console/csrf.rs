@@ -1,5 +1,5 @@
-//! CSRF protection of the console's forms: [`CheckedForm`], the extractor every
-//! state-changing console handler takes, reads the signed-in [`Viewer`], then the bounded
+//! CSRF protection of the console's forms: [`CheckedForm`] (or [`CheckedLongForm`] for the
+//! playground's prompts), the extractor every state-changing console handler takes, reads the signed-in [`Viewer`], then the bounded
 //! url-encoded body, and refuses it (403, a sentence on a page) unless its `csrf` field is the
 //! viewer's token.
 //!
@@ -74,13 +74,17 @@ pub fn new_form_id() -> String {
     hex::encode(bytes)
 }
 
-/// The idempotency key of a once-only form `what` sent by `viewer`, from its `form` field;
-/// `None` when the field is missing or is not a form id (the form then acts every time).
+/// The form id a once-only form was sent with (its `form` field), when it is one.
+pub fn form_id(fields: &Fields) -> Option<&str> {
+    fields
+        .get("form")
+        .filter(|id| id.len() == FORM_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The idempotency key of a once-only form `what` sent by `viewer`, from its form id; `None`
+/// when it has none (the form then acts every time).
 pub fn form_key(viewer: &Viewer, what: &str, fields: &Fields) -> Option<IdempotencyKey> {
-    let id = fields.get("form")?;
-    if id.len() != FORM_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
+    let id = form_id(fields)?;
     IdempotencyKey::new(&format!("console:{}:{what}:{id}", viewer.user)).ok()
 }
 
@@ -149,6 +153,31 @@ impl FromRequest<AppState> for CheckedForm {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        CheckedForm::read(request, state, FORM_MAX_BYTES).await
+    }
+}
+
+/// A [`CheckedForm`] with long text in it (the playground's prompts, up to
+/// `Limits::prompts_max` lines of `Limits::prompt_max_chars`), read under the API's own body
+/// bound, `Limits::body_max_bytes`, instead of [`FORM_MAX_BYTES`]. Rejects like
+/// [`CheckedForm`].
+#[derive(Debug)]
+pub struct CheckedLongForm(pub CheckedForm);
+
+impl FromRequest<AppState> for CheckedLongForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let max = state.config().limits.body_max_bytes;
+        CheckedForm::read(request, state, max)
+            .await
+            .map(CheckedLongForm)
+    }
+}
+
+impl CheckedForm {
+    /// Who, then the form under `max` bytes, then its token (see [`CheckedForm`]).
+    async fn read(request: Request, state: &AppState, max: usize) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await?;
         let refuse = |e: Error| page::error(&viewer.base, &e);
@@ -164,13 +193,9 @@ impl FromRequest<AppState> for CheckedForm {
         if !is_form {
             return Err(refuse(Error::UnsupportedMediaType));
         }
-        let bytes = axum::body::to_bytes(body, FORM_MAX_BYTES)
+        let bytes = axum::body::to_bytes(body, max)
             .await
-            .map_err(|_| {
-                refuse(Error::BodyTooLarge {
-                    max: FORM_MAX_BYTES,
-                })
-            })?;
+            .map_err(|_| refuse(Error::BodyTooLarge { max }))?;
         let fields = Fields::parse(&bytes).map_err(refuse)?;
         if !is_valid(&viewer, fields.get("csrf").unwrap_or("")) {
             return Err(refuse(Error::InvalidCsrfToken));

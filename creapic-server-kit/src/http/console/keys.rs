@@ -20,10 +20,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use creapic_core::KeySpec;
 use creapic_core::audit::Actor;
-use creapic_core::clock::Timestamp;
-use creapic_core::id::{KeyId, OrgId};
+use creapic_core::id::KeyId;
 use creapic_core::key::{ApiKey, KeyMode};
-use creapic_core::org::{Organization, Role};
 use creapic_core::page::PageLimit;
 use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::KeyQuery;
@@ -31,15 +29,16 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::http::console::csrf::{self, CheckedForm};
-use crate::http::console::page;
+use crate::http::console::frame::{
+    self, Confirmation, Frame, OrgFrame, OrgQuery, Section, org_param,
+};
+use crate::http::console::page::{self, When};
 use crate::http::console::session::Viewer;
 use crate::http::error::Error;
 use crate::http::extract::AuditContext;
 use crate::http::idempotent::{self, Once};
 use crate::http::service::AppState;
 
-/// Most organizations in the picker.
-pub const ORGS_SHOWN_MAX: u32 = 100;
 /// Most keys on one page of the list (a "Next page" link follows).
 pub const KEYS_SHOWN_MAX: u32 = 100;
 
@@ -62,20 +61,6 @@ pub struct KeysQuery {
     pub deleted: Option<String>,
 }
 
-/// Query of the delete confirmation.
-#[derive(Debug, Deserialize)]
-pub struct OrgQuery {
-    /// The organization that owns the key.
-    pub org: String,
-}
-
-/// An organization in the picker.
-pub(super) struct OrgChoice {
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) selected: bool,
-}
-
 struct KeyRow {
     id: String,
     name: String,
@@ -83,23 +68,6 @@ struct KeyRow {
     scopes: Vec<&'static str>,
     last_used: Option<When>,
     created: When,
-}
-
-/// A time as a page shows it: `2026-12-01 04:30 UTC`, with the RFC 3339 text for `<time>`.
-pub(super) struct When {
-    pub(super) text: String,
-    pub(super) iso: String,
-}
-
-impl When {
-    pub(super) fn of(t: Timestamp) -> Self {
-        let iso = t.to_rfc3339();
-        let text = match (iso.get(..10), iso.get(11..16)) {
-            (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
-            _ => iso.clone(),
-        };
-        When { text, iso }
-    }
 }
 
 struct ScopeChoice {
@@ -116,17 +84,9 @@ struct Created {
 /// The keys page.
 #[derive(Template)]
 #[template(path = "console/keys.html")]
-struct KeysPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
-    csrf: &'a str,
-    signed_in_here: bool,
-    orgs: Vec<OrgChoice>,
-    org_id: String,
-    org_name: String,
-    role: &'static str,
-    may_manage: bool,
+struct KeysPage {
+    frame: Frame,
+    org: OrgFrame,
     keys: Vec<KeyRow>,
     next_page: Option<String>,
     created: Option<Created>,
@@ -137,33 +97,6 @@ struct KeysPage<'a> {
     name_value: String,
     /// The "Add key" form's id ([`csrf::new_form_id`]): sent twice, it adds one key.
     form_id: String,
-}
-
-/// The confirmation before a key is deleted.
-#[derive(Template)]
-#[template(path = "console/delete.html")]
-struct DeletePage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
-    csrf: &'a str,
-    signed_in_here: bool,
-    org_id: String,
-    org_name: String,
-    key_id: String,
-    key_name: String,
-    key_prefix: String,
-}
-
-/// The page for a person in no organization.
-#[derive(Template)]
-#[template(path = "console/no_org.html")]
-struct NoOrgPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
-    csrf: &'a str,
-    signed_in_here: bool,
 }
 
 /// What a keys page shows beyond the list.
@@ -183,7 +116,7 @@ pub async fn list(
     query: Result<Query<KeysQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return page::error(&viewer.base, &bad_query());
+        return page::error(&viewer.base, &page::bad_query());
     };
     let after = match query.after.as_deref().map(KeyId::parse).transpose() {
         Ok(after) => after,
@@ -287,48 +220,37 @@ pub async fn confirm_delete(
     Path(id): Path<String>,
     query: Result<Query<OrgQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(query)) = query else {
-        return page::error(&viewer.base, &bad_query());
+    let (organization, _) = match frame::required_org(&state, &viewer, query).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    let found = async {
-        let org = org_param(Some(&query.org))?;
+    let ask = async {
         let id = key_param(&id)?;
-        let organization = chosen_org(&state, &viewer, Some(&query.org))
-            .await?
-            .map(|(_, organization, _)| organization)
-            .ok_or(Error::Core(creapic_core::Error::NotFound {
-                resource: "organization",
-            }))?;
         let key = state
             .core()
-            .key(Actor::User(viewer.user), org, id)
+            .key(Actor::User(viewer.user), organization.id, id)
             .await
             .map_err(Error::Core)?;
-        Ok::<_, Error>((organization, key))
+        if key.deleted_at.is_some() {
+            return Err(Error::Core(creapic_core::Error::NotFound {
+                resource: "key",
+            }));
+        }
+        Ok(Confirmation {
+            title: "Delete key",
+            question: format!("Delete the key “{}”?", key.name),
+            explanation: format!(
+                "The key {}… of {} stops working at once: every request made with it is \
+                 refused from now on. This cannot be undone.",
+                key.prefix, organization.name
+            ),
+            action: format!("{}/keys/{}/delete", viewer.base, key.id),
+            button: "Delete",
+            cancel: format!("{}/keys?org={}", viewer.base, organization.id),
+        })
     }
     .await;
-    match found {
-        Ok((organization, key)) if key.deleted_at.is_none() => page::render(
-            StatusCode::OK,
-            &DeletePage {
-                base: &viewer.base,
-                style: super::assets::style_href(&viewer.base),
-                script: super::assets::script_href(&viewer.base),
-                csrf: &viewer.csrf,
-                signed_in_here: viewer.session.is_some(),
-                org_id: organization.id.to_string(),
-                org_name: organization.name.to_string(),
-                key_id: key.id.to_string(),
-                key_name: key.name.to_string(),
-                key_prefix: key.prefix.to_string(),
-            },
-        ),
-        Ok(_) => page::error(
-            &viewer.base,
-            &Error::Core(creapic_core::Error::NotFound { resource: "key" }),
-        ),
-        Err(e) => page::error(&viewer.base, &e),
-    }
+    frame::confirm(&viewer, organization.id, ask)
 }
 
 /// `POST /console/keys/{id}/delete`: deletes the key (the API refuses it at once) and goes back
@@ -360,84 +282,11 @@ pub async fn delete(
     }
 }
 
-pub(super) fn bad_query() -> Error {
-    Error::InvalidParameter {
-        name: "query",
-        message: "is not what this page expects".into(),
-    }
-}
-
-pub(super) fn org_param(text: Option<&str>) -> Result<OrgId, Error> {
-    text.and_then(|t| OrgId::parse(t).ok())
-        .ok_or(Error::InvalidParameter {
-            name: "org",
-            message: "must be an organization id".into(),
-        })
-}
-
 fn key_param(text: &str) -> Result<KeyId, Error> {
     KeyId::parse(text).map_err(|_| Error::InvalidParameter {
         name: "key",
         message: "must be a key id".into(),
     })
-}
-
-/// The viewer's organizations (at most [`ORGS_SHOWN_MAX`]) and the one a page is about: `org`
-/// when given (400 if malformed, 404 if the viewer is not a member: never another
-/// organization's page), else their first; `None` when they belong to none.
-pub(super) async fn chosen_org(
-    state: &AppState,
-    viewer: &Viewer,
-    org: Option<&str>,
-) -> Result<Option<(Vec<(Organization, Role)>, Organization, Role)>, Error> {
-    let limit = PageLimit::new(ORGS_SHOWN_MAX).map_err(Error::Core)?;
-    let mine = state
-        .core()
-        .organizations_of(viewer.user, None, limit)
-        .await
-        .map_err(Error::Core)?
-        .items;
-    let chosen = match org {
-        Some(text) => {
-            let id = org_param(Some(text))?;
-            Some(
-                mine.iter()
-                    .find(|(o, _)| o.id == id)
-                    .cloned()
-                    .ok_or(Error::Core(creapic_core::Error::NotFound {
-                        resource: "organization",
-                    }))?,
-            )
-        }
-        None => mine.first().cloned(),
-    };
-    Ok(chosen.map(|(organization, role)| (mine, organization, role)))
-}
-
-/// The picker's choices, `selected` marked.
-pub(super) fn org_choices(mine: &[(Organization, Role)], selected: OrgId) -> Vec<OrgChoice> {
-    mine.iter()
-        .map(|(o, _)| OrgChoice {
-            id: o.id.to_string(),
-            name: o.name.to_string(),
-            selected: o.id == selected,
-        })
-        .collect()
-}
-
-/// The page for a person in no organization.
-pub(super) fn no_org_page(viewer: &Viewer) -> Response {
-    let base = viewer.base.as_str();
-    page::render(
-        StatusCode::OK,
-        &NoOrgPage {
-            base,
-            style: super::assets::style_href(base),
-            script: super::assets::script_href(base),
-            csrf: &viewer.csrf,
-            signed_in_here: viewer.session.is_some(),
-        },
-    )
 }
 
 /// Renders the keys page of `org` (default: the viewer's first organization) with `extras`.
@@ -448,40 +297,36 @@ async fn keys_page(
     after: Option<KeyId>,
     extras: Extras,
 ) -> Response {
+    let org = match frame::load_org(state, viewer, org, Section::Keys).await {
+        Ok(org) => org,
+        Err(answer) => return answer,
+    };
     let base = viewer.base.as_str();
-    let loaded = async {
-        let Some((mine, organization, role)) = chosen_org(state, viewer, org).await? else {
-            return Ok(None);
-        };
-        let page = if role.may_manage_keys() {
+    let keys = if org.may_manage() {
+        let listed = async {
             let query = KeyQuery {
                 include_deleted: false,
                 after,
                 limit: PageLimit::new(KEYS_SHOWN_MAX).map_err(Error::Core)?,
             };
-            Some(
-                state
-                    .core()
-                    .list_keys(Actor::User(viewer.user), organization.id, &query)
-                    .await
-                    .map_err(Error::Core)?,
-            )
-        } else {
-            None
-        };
-        Ok::<_, Error>(Some((mine, organization, role, page)))
-    }
-    .await;
-    let (mine, organization, role, keys) = match loaded {
-        Ok(Some(found)) => found,
-        Ok(None) => return no_org_page(viewer),
-        Err(e) => return page::error(base, &e),
+            state
+                .core()
+                .list_keys(Actor::User(viewer.user), org.org, &query)
+                .await
+                .map_err(Error::Core)
+        }
+        .await;
+        match listed {
+            Ok(page) => Some(page),
+            Err(e) => return page::error(base, &e),
+        }
+    } else {
+        None
     };
-    let org_id = organization.id.to_string();
     let next_page = keys
         .as_ref()
         .and_then(|p| p.next)
-        .map(|last| format!("{base}/keys?org={org_id}&after={last}"));
+        .map(|last| format!("{base}/keys?org={}&after={last}", org.id));
     let rows = keys.map(|p| p.items).unwrap_or_default();
     let status = match &extras.error {
         Some(e) => e.status(),
@@ -491,16 +336,8 @@ async fn keys_page(
     page::render(
         status,
         &KeysPage {
-            base,
-            style: super::assets::style_href(base),
-            script: super::assets::script_href(base),
-            csrf: &viewer.csrf,
-            signed_in_here: viewer.session.is_some(),
-            orgs: org_choices(&mine, organization.id),
-            org_name: organization.name.to_string(),
-            org_id,
-            role: role.as_str(),
-            may_manage: role.may_manage_keys(),
+            frame: Frame::of(viewer),
+            org,
             keys: rows.iter().map(row).collect(),
             next_page,
             created: extras.created,

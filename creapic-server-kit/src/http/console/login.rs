@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::http::console::budget::Attempt;
 use crate::http::console::csrf::{CheckedForm, FORM_MAX_BYTES, Fields};
+use crate::http::console::frame::Frame;
 use crate::http::console::page;
 use crate::http::console::session::{self, Base};
 use crate::http::console::{Console, SIGN_IN_WAIT_MAX};
@@ -42,9 +43,7 @@ const EMAIL_KEY_MAX: usize = 254;
 #[derive(Template)]
 #[template(path = "console/login.html")]
 struct LoginPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
+    frame: Frame,
     next: &'a str,
     email: &'a str,
     error: Option<String>,
@@ -60,9 +59,7 @@ fn login_page(
     let mut response = page::render(
         status,
         &LoginPage {
-            base,
-            style: super::assets::style_href(base),
-            script: super::assets::script_href(base),
+            frame: Frame::signed_out(base),
             next,
             email,
             error: error.map(page::sentence),

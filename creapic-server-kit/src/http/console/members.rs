@@ -19,8 +19,10 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::http::console::csrf::CheckedForm;
-use crate::http::console::keys::{OrgChoice, When, bad_query, chosen_org, org_param};
-use crate::http::console::page;
+use crate::http::console::frame::{
+    self, Confirmation, Frame, OrgFrame, OrgQuery, Section, org_param,
+};
+use crate::http::console::page::{self, When};
 use crate::http::console::session::Viewer;
 use crate::http::error::Error;
 use crate::http::extract::AuditContext;
@@ -38,13 +40,6 @@ pub struct MembersQuery {
     pub after: Option<String>,
     /// What was just done (`added`, `changed`, `removed`), for the notice.
     pub done: Option<String>,
-}
-
-/// Query of the removal confirmation.
-#[derive(Debug, Deserialize)]
-pub struct OrgQuery {
-    /// The organization.
-    pub org: String,
 }
 
 struct MemberRow {
@@ -76,38 +71,15 @@ fn role_choices(current: Option<Role>) -> Vec<RoleChoice> {
 /// The members page.
 #[derive(Template)]
 #[template(path = "console/members.html")]
-struct MembersPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
-    csrf: &'a str,
-    signed_in_here: bool,
-    orgs: Vec<OrgChoice>,
-    org_id: String,
-    org_name: String,
-    role: &'static str,
-    may_manage: bool,
+struct MembersPage {
+    frame: Frame,
+    org: OrgFrame,
     members: Vec<MemberRow>,
     next_page: Option<String>,
     notice: Option<&'static str>,
     error: Option<String>,
     add_roles: Vec<RoleChoice>,
     email_value: String,
-}
-
-/// The confirmation before a member is removed.
-#[derive(Template)]
-#[template(path = "console/remove_member.html")]
-struct RemovePage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
-    csrf: &'a str,
-    signed_in_here: bool,
-    org_id: String,
-    org_name: String,
-    user_id: String,
-    email: String,
 }
 
 /// What a members page shows beyond the list.
@@ -126,10 +98,10 @@ pub async fn list(
     query: Result<Query<MembersQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return page::error(&viewer.base, &bad_query());
+        return page::error(&viewer.base, &page::bad_query());
     };
     let Ok(after) = query.after.as_deref().map(UserId::parse).transpose() else {
-        return page::error(&viewer.base, &bad_query());
+        return page::error(&viewer.base, &page::bad_query());
     };
     let notice = match query.done.as_deref() {
         Some("added") => Some("Member added."),
@@ -216,23 +188,18 @@ pub async fn change_role(
     }
 }
 
-/// `GET /console/members/{user}/remove?org=…`: asks before removing.
+/// `GET /console/members/{user}/remove?org=…`: asks before removing (owners and admins).
 pub async fn confirm_remove(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(user): Path<String>,
     query: Result<Query<OrgQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(query)) = query else {
-        return page::error(&viewer.base, &bad_query());
+    let (organization, role) = match frame::required_org(&state, &viewer, query).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    let found = async {
-        let (_, organization, role) =
-            chosen_org(&state, &viewer, Some(&query.org))
-                .await?
-                .ok_or(Error::Core(creapic_core::Error::NotFound {
-                    resource: "organization",
-                }))?;
+    let ask = async {
         if !role.may_manage_keys() {
             return Err(Error::Core(creapic_core::Error::Forbidden {
                 action: "change members",
@@ -240,26 +207,23 @@ pub async fn confirm_remove(
         }
         let user = user_param(&user)?;
         let member = find_member(&state, &viewer, organization.id, user).await?;
-        Ok::<_, Error>((organization, member))
+        Ok(Confirmation {
+            title: "Remove member",
+            question: format!(
+                "Remove {} from {}?",
+                member.user.email.as_str(),
+                organization.name
+            ),
+            explanation: "They lose access to the organization at once. The keys they created \
+                 keep working until someone deletes them."
+                .to_owned(),
+            action: format!("{}/members/{}/remove", viewer.base, member.user.id),
+            button: "Remove",
+            cancel: format!("{}/members?org={}", viewer.base, organization.id),
+        })
     }
     .await;
-    match found {
-        Ok((organization, member)) => page::render(
-            StatusCode::OK,
-            &RemovePage {
-                base: &viewer.base,
-                style: super::assets::style_href(&viewer.base),
-                script: super::assets::script_href(&viewer.base),
-                csrf: &viewer.csrf,
-                signed_in_here: viewer.session.is_some(),
-                org_id: organization.id.to_string(),
-                org_name: organization.name.to_string(),
-                user_id: member.user.id.to_string(),
-                email: member.user.email.as_str().to_owned(),
-            },
-        ),
-        Err(e) => page::error(&viewer.base, &e),
-    }
+    frame::confirm(&viewer, organization.id, ask)
 }
 
 /// `POST /console/members/{user}/remove`: removes the member and goes back to the list.
@@ -331,43 +295,33 @@ async fn members_page(
     after: Option<UserId>,
     extras: Extras,
 ) -> Response {
+    let org = match frame::load_org(state, viewer, org, Section::Members).await {
+        Ok(org) => org,
+        Err(answer) => return answer,
+    };
     let base = viewer.base.as_str();
-    let loaded = async {
-        let Some((mine, organization, role)) = chosen_org(state, viewer, org).await? else {
-            return Ok(None);
-        };
+    let listed = async {
         let limit = PageLimit::new(MEMBERS_SHOWN_MAX).map_err(Error::Core)?;
-        let page = state
+        state
             .core()
-            .members(Actor::User(viewer.user), organization.id, after, limit)
+            .members(Actor::User(viewer.user), org.org, after, limit)
             .await
-            .map_err(Error::Core)?;
-        Ok::<_, Error>(Some((mine, organization, role, page)))
+            .map_err(Error::Core)
     }
     .await;
-    let (mine, organization, role, members) = match loaded {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::keys::no_org_page(viewer),
+    let members = match listed {
+        Ok(members) => members,
         Err(e) => return page::error(base, &e),
     };
-    let org_id = organization.id.to_string();
     let next_page = members
         .next
-        .map(|last| format!("{base}/members?org={org_id}&after={last}"));
+        .map(|last| format!("{base}/members?org={}&after={last}", org.id));
     let status = extras.error.as_ref().map_or(StatusCode::OK, Error::status);
     page::render(
         status,
         &MembersPage {
-            base,
-            style: super::assets::style_href(base),
-            script: super::assets::script_href(base),
-            csrf: &viewer.csrf,
-            signed_in_here: viewer.session.is_some(),
-            orgs: super::keys::org_choices(&mine, organization.id),
-            org_name: organization.name.to_string(),
-            org_id,
-            role: role.as_str(),
-            may_manage: role.may_manage_keys(),
+            frame: Frame::of(viewer),
+            org,
             members: members
                 .items
                 .iter()

@@ -1,5 +1,6 @@
 //! The web console: pages a person signs in to and manages an organization's API keys with,
-//! and its members, served by the kit next to the API under `/console` (sign-in at `/console/login`).
+//! its members, and runs images in its playground, served by the kit next to the API under
+//! `/console` (sign-in at `/console/login`).
 //!
 //! Design decisions:
 //! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
@@ -9,7 +10,7 @@
 //!   real login.
 //! - **Server-rendered HTML** from askama templates checked at compile time
 //!   (`templates/console/`), no JavaScript framework: every page works without scripts. The one
-//!   script (a copy button) and the stylesheet ship inside the crate ([`assets`]); pages carry a
+//!   script (a copy button, the playground's job progress) and the stylesheet ship inside the crate ([`assets`]); pages carry a
 //!   strict Content-Security-Policy that forbids inline scripts and styles ([`page`]).
 //! - **Every state-changing form carries a CSRF token** checked before its fields are read
 //!   ([`csrf`]); every error, the core's included, is shown as a sentence on a page, never as
@@ -23,10 +24,12 @@
 pub mod assets;
 pub mod budget;
 pub mod csrf;
+pub mod frame;
 pub mod keys;
 pub mod login;
 pub mod members;
 pub mod page;
+pub mod playground;
 pub mod session;
 
 use creapic_core::auth::ClientAddr;
@@ -118,6 +121,23 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/members/{user}/remove",
             get(members::confirm_remove).post(members::remove),
+        )
+        .route(
+            "/console/playground",
+            get(playground::page).post(playground::submit),
+        )
+        .route(
+            "/console/playground/generate",
+            axum::routing::post(playground::generate),
+        )
+        .route("/console/playground/jobs/{id}", get(playground::job))
+        .route(
+            "/console/playground/jobs/{id}/progress",
+            get(playground::progress),
+        )
+        .route(
+            "/console/playground/jobs/{id}/cancel",
+            axum::routing::post(playground::cancel),
         )
         .route(assets::STYLE_PATH, get(assets::style))
         .route(assets::SCRIPT_PATH, get(assets::script))

@@ -12,21 +12,23 @@ use askama::Template;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use creapic_core::clock::Timestamp;
+
+use crate::http::console::frame::Frame;
 use crate::http::console::session::Base;
 use crate::http::error::Error;
 
-/// The console pages' Content-Security-Policy.
+/// The console pages' Content-Security-Policy (`connect-src 'self'`: the console's own script
+/// fetches a playground job's progress section).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
-     base-uri 'none'";
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
 
 /// The error page.
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage<'a> {
-    base: &'a str,
-    style: String,
-    script: String,
+    frame: Frame,
     title: &'a str,
     sentence: &'a str,
 }
@@ -99,9 +101,7 @@ pub fn error(base: &str, error: &Error) -> Response {
     let mut response = render(
         status,
         &ErrorPage {
-            base,
-            style: crate::http::console::assets::style_href(base),
-            script: crate::http::console::assets::script_href(base),
+            frame: Frame::signed_out(base),
             title,
             sentence: &sentence,
         },
@@ -131,6 +131,28 @@ pub fn sentence(error: &Error) -> String {
         Some(C::Forbidden { action }) => {
             format!("Only an owner or admin of this organization may {action}.")
         }
+        // The 001 document's words for 402: "Insufficient credits", "No credits remaining".
+        Some(C::InsufficientCredits {
+            needed,
+            available: 0,
+        }) => format!(
+            "Insufficient credits: no credits remaining (this needs {needed} tokens). Nothing \
+             was charged."
+        ),
+        Some(C::InsufficientCredits { needed, available }) => format!(
+            "Insufficient credits: this needs {needed} tokens and the organization has \
+             {available}. Nothing was charged."
+        ),
+        Some(C::LimitExceeded {
+            what: "prompts per job",
+            max,
+        }) => format!("Too many prompts: a job takes at most {max}, one per line."),
+        Some(C::IdempotencyConflict) => "This form was already sent with other values. Reload \
+             the page and send it again."
+            .to_owned(),
+        Some(C::IdempotencyInProgress) => "This form was already sent and is still being \
+             worked on, or did not finish. Reload the page to send it again."
+            .to_owned(),
         Some(C::Store { .. }) if error.status() == StatusCode::SERVICE_UNAVAILABLE => {
             "The database cannot be reached right now. Try again in a moment.".to_owned()
         }
@@ -182,6 +204,35 @@ fn finish(text: &str) -> String {
     out
 }
 
+/// The error of a page whose query string is not what it expects (400).
+pub fn bad_query() -> Error {
+    Error::InvalidParameter {
+        name: "query",
+        message: "is not what this page expects".into(),
+    }
+}
+
+/// A time as a page shows it: `2026-12-01 04:30 UTC`, with the RFC 3339 text for `<time>`.
+#[derive(Debug, Clone)]
+pub struct When {
+    /// What the reader sees.
+    pub text: String,
+    /// The `datetime` attribute.
+    pub iso: String,
+}
+
+impl When {
+    /// `t` as a page shows it.
+    pub fn of(t: Timestamp) -> Self {
+        let iso = t.to_rfc3339();
+        let text = match (iso.get(..10), iso.get(11..16)) {
+            (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
+            _ => iso.clone(),
+        };
+        When { text, iso }
+    }
+}
+
 /// The page for a console path that does not exist.
 pub async fn not_found(Base(base): Base) -> Response {
     error(&base, &Error::RouteNotFound)
@@ -218,6 +269,23 @@ mod tests {
                 .into(),
                 "Something went wrong on our side. Try again; if it keeps happening, tell the \
                  operator.",
+            ),
+            (
+                C::InsufficientCredits {
+                    needed: 3,
+                    available: 0,
+                }
+                .into(),
+                "Insufficient credits: no credits remaining (this needs 3 tokens). Nothing was \
+                 charged.",
+            ),
+            (
+                C::LimitExceeded {
+                    what: "prompts per job",
+                    max: 100,
+                }
+                .into(),
+                "Too many prompts: a job takes at most 100, one per line.",
             ),
             (
                 Error::RateLimited {
