@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit::{AuditAction, AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::Result;
@@ -122,12 +122,14 @@ impl<B: SqlBackend> AuditStore for B {
         let mut conn = self.read().await?;
         let rows = built(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE org = $1 AND seq > $2 \
-             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) ORDER BY seq LIMIT $5"
+             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+             AND ($5 IS NULL OR action = $5) ORDER BY seq LIMIT $6"
         ))
         .bind(q.org.as_uuid())
         .bind(after)
         .bind(q.since)
         .bind(q.until)
+        .bind(q.action.map(AuditAction::as_str))
         .bind(i64::from(q.limit.get()) + 1)
         .fetch_all(&mut *conn)
         .await?;
