@@ -1,5 +1,5 @@
-//! The web console: pages a person signs in to and manages an organization's API keys with,
-//! and its members, served by the kit next to the API under `/console` (sign-in at `/console/login`).
+//! The web console: pages a person signs in to and manages an organization's API keys, reads
+//! its credits and audit log, and manages its members with, served by the kit next to the API under `/console` (sign-in at `/console/login`).
 //!
 //! Design decisions:
 //! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
@@ -21,6 +21,9 @@
 //! Console routes are pages, not operations of the API: they are not in the OpenAPI document.
 
 pub mod assets;
+pub mod audit;
+pub mod chart;
+pub mod credits;
 pub mod csrf;
 pub mod frame;
 pub mod keys;
@@ -119,6 +122,9 @@ pub fn router() -> Router<AppState> {
             "/console/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),
         )
+        .route("/console/credits", get(credits::show))
+        .route("/console/audit", get(audit::show))
+        .route("/console/audit.csv", get(audit::export))
         .route("/console/members", get(members::list).post(members::add))
         .route(
             "/console/members/{user}/role",
