@@ -7,7 +7,7 @@
 //! ```text
 //! export AI_MEDIA_MAKER_API_KEY=wi_live_…        # or CREAPIC_API_KEY
 //! export CREAPIC_BASE_URL=http://127.0.0.1:8080  # default: https://maker.cappuai.com
-//! cargo run -p creapic-examples --example client_bulk -- "A sunset over the ocean" "A futuristic city"
+//! cargo run -p creapic --example client_bulk -- "A sunset over the ocean" "A futuristic city"
 //! ```
 //!
 //! Without a key or a reachable server it stops with a message saying what to set.

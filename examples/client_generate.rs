@@ -5,7 +5,7 @@
 //! ```text
 //! export AI_MEDIA_MAKER_API_KEY=wi_live_…        # or CREAPIC_API_KEY
 //! export CREAPIC_BASE_URL=http://127.0.0.1:8080  # default: https://maker.cappuai.com
-//! cargo run -p creapic-examples --example client_generate -- "Citrus mocktails" mocktails.png
+//! cargo run -p creapic --example client_generate -- "Citrus mocktails" mocktails.png
 //! ```
 //!
 //! Without a key or a reachable server it stops with a message saying what to set.

@@ -35,6 +35,11 @@
 //! in [`ApiKeySecret`] (format-checked before any request, zeroized, redacted in `Debug`) and is
 //! sent only as `Authorization` on public routes — never on dashboard calls, media downloads
 //! or in logs.
+//!
+//! ## Features
+//!
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 pub mod error;

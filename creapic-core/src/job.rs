@@ -7,6 +7,13 @@
 //! captures its unit cost exactly once (the item's own state is the guard), each item that fails
 //! releases its unit cost, and completing or canceling the job releases what is left.
 //!
+//! Design decision: **the job's rules live here, the stores only write them down.** Every change of
+//! a job's state is decided by a pure method of [`Job`] or [`FinishItem`] — which item it touches,
+//! the job's next status, what its hold gives back — and returned as what the store must write
+//! ([`Transition`], [`FinishItem::ledger_request`]); each store loads the job under its lock,
+//! applies that in one transaction and saves it, so the memory store and the SQL stores cannot
+//! disagree about a rule.
+//!
 //! Item inputs and outputs are opaque text to core: a prompt, a serialized scene description, a
 //! media reference. Their meaning belongs to the server kit.
 
@@ -14,7 +21,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::{EntryId, JobId, KeyId, OrgId};
 use crate::key::KeyMode;
-use crate::ledger::{Credits, Hold, IdempotencyKey};
+use crate::ledger::{Credits, Hold, IdempotencyKey, LedgerOp, LedgerRequest};
 
 /// Most items in one job (the bulk endpoint's prompt limit).
 pub const JOB_ITEMS_MAX: usize = 100;
@@ -296,13 +303,124 @@ impl Job {
             && self.lease.as_ref().is_some_and(|l| &l.worker == worker)
     }
 
-    /// Gives the job back (a runner shutting down): no lease, so any runner may claim it at
-    /// once, and the attempt it was on does not count against the attempt limit, because the
-    /// job did not fail. Items already finished stay finished.
-    pub fn hand_back(&mut self, at: Timestamp) {
+    /// `Ok` when `worker` holds the job's lease ([`Job::is_leased_by`]), `LeaseLost` otherwise:
+    /// every report of a worker is checked with this first.
+    pub fn check_lease(&self, worker: &WorkerId) -> Result<()> {
+        if self.is_leased_by(worker) {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost)
+        }
+    }
+
+    /// `worker` gives the job back (a runner shutting down): no lease, so any runner may claim
+    /// it at once, and the attempt it was on does not count against the attempt limit, because
+    /// the job did not fail. Items already finished stay finished and the hold stays open.
+    /// `LeaseLost` unless `worker` holds the lease.
+    pub fn hand_back(&self, worker: &WorkerId, at: Timestamp) -> Result<Transition> {
+        self.check_lease(worker)?;
+        let mut job = self.clone();
+        job.lease = None;
+        job.attempts = job.attempts.saturating_sub(1);
+        job.updated_at = at;
+        Ok(Transition {
+            job,
+            canceled: Vec::new(),
+            close: None,
+        })
+    }
+
+    /// `worker` completes the job once no item is pending: its status becomes
+    /// [`Job::outcome`], the lease ends, and what is left of the hold goes back
+    /// ([`Transition::close`]; `hold` is the job's hold as the store read it, `entry_id` the
+    /// release entry's id). `LeaseLost` unless `worker` holds the lease; `InvalidState` while an
+    /// item is pending.
+    pub fn complete(
+        &self,
+        worker: &WorkerId,
+        hold: Option<&Hold>,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Transition> {
+        self.check_lease(worker)?;
+        if self.pending() > 0 {
+            return Err(Error::InvalidState("the job still has pending items"));
+        }
+        let mut job = self.clone();
+        job.status = job.outcome();
+        job.finish(at);
+        Ok(Transition {
+            job,
+            canceled: Vec::new(),
+            close: self.close_request(hold, entry_id, at),
+        })
+    }
+
+    /// Cancels the job (its organization's request; no lease needed): every pending item is
+    /// canceled, what is left of the hold — those items' cost — goes back ([`Transition::close`];
+    /// `hold` and `entry_id` as for [`Job::complete`]), and the job is `Canceled`. `Ok(None)`
+    /// when it already was: nothing to write, the job answers as it is. `InvalidState` when it
+    /// finished otherwise.
+    pub fn cancel(
+        &self,
+        hold: Option<&Hold>,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Result<Option<Transition>> {
+        if self.status == JobStatus::Canceled {
+            return Ok(None);
+        }
+        if self.status.is_terminal() {
+            return Err(Error::InvalidState("the job has already finished"));
+        }
+        let mut job = self.clone();
+        let mut canceled = Vec::new();
+        for item in job
+            .items
+            .iter_mut()
+            .filter(|i| i.status == ItemStatus::Pending)
+        {
+            item.status = ItemStatus::Canceled;
+            item.finished_at = Some(at);
+            canceled.push(item.index);
+        }
+        job.status = JobStatus::Canceled;
+        job.finish(at);
+        Ok(Some(Transition {
+            job,
+            canceled,
+            close: self.close_request(hold, entry_id, at),
+        }))
+    }
+
+    /// Marks the job finished at `at`, its lease ended.
+    fn finish(&mut self, at: Timestamp) {
         self.lease = None;
-        self.attempts = self.attempts.saturating_sub(1);
+        self.finished_at = Some(at);
         self.updated_at = at;
+    }
+
+    /// The release closing the job's hold, if it has one and `hold` (as the store read it) is
+    /// that hold and still open: everything left on it (`amount: None`), under
+    /// [`FinishItem::close_key`], so it is released once whoever closes the job.
+    fn close_request(
+        &self,
+        hold: Option<&Hold>,
+        entry_id: EntryId,
+        at: Timestamp,
+    ) -> Option<LedgerRequest> {
+        let id = self.hold?;
+        hold.filter(|h| h.id == id && h.closed_at.is_none())?;
+        Some(LedgerRequest {
+            entry_id,
+            org: self.org,
+            op: LedgerOp::Release {
+                hold: id,
+                amount: None,
+            },
+            idempotency_key: FinishItem::close_key(self.id),
+            at,
+        })
     }
 
     /// Whether a worker may claim the job at `now`.
@@ -313,6 +431,24 @@ impl Job {
             _ => false,
         }
     }
+}
+
+/// What a store writes to move a job on, as [`Job::cancel`], [`Job::complete`] and
+/// [`Job::hand_back`] decided it from the job the store loaded under its lock. The store applies
+/// all of it in the same transaction — `close` first (the hold row is locked after the job row:
+/// the lock order), then the `canceled` items, then the job row's state as `job` has it — and
+/// answers with `job`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a transition changes nothing until a store writes it"]
+pub struct Transition {
+    /// The job as it is afterwards: status, lease, times, attempts and items.
+    pub job: Job,
+    /// The items this transition ends (by index), each pending before and `Canceled` at
+    /// `job.updated_at` now. Their cost goes back with `close`. Empty unless canceling.
+    pub canceled: Vec<u32>,
+    /// The release closing the job's hold, giving back everything left on it; `None` for a
+    /// free job, a hold already closed, and a hand-back (the hold stays with the job).
+    pub close: Option<LedgerRequest>,
 }
 
 /// A job without its items, as a listing shows it: what it is, where it stands and how its
@@ -432,6 +568,26 @@ impl NewJob {
     /// Credits to reserve: `unit_cost × items`.
     pub fn total_cost(&self) -> Result<Credits> {
         self.unit_cost.times(self.inputs.len() as u64)
+    }
+
+    /// The reserve that pays for the job — its total cost, one hold whose id is `hold_entry`,
+    /// under the derived key `job:{id}:reserve` — or `None` for free work (no hold).
+    pub fn reserve_request(&self) -> Result<Option<LedgerRequest>> {
+        let amount = self.total_cost()?;
+        if amount.get() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(LedgerRequest {
+            entry_id: self.hold_entry,
+            org: self.org,
+            op: LedgerOp::Reserve {
+                amount,
+                job: Some(self.id),
+            },
+            // A UUID and a word: visible ASCII well under 255 bytes.
+            idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", self.id)),
+            at: self.at,
+        }))
     }
 
     /// Whether `job` is what this request would have created (same kind, inputs and price), so
@@ -554,19 +710,19 @@ impl FinishItem {
 
     /// The ledger request that settles this item's cost from the job's hold — a capture when it
     /// succeeded, a release (refund) when it failed — or `None` for a free job.
-    pub fn ledger_request(&self, job: &Job) -> Option<crate::ledger::LedgerRequest> {
+    pub fn ledger_request(&self, job: &Job) -> Option<LedgerRequest> {
         let hold = job.hold?;
         let op = match self.outcome {
-            ItemOutcome::Succeeded { .. } => crate::ledger::LedgerOp::Capture {
+            ItemOutcome::Succeeded { .. } => LedgerOp::Capture {
                 hold,
                 amount: job.unit_cost,
             },
-            ItemOutcome::Failed(_) => crate::ledger::LedgerOp::Release {
+            ItemOutcome::Failed(_) => LedgerOp::Release {
                 hold,
                 amount: Some(job.unit_cost),
             },
         };
-        Some(crate::ledger::LedgerRequest {
+        Some(LedgerRequest {
             entry_id: self.entry_id,
             org: job.org,
             op,
@@ -657,6 +813,251 @@ mod tests {
         job.items[0].status = ItemStatus::Failed;
         job.items[1].status = ItemStatus::Canceled;
         assert_eq!(job.outcome(), JobStatus::Failed);
+    }
+
+    const T0: i64 = 1_000;
+    const T1: i64 = 2_000;
+
+    fn worker(name: &str) -> WorkerId {
+        WorkerId::new(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn credits(n: u64) -> Credits {
+        Credits::new(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A job of three items at 2 credits each, paid by a hold of 6, as `new` enqueues it;
+    /// running under `w1`'s lease after its second claim when `running`.
+    fn paid_job(running: bool) -> (Job, Hold) {
+        let new = new_job(vec!["a".into(), "b".into(), "c".into()], 2);
+        let hold = Hold {
+            id: crate::id::HoldId::from_uuid(new.hold_entry.as_uuid()),
+            org: new.org,
+            job: Some(new.id),
+            amount: credits(6),
+            captured: Credits::default(),
+            released: Credits::default(),
+            created_at: new.at,
+            closed_at: None,
+        };
+        let mut job = new.to_job(Some(hold.id));
+        if running {
+            job.status = JobStatus::Running;
+            job.attempts = 2;
+            job.lease = Some(Lease {
+                worker: worker("w1"),
+                expires_at: Timestamp::from_unix_ms(T1 + 30_000),
+            });
+        }
+        (job, hold)
+    }
+
+    fn entry() -> EntryId {
+        EntryId::generate(Timestamp::from_unix_ms(T1), &SeededRandom::new(9))
+    }
+
+    /// The release that closes `job`'s hold: everything left, under the job's close key.
+    fn close_of(job: &Job, hold: &Hold, entry_id: EntryId) -> LedgerRequest {
+        LedgerRequest {
+            entry_id,
+            org: job.org,
+            op: LedgerOp::Release {
+                hold: hold.id,
+                amount: None,
+            },
+            idempotency_key: FinishItem::close_key(job.id),
+            at: Timestamp::from_unix_ms(T1),
+        }
+    }
+
+    fn finish(job: &mut Job, index: usize, status: ItemStatus) {
+        job.items[index].status = status;
+        job.items[index].finished_at = Some(Timestamp::from_unix_ms(T0));
+    }
+
+    #[test]
+    fn cancel_refunds_the_pending_items_and_closes_the_hold() {
+        let at = Timestamp::from_unix_ms(T1);
+        let e = entry();
+        for running in [false, true] {
+            let (mut job, hold) = paid_job(running);
+            finish(&mut job, 1, ItemStatus::Succeeded);
+            let t = job
+                .cancel(Some(&hold), e, at)
+                .unwrap_or_else(|err| panic!("{err}"))
+                .unwrap_or_else(|| panic!("a running job cancels"));
+            assert_eq!(t.canceled, vec![0, 2], "only the pending items");
+            assert_eq!(t.close, Some(close_of(&job, &hold, e)));
+            assert_eq!(t.job.status, JobStatus::Canceled);
+            assert_eq!(t.job.lease, None);
+            assert_eq!(t.job.finished_at, Some(at));
+            assert_eq!(t.job.updated_at, at);
+            assert_eq!(t.job.attempts, job.attempts, "a cancel is not an attempt");
+            let statuses: Vec<ItemStatus> = t.job.items.iter().map(|i| i.status).collect();
+            assert_eq!(
+                statuses,
+                [
+                    ItemStatus::Canceled,
+                    ItemStatus::Succeeded,
+                    ItemStatus::Canceled
+                ]
+            );
+            assert_eq!(t.job.items[0].finished_at, Some(at));
+            assert_eq!(
+                t.job.items[1].finished_at,
+                Some(Timestamp::from_unix_ms(T0)),
+                "a finished item stays as it finished"
+            );
+        }
+    }
+
+    #[test]
+    fn cancel_of_a_finished_job() {
+        let at = Timestamp::from_unix_ms(T1);
+        let (mut job, hold) = paid_job(false);
+        job.status = JobStatus::Canceled;
+        assert_eq!(
+            job.cancel(Some(&hold), entry(), at).ok(),
+            Some(None),
+            "already canceled: nothing to write"
+        );
+        for status in [JobStatus::Completed, JobStatus::Failed, JobStatus::Partial] {
+            job.status = status;
+            assert!(matches!(
+                job.cancel(Some(&hold), entry(), at),
+                Err(Error::InvalidState(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_close_releases_only_an_open_hold_of_the_job() {
+        let at = Timestamp::from_unix_ms(T1);
+        let (job, hold) = paid_job(false);
+        let closed = Hold {
+            closed_at: Some(Timestamp::from_unix_ms(T0)),
+            ..hold.clone()
+        };
+        let other = Hold {
+            id: crate::id::HoldId::generate(at, &SeededRandom::new(7)),
+            ..hold.clone()
+        };
+        let close = |job: &Job, hold: Option<&Hold>| {
+            job.cancel(hold, entry(), at)
+                .ok()
+                .flatten()
+                .and_then(|t| t.close)
+        };
+        assert!(close(&job, Some(&hold)).is_some());
+        assert_eq!(close(&job, Some(&closed)), None, "closed before");
+        assert_eq!(close(&job, Some(&other)), None, "not the job's hold");
+        assert_eq!(close(&job, None), None, "no hold row");
+        let free = new_job(vec!["a".into()], 0).to_job(None);
+        assert_eq!(close(&free, Some(&hold)), None, "a free job has no hold");
+    }
+
+    #[test]
+    fn complete_ends_the_job_by_its_items() {
+        use ItemStatus::{Canceled, Failed, Succeeded};
+        let at = Timestamp::from_unix_ms(T1);
+        let e = entry();
+        let cases = [
+            ([Succeeded, Succeeded, Succeeded], JobStatus::Completed),
+            ([Succeeded, Failed, Succeeded], JobStatus::Partial),
+            ([Failed, Failed, Canceled], JobStatus::Failed),
+        ];
+        for (items, status) in cases {
+            let (mut job, hold) = paid_job(true);
+            for (i, s) in items.into_iter().enumerate() {
+                finish(&mut job, i, s);
+            }
+            let t = job
+                .complete(&worker("w1"), Some(&hold), e, at)
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(t.job.status, status, "{items:?}");
+            assert_eq!(t.close, Some(close_of(&job, &hold, e)));
+            assert!(t.canceled.is_empty());
+            assert_eq!(t.job.lease, None);
+            assert_eq!((t.job.finished_at, t.job.updated_at), (Some(at), at));
+            assert_eq!(t.job.items, job.items, "completing touches no item");
+        }
+    }
+
+    #[test]
+    fn complete_needs_the_lease_and_no_pending_item() {
+        let at = Timestamp::from_unix_ms(T1);
+        let (mut job, hold) = paid_job(true);
+        finish(&mut job, 0, ItemStatus::Succeeded);
+        assert!(matches!(
+            job.complete(&worker("w1"), Some(&hold), entry(), at),
+            Err(Error::InvalidState(_))
+        ));
+        finish(&mut job, 1, ItemStatus::Succeeded);
+        finish(&mut job, 2, ItemStatus::Succeeded);
+        assert!(matches!(
+            job.complete(&worker("w2"), Some(&hold), entry(), at),
+            Err(Error::LeaseLost)
+        ));
+        let (queued, hold) = paid_job(false);
+        assert!(matches!(
+            queued.complete(&worker("w1"), Some(&hold), entry(), at),
+            Err(Error::LeaseLost)
+        ));
+    }
+
+    #[test]
+    fn hand_back_frees_the_job_and_gives_back_the_attempt() {
+        let at = Timestamp::from_unix_ms(T1);
+        let (mut job, _) = paid_job(true);
+        finish(&mut job, 0, ItemStatus::Succeeded);
+        let t = job
+            .hand_back(&worker("w1"), at)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(t.job.lease, None);
+        assert_eq!(t.job.attempts, 1);
+        assert_eq!(t.job.updated_at, at);
+        assert_eq!(t.job.status, JobStatus::Running, "claimable at once");
+        assert!(t.job.is_claimable(Timestamp::from_unix_ms(T1)));
+        assert_eq!(t.job.finished_at, None);
+        assert_eq!(t.job.items, job.items, "finished items stay finished");
+        assert!(t.canceled.is_empty());
+        assert_eq!(t.close, None, "the hold stays with the job");
+        assert!(matches!(
+            job.hand_back(&worker("w2"), at),
+            Err(Error::LeaseLost)
+        ));
+        job.attempts = 0;
+        let t = job
+            .hand_back(&worker("w1"), at)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(t.job.attempts, 0, "never below zero");
+    }
+
+    #[test]
+    fn the_reserve_pays_for_every_item_once() {
+        let new = new_job(vec!["a".into(); 3], 2);
+        let reserve = new
+            .reserve_request()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a paid job reserves"));
+        assert_eq!(reserve.entry_id, new.hold_entry);
+        assert_eq!(reserve.org, new.org);
+        assert_eq!(
+            reserve.op,
+            LedgerOp::Reserve {
+                amount: credits(6),
+                job: Some(new.id),
+            }
+        );
+        assert_eq!(
+            reserve.idempotency_key.as_str(),
+            format!("job:{}:reserve", new.id)
+        );
+        assert_eq!(reserve.at, new.at);
+        assert_eq!(
+            new_job(vec!["a".into()], 0).reserve_request().ok(),
+            Some(None)
+        );
     }
 
     #[test]

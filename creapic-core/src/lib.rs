@@ -36,11 +36,17 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f).expect("ok")
 //! # }
 //! ```
+//!
+//! ## Features
+//!
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod account;
 pub mod audit;
 pub mod audit_chain;
 pub mod auth;
+pub mod caller;
 pub mod clock;
 pub mod error;
 pub mod finished_jobs;
@@ -63,5 +69,6 @@ pub mod testing;
 pub mod wire;
 
 pub use auth::Principal;
+pub use caller::Caller;
 pub use error::{Error, Result, StoreErrorKind};
 pub use service::{CoreConfig, Creapic, CreapicBuilder, CreatedKey, JobSpec, KeySpec};

@@ -114,7 +114,7 @@ pub enum Role {
     Owner,
     /// May manage keys and members.
     Admin,
-    /// May use the organization's resources through keys others created.
+    /// May use the organization's resources: the console's playground, and keys others created.
     Member,
 }
 

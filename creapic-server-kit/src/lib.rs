@@ -19,6 +19,11 @@
 //!
 //! The generation tree never imports the HTTP tree; HTTP calls generation, never the reverse
 //! (`tests/module_trees.rs` checks it). [`Core`] is the core as both trees hold it.
+//!
+//! ## Features
+//!
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 pub mod generation;

@@ -201,8 +201,56 @@ async fn a_store_that_goes_away_answers_503_with_retry_after() {
         !b["error"].as_str().unwrap().contains("postgres"),
         "no internals leak: {b}"
     );
+    // Alive, not ready: an orchestrator keeps the process and sends it no traffic.
     let (status, _, _) = body(app.http.get(app.url("/api/health")).send().await.unwrap()).await;
-    assert_eq!(status, 503);
+    assert_eq!(status, 200, "liveness never depends on the database");
+    let (status, headers, b) =
+        body(app.http.get(app.url("/api/ready")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{b}"
+    );
+    assert!(headers.contains_key("retry-after"));
+}
+
+/// Readiness follows the schema: a database this build has not migrated is 503
+/// `migrations_pending` (with `Retry-After`) until a replica migrates it; then 200.
+#[tokio::test]
+async fn readiness_waits_for_the_migrations_of_this_build() {
+    let dir = std::env::temp_dir().join(format!("creapic-ready-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("ready.db").display());
+    let unmigrated = connect(&url, ConnectOptions::default().migrate(false))
+        .await
+        .unwrap();
+    let app = common::app_with_unseeded(unmigrated).await;
+    let (status, headers, b) =
+        body(app.http.get(app.url("/api/ready")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (503, Some("migrations_pending")),
+        "{b}"
+    );
+    assert_eq!(headers["retry-after"], "5");
+    let (status, _, _) = body(app.http.get(app.url("/api/health")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+
+    // Another replica (this one) migrates the same file: every server is ready.
+    let migrated = connect(&url, ConnectOptions::default()).await.unwrap();
+    let (status, _, b) = body(app.http.get(app.url("/api/ready")).send().await.unwrap()).await;
+    assert_eq!((status, &b), (200, &json!({"status": "ready"})));
+    drop(migrated);
+
+    // PostgreSQL, migrated on connect: ready.
+    let schema = format!("ready_{}", uuid::Uuid::now_v7().simple());
+    let pg = connect(&pg_url(), ConnectOptions::default().schema(&schema))
+        .await
+        .expect("PostgreSQL through DATABASE_URL is required");
+    let app = common::app_with(pg, Default::default()).await;
+    let (status, _, b) = body(app.http.get(app.url("/api/ready")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{b}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

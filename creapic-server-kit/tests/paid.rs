@@ -2,7 +2,8 @@
 //! in-memory core and a pipeline, no router, no request. A success is captured once and
 //! recorded under its hold's id; a failing provider is refunded, recorded as failed and
 //! settled; an attempt resumed after it was recorded answers from the record without calling
-//! the provider again.
+//! the provider again. A member of the organization (the console's playground) pays the same
+//! way, once per attempt; a person outside it is refused before anything is held.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,10 +15,11 @@ use creapic_core::generation::{AspectRatio, GenerationOutcome, Quality};
 use creapic_core::id::GenerationId;
 use creapic_core::key::KeyMode;
 use creapic_core::ledger::EntryKind;
+use creapic_core::org::Role;
 use creapic_core::page::PageLimit;
 use creapic_core::scope::{Scope, ScopeSet};
 use creapic_core::store::memory::MemoryStore;
-use creapic_core::{Creapic, KeySpec, Principal};
+use creapic_core::{Caller, Creapic, KeySpec, Principal};
 use creapic_server_kit::generation::Error;
 use creapic_server_kit::generation::item::{ImageSpec, PromptSource};
 use creapic_server_kit::generation::media::{MediaStore, SigningKey};
@@ -189,4 +191,60 @@ async fn without_credits_nothing_is_drawn_or_charged() {
     assert_eq!(failure.error().code(), "insufficient_credits");
     assert_eq!(model.calls.load(Ordering::SeqCst), 0);
     assert_eq!(core.balance(principal.org).await.unwrap().get(), 1);
+}
+
+#[tokio::test]
+async fn a_member_pays_once_per_attempt_and_an_outsider_is_refused_before_any_hold() {
+    let model = Arc::new(Model::default());
+    let (core, pipeline, principal) = setup(model.clone(), 10).await;
+    let org = principal.org;
+    let ctx = RequestContext::default();
+    let member = core
+        .add_member(
+            Actor::Operator,
+            org,
+            "member@example.com",
+            Role::Member,
+            &ctx,
+        )
+        .await
+        .unwrap();
+    let paid = PaidGenerator::new(&core, &pipeline, Pricing::default(), Limits::default());
+    let hd = Pricing::default().image_hd;
+
+    // A resubmitted console form derives the same attempt keys: drawn once, charged once.
+    let me = Caller::member(member.user.id, org);
+    let keys = AttemptKeys::new("console:member:nonce-1");
+    let done = paid
+        .generate(me, &hd_image(), &keys, Resume::Resumable)
+        .await
+        .unwrap();
+    let again = paid
+        .generate(me, &hd_image(), &keys, Resume::Resumable)
+        .await
+        .unwrap();
+    assert_eq!(again.record, done.record);
+    assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(core.balance(org).await.unwrap().get(), 10 - hd);
+    assert_eq!(
+        core.generation(me, done.record.id).await.unwrap(),
+        done.record
+    );
+
+    // Somebody who is not a member: refused, settled, nothing held or drawn.
+    let stranger = core.ensure_user("stranger@example.com").await.unwrap();
+    let refused = paid
+        .generate(
+            Caller::member(stranger.id, org),
+            &hd_image(),
+            &AttemptKeys::new("console:stranger:nonce-1"),
+            Resume::Resumable,
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.is_settled());
+    assert_eq!(refused.error().code(), "not_found");
+    assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(core.balance(org).await.unwrap().get(), 10 - hd);
+    assert_eq!(core.held(org).await.unwrap().get(), 0);
 }

@@ -618,11 +618,8 @@ pub async fn audit(args: &StoreArgs, audit: AuditArgs) -> CliResult {
                     "{}  {:<16} {:<10} {:<14} {:<15} {}",
                     e.at,
                     e.action,
-                    if e.actor.len() > 10 {
-                        &e.actor[..10]
-                    } else {
-                        &e.actor
-                    },
+                    // Whole: an actor cut short names no one (`user:0193…` is many people).
+                    e.actor,
                     e.key_prefix.as_deref().unwrap_or("-"),
                     e.ip.as_deref().unwrap_or("-"),
                     e.detail.as_deref().unwrap_or("")

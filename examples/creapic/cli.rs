@@ -118,6 +118,9 @@ pub struct ApiArgs {
     pub base_url: Option<String>,
 }
 
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = "./creapic-data";
+
 /// Where the data lives.
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
@@ -125,7 +128,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         global = true,
-        default_value = "./creapic-data",
+        default_value = DEFAULT_DATA_DIR,
         env = "CREAPIC_DATA_DIR"
     )]
     pub data_dir: PathBuf,
@@ -195,10 +198,10 @@ pub enum ProviderChoice {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CREAPIC_LISTEN")]
     pub listen: std::net::SocketAddr,
     /// Which provider serves live keys (test keys always use the offline renderer).
-    #[arg(long, value_enum, default_value = "offline")]
+    #[arg(long, value_enum, default_value = "offline", env = "CREAPIC_PROVIDER")]
     pub provider: ProviderChoice,
     /// Media storage URL (`file:///path`, `s3://bucket/prefix`); default: the data directory.
     #[arg(long, env = "CREAPIC_MEDIA")]
@@ -301,14 +304,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CREAPIC_REDIS_URL")]
     pub redis: Option<String>,
     /// Do not run a job runner in this process (run them elsewhere).
-    #[arg(long)]
+    #[arg(long, env = "CREAPIC_NO_RUNNER")]
     pub no_runner: bool,
     /// Development only: honour CREAPIC_DASHBOARD_TOKEN, a shared secret with which any request
     /// carrying it in `x-dashboard-token` acts as the person `x-dashboard-user` names on the
     /// dashboard JSON routes (/api/keys, /api/audit, /api/organizations…). Without this flag the
     /// variable is ignored; people sign in to the console at /console/login
     /// (`creapic user create --email E --password-stdin`).
-    #[arg(long)]
+    #[arg(long, env = "CREAPIC_DEV_DASHBOARD_TOKEN")]
     pub dev_dashboard_token: bool,
     /// Requests per second each API key may send, sustained.
     #[arg(long, default_value_t = 50, env = "CREAPIC_RATE_LIMIT_PER_SECOND")]

@@ -70,7 +70,11 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 
 async fn save(client: &Client, url: &str, path: &Path) -> CliResult {
     let file = client.media().download(url).await?;
-    std::fs::write(path, &file.bytes)
+    write(path, &file.bytes)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> CliResult {
+    std::fs::write(path, bytes)
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -160,7 +164,10 @@ pub async fn bulk(api: &ApiArgs, args: BulkArgs) -> CliResult {
             .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
         for image in &done.images {
             if let Some(url) = &image.url {
-                save(&client, url, &dir.join(format!("{:03}.png", image.index))).await?;
+                // Named by index, with the extension of what the server sent.
+                let file = client.media().download(url).await?;
+                let name = format!("{:03}.{}", image.index, file.extension());
+                write(&dir.join(name), &file.bytes)?;
             }
         }
     }

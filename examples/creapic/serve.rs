@@ -325,15 +325,18 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         args.shutdown_grace_secs,
         limits.drain.as_secs(),
     );
+    // The hints name the same store as this server: a non-default data directory or a
+    // database URL (its password replaced by a placeholder) is part of every command.
+    let creapic = command_prefix(store_args);
     eprintln!("first steps, from another terminal:");
-    eprintln!("  creapic org create --name \"My org\"");
+    eprintln!("  {creapic} org create --name \"My org\"");
     eprintln!(
-        "  printf '%s' \"$PASSWORD\" | creapic user create --email you@example.com --password-stdin --org ORG_ID --role owner"
+        "  printf '%s' \"$PASSWORD\" | {creapic} user create --email you@example.com --password-stdin --org ORG_ID --role owner"
     );
     eprintln!("  (then sign in to the console and add a key there, or:)");
-    eprintln!("  creapic credits grant --org ORG_ID --amount 100");
+    eprintln!("  {creapic} credits grant --org ORG_ID --amount 100");
     eprintln!(
-        "  creapic key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
+        "  {creapic} key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
     );
     eprintln!(
         "  AI_MEDIA_MAKER_API_KEY=wi_live_… CREAPIC_BASE_URL=http://{addr} creapic generate \"a lighthouse at dusk\" --out lighthouse.png"
@@ -464,5 +467,62 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// `creapic` with the options that choose this server's store, for the start-up hints: the data
+/// directory unless it is the default, the database URL when one is set (with `PASSWORD` in
+/// place of its password, which a log must not show). Values are single-quoted for a shell.
+fn command_prefix(store: &StoreArgs) -> String {
+    let quote = |v: &str| {
+        if v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:@".contains(&b))
+        {
+            v.to_owned()
+        } else {
+            format!("'{}'", v.replace('\'', "'\\''"))
+        }
+    };
+    let mut command = String::from("creapic");
+    if store.data_dir != std::path::Path::new(crate::cli::DEFAULT_DATA_DIR) {
+        command.push_str(" --data-dir ");
+        command.push_str(&quote(&store.data_dir.display().to_string()));
+    }
+    if let Some(url) = &store.database {
+        let shown = match url::Url::parse(url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("PASSWORD"));
+                parsed.to_string()
+            }
+            _ => url.clone(),
+        };
+        command.push_str(" --database ");
+        command.push_str(&quote(&shown));
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_name_the_servers_store() {
+        let store = |dir: &str, db: Option<&str>| StoreArgs {
+            data_dir: dir.into(),
+            database: db.map(str::to_owned),
+        };
+        assert_eq!(command_prefix(&store("./creapic-data", None)), "creapic");
+        assert_eq!(
+            command_prefix(&store("/srv/my data", None)),
+            "creapic --data-dir '/srv/my data'"
+        );
+        assert_eq!(
+            command_prefix(&store(
+                "./creapic-data",
+                Some("postgres://app:s3cret@db:5432/creapic")
+            )),
+            "creapic --database postgres://app:PASSWORD@db:5432/creapic"
+        );
     }
 }

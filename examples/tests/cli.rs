@@ -122,7 +122,9 @@ async fn the_binary_serves_the_seed_flow_end_to_end() {
             "A futuristic cityscape",
             "--wait",
             "--json",
+            "--out",
         ])
+        .arg(dir.join("bulk"))
         .env("AI_MEDIA_MAKER_API_KEY", &key)
         .env("CREAPIC_BASE_URL", &server.base)
         .output()
@@ -136,6 +138,11 @@ async fn the_binary_serves_the_seed_flow_end_to_end() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["completedImages"], 2);
     assert_eq!(done["creditsUsed"], 2);
+    // Saved under their index, with the extension of what the server sent (PNG here).
+    for i in ["000", "001"] {
+        let saved = std::fs::read(dir.join("bulk").join(format!("{i}.png"))).unwrap();
+        assert!(saved.starts_with(b"\x89PNG"));
+    }
     let balance = cli_json(&dir, &["credits", "balance", "--org", &org_id, "--json"]);
     assert_eq!(
         balance["balance"], 16,
@@ -212,6 +219,15 @@ async fn the_binary_serves_the_seed_flow_end_to_end() {
         !csv.contains(&key[8..]),
         "the key never appears in the audit log"
     );
+    // The text view names the deleting person whole (`user:` and their full id).
+    let deleter = deleted_row.split(',').nth(3).unwrap().to_owned();
+    assert!(
+        deleter.starts_with("user:") && deleter.len() > 20,
+        "{deleted_row}"
+    );
+    let text = cli(&dir, &["audit", "--org", &org_id]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains(&format!(" {deleter} ")), "{text}");
 
     // Admin commands work while the server runs on the same SQLite file.
     let cli_key = cli_json(
@@ -890,4 +906,86 @@ async fn user_create_takes_the_password_from_stdin_only_and_it_signs_in() {
     core.sign_in("ada@example.com", &typed("a brand new passphrase"))
         .await
         .unwrap();
+}
+
+/// Twelve-factor: every option of `serve` (and the store options it shares) can be set from the
+/// environment, and `--help` says which variable; and one set only in the environment is used.
+#[test]
+fn every_serve_option_has_an_environment_variable_shown_in_help() {
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    // The options section, up to the client commands' heading (their key and URL come from
+    // the integration's own variables, AI_MEDIA_MAKER_API_KEY and CREAPIC_BASE_URL).
+    let options = help
+        .split("Options:")
+        .nth(1)
+        .unwrap()
+        .split("Client commands:")
+        .next()
+        .unwrap();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in options.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with('-') && indent <= 6 {
+            let flag = trimmed
+                .split_whitespace()
+                .find(|w| w.starts_with("--"))
+                .unwrap();
+            entries.push((flag.trim_end_matches(',').to_owned(), String::new()));
+        } else if let Some((_, text)) = entries.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let flags: Vec<&str> = entries.iter().map(|(f, _)| f.as_str()).collect();
+    assert!(flags.len() >= 20, "{flags:?}");
+    for (flag, text) in &entries {
+        if matches!(flag.as_str(), "--help" | "--version") {
+            continue;
+        }
+        let name = flag
+            .trim_start_matches("--")
+            .to_uppercase()
+            .replace('-', "_");
+        assert!(
+            text.contains("[env: CREAPIC_"),
+            "{flag} has no environment variable in --help:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("CREAPIC_{name}="))
+                || (flag == "--database" && text.contains("CREAPIC_DATABASE_URL="))
+                || (flag == "--redis" && text.contains("CREAPIC_REDIS_URL=")),
+            "{flag}'s variable is not named after it:\n{text}"
+        );
+    }
+
+    // A value from the environment alone is used: the server listens where CREAPIC_LISTEN says.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = data_dir();
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env("CREAPIC_DATA_DIR", &dir)
+        .env("CREAPIC_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CREAPIC_NO_RUNNER", "true")
+        .env("RUST_LOG", "warn");
+    let server = spawn_serve(command);
+    assert!(
+        server.base.ends_with(&format!(":{port}")),
+        "{}",
+        server.base
+    );
+    assert!(
+        dir.join("creapic.db").exists(),
+        "the database is in CREAPIC_DATA_DIR"
+    );
 }

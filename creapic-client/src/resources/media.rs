@@ -32,10 +32,17 @@ impl std::fmt::Debug for MediaFile {
 impl MediaFile {
     /// A file extension for the content type (`png`, `jpg`, `webp`), `bin` otherwise.
     pub fn extension(&self) -> &'static str {
-        match self.content_type.as_deref() {
+        // The media type's essence, whatever its case and parameters (`image/PNG; q=1`).
+        let essence = self
+            .content_type
+            .as_deref()
+            .and_then(|t| t.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase());
+        match essence.as_deref() {
             Some("image/png") => "png",
-            Some("image/jpeg") => "jpg",
+            Some("image/jpeg" | "image/jpg") => "jpg",
             Some("image/webp") => "webp",
+            Some("image/gif") => "gif",
             _ => "bin",
         }
     }
@@ -88,4 +95,25 @@ fn decode_media(raw: Raw) -> Result<MediaFile> {
         bytes: raw.body,
         content_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extension_follows_the_content_type() {
+        let of = |t: Option<&str>| {
+            MediaFile {
+                bytes: Vec::new(),
+                content_type: t.map(str::to_owned),
+            }
+            .extension()
+        };
+        assert_eq!(of(Some("image/png")), "png");
+        assert_eq!(of(Some("image/jpeg")), "jpg");
+        assert_eq!(of(Some("IMAGE/WEBP; q=1")), "webp");
+        assert_eq!(of(Some("application/octet-stream")), "bin");
+        assert_eq!(of(None), "bin");
+    }
 }

@@ -4,7 +4,7 @@
 //! settled as the record says (captured for a completed one, released whole for a failed one), so
 //! every record is backed by the ledger; recording it again returns the stored record.
 
-use crate::auth::Principal;
+use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::generation::{GenerationOutcome, GenerationParams, GenerationRecord};
 use crate::id::{GenerationId, HoldId, OrgId};
@@ -89,16 +89,19 @@ impl<S: Store + ?Sized> Creapic<S> {
         self.store.insert_generation(&record).await
     }
 
-    /// A generation of the key's organization; another organization's, or an unknown id, is
-    /// "not found". No scope is checked here (the route checks its own: reading one needs
-    /// `IMAGE_GENERATION`, using one as a scene layer `SCENE_RENDER`).
+    /// A generation of the caller's organization; another organization's, or an unknown id,
+    /// is "not found". No scope of a key is checked here (the route checks its own: reading
+    /// one needs `IMAGE_GENERATION`, using one as a scene layer `SCENE_RENDER`); a person must
+    /// be a member ([`Creapic::check_caller`]).
     pub async fn generation(
         &self,
-        principal: &Principal,
+        caller: impl Into<Caller>,
         id: GenerationId,
     ) -> Result<GenerationRecord> {
+        let caller = caller.into();
+        self.check_caller(&caller).await?;
         self.store
-            .generation(principal.org, id)
+            .generation(caller.org(), id)
             .await?
             .ok_or(Error::NotFound {
                 resource: "generation",

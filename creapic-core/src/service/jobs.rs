@@ -1,6 +1,10 @@
-//! Jobs: submission through an API key (the cost reserved in the same store call), reading,
-//! listing and cancelling them, and the worker's side: claims, leases, hand-back, each item's
-//! result and completion.
+//! Jobs: submission by a [`Caller`] — an API key, or a member of the organization through the
+//! console — with the cost reserved in the same store call; reading, listing and cancelling
+//! them; and the worker's side: claims, leases, hand-back, each item's result and completion.
+//!
+//! A key is checked as it always was (its scope for submitting and listing; reading and
+//! canceling check none, the routes do); a member's membership is checked in the store first
+//! ([`Creapic::check_caller`]), any role. A member's job records no key and runs live.
 //!
 //! A lease is bounded by [`CoreConfig::lease_max`](super::CoreConfig::lease_max). A finished job
 //! never changes again, so a read looks in the [`FinishedJobs`](crate::finished_jobs::FinishedJobs)
@@ -8,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::auth::Principal;
+use crate::caller::Caller;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::{EntryId, JobId};
@@ -20,7 +24,7 @@ use crate::store::Store;
 
 use super::Creapic;
 
-/// A job to submit through an API key.
+/// A job to submit.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     /// Bulk images or a scene.
@@ -32,26 +36,31 @@ pub struct JobSpec {
 }
 
 impl<S: Store + ?Sized> Creapic<S> {
-    /// Submits a job for the key's organization, reserving its cost. Bulk jobs need
-    /// `IMAGE_GENERATION`, scenes `SCENE_RENDER`.
+    /// Submits a job for the caller's organization, reserving its cost. A key needs
+    /// `IMAGE_GENERATION` for bulk jobs, `SCENE_RENDER` for scenes; a person, membership. The
+    /// same `idempotency_key` in the same organization returns the first job and reserves
+    /// nothing more.
     pub async fn submit_job(
         &self,
-        principal: &Principal,
+        caller: impl Into<Caller>,
         spec: JobSpec,
         idempotency_key: &str,
     ) -> Result<Enqueued> {
-        let scope = match spec.kind {
-            JobKind::Bulk => Scope::ImageGeneration,
-            JobKind::Scene => Scope::SceneRender,
-        };
-        principal.require(scope)?;
+        let caller = caller.into();
+        if let Caller::Key(principal) = &caller {
+            principal.require(match spec.kind {
+                JobKind::Bulk => Scope::ImageGeneration,
+                JobKind::Scene => Scope::SceneRender,
+            })?;
+        }
+        self.check_caller(&caller).await?;
         let at = self.now();
         let new = NewJob {
             id: JobId::generate(at, self.rng.as_ref()),
-            org: principal.org,
-            key: Some(principal.key),
+            org: caller.org(),
+            key: caller.key(),
             kind: spec.kind,
-            mode: principal.mode,
+            mode: caller.mode(),
             inputs: spec.inputs,
             unit_cost: spec.unit_cost,
             idempotency_key: IdempotencyKey::new(idempotency_key)?,
@@ -62,40 +71,49 @@ impl<S: Store + ?Sized> Creapic<S> {
         self.store.enqueue(&new).await
     }
 
-    /// A job of the key's organization; another organization's job is "not found".
-    pub async fn job(&self, principal: &Principal, id: JobId) -> Result<Job> {
-        if let Some(job) = self.finished_jobs.get(principal.org, id) {
+    /// A job of the caller's organization; another organization's job is "not found".
+    pub async fn job(&self, caller: impl Into<Caller>, id: JobId) -> Result<Job> {
+        let caller = caller.into();
+        self.check_caller(&caller).await?;
+        let org = caller.org();
+        if let Some(job) = self.finished_jobs.get(org, id) {
             return Ok(job);
         }
         let job = self
             .store
-            .job(principal.org, id)
+            .job(org, id)
             .await?
             .ok_or(Error::NotFound { resource: "job" })?;
         self.finished_jobs.note(&job);
         Ok(job)
     }
 
-    /// The key's organization's jobs (bulk jobs and scene renders), oldest first, without their
-    /// items. The key needs `IMAGE_GENERATION` or `SCENE_RENDER`: a summary names no prompt,
-    /// so either scope may see both kinds.
+    /// The caller's organization's jobs (bulk jobs and scene renders), oldest first, without
+    /// their items. A key needs `IMAGE_GENERATION` or `SCENE_RENDER`: a summary names no
+    /// prompt, so either scope may see both kinds.
     pub async fn list_jobs(
         &self,
-        principal: &Principal,
+        caller: impl Into<Caller>,
         after: Option<JobId>,
         limit: PageLimit,
     ) -> Result<Page<JobSummary, JobId>> {
-        if principal.require(Scope::ImageGeneration).is_err() {
+        let caller = caller.into();
+        if let Caller::Key(principal) = &caller
+            && principal.require(Scope::ImageGeneration).is_err()
+        {
             principal.require(Scope::SceneRender)?;
         }
-        self.store.list_jobs(principal.org, after, limit).await
+        self.check_caller(&caller).await?;
+        self.store.list_jobs(caller.org(), after, limit).await
     }
 
-    /// Cancels a job of the key's organization, refunding unfinished items.
-    pub async fn cancel_job(&self, principal: &Principal, id: JobId) -> Result<Job> {
+    /// Cancels a job of the caller's organization, refunding unfinished items.
+    pub async fn cancel_job(&self, caller: impl Into<Caller>, id: JobId) -> Result<Job> {
+        let caller = caller.into();
+        self.check_caller(&caller).await?;
         let at = self.now();
         let entry = EntryId::generate(at, self.rng.as_ref());
-        self.store.cancel_job(principal.org, id, entry, at).await
+        self.store.cancel_job(caller.org(), id, entry, at).await
     }
 
     fn lease_until(&self, now: Timestamp, lease: Duration) -> Result<Timestamp> {

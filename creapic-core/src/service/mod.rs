@@ -8,15 +8,19 @@
 //! Two kinds of callers act on organizations: people ([`Actor::User`], whose role is checked)
 //! and the operator of the installation ([`Actor::Operator`]: the admin CLI or the host's own
 //! code, trusted). API keys ([`Principal`]) call the public endpoints and may not manage keys.
+//! Work that is paid for — jobs, synchronous generations — is submitted by a [`Caller`]: a key,
+//! or a person acting for an organization they belong to (the console's playground), checked by
+//! [`Creapic::check_caller`].
 //!
 //! The methods are split by concern, one `impl Creapic` block per file: `accounts` (console
 //! passwords and sessions), `orgs` (users,
 //! organizations, members), `keys` (keys, authentication, the last-used flush), `ledger` (credits
 //! and the stale-hold sweep), `jobs`, `audit`, `generations` and `idempotency` (HTTP idempotency
 //! records). This file keeps the configuration, the builder, the struct and the private helpers
-//! they all use (`now`, `audit_event`, `require_org`, `require_manager`).
+//! they all use (`now`, `audit_event`, `check_caller`, `require_org`, `require_manager`).
 //!
 //! [`Principal`]: crate::auth::Principal
+//! [`Caller`]: crate::caller::Caller
 
 mod accounts;
 mod audit;
@@ -38,6 +42,7 @@ use std::time::Duration;
 use crate::account::SessionPolicy;
 use crate::audit::{Actor, AuditAction, AuditEvent, RequestContext};
 use crate::auth::{AuthConfig, Authenticator};
+use crate::caller::Caller;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::finished_jobs::FinishedJobs;
@@ -217,6 +222,22 @@ impl<S: Store + ?Sized> Creapic<S> {
         )
     }
 
+    /// Checks that `caller` may act for its organization at all: a key may (its scopes are each
+    /// operation's business, unchanged); a person must be a member of the organization, in any
+    /// role, else the organization does not exist for them (`NotFound`). One store read for a
+    /// person, none for a key.
+    pub async fn check_caller(&self, caller: &Caller) -> Result<()> {
+        match caller {
+            Caller::Key(_) => Ok(()),
+            Caller::Member { user, org } => match self.store.role(*org, *user).await? {
+                Some(_) => Ok(()),
+                None => Err(Error::NotFound {
+                    resource: "organization",
+                }),
+            },
+        }
+    }
+
     async fn require_org(&self, org: OrgId) -> Result<Organization> {
         self.store.org(org).await?.ok_or(Error::NotFound {
             resource: "organization",
@@ -225,6 +246,12 @@ impl<S: Store + ?Sized> Creapic<S> {
 
     /// Checks that `by` may manage the keys of `org`. People need owner or admin; a person
     /// outside the organization is told the organization does not exist.
+    /// How many of this build's migrations the store lacks (0: ready to serve); an unreachable
+    /// store is an `Unavailable` error. For readiness probes.
+    pub async fn pending_migrations(&self) -> Result<u32> {
+        self.store.pending_migrations().await
+    }
+
     async fn require_manager(&self, by: Actor, org: OrgId, action: &'static str) -> Result<()> {
         match by {
             Actor::Operator | Actor::System => Ok(()),

@@ -20,7 +20,7 @@ use crate::error::{Error, Result, StoreErrorKind};
 use crate::generation::GenerationRecord;
 use crate::id::{AttemptId, EntryId, GenerationId, HoldId, JobId, KeyId, OrgId, UserId};
 use crate::idempotency::{Abandon, IdempotencyBegin, RequestFingerprint, StoredResponse};
-use crate::job::{Enqueued, FinishItem, ItemStatus, Job, JobStatus, JobSummary, NewJob, WorkerId};
+use crate::job::{Enqueued, FinishItem, Job, JobStatus, JobSummary, NewJob, Transition, WorkerId};
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
     BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, EntryKind, Hold, IdempotencyKey,
@@ -266,32 +266,31 @@ impl State {
             .ok_or(Error::NotFound { resource: "hold" })
     }
 
-    fn leased_job(&self, id: JobId, worker: &WorkerId) -> Result<Job> {
-        let job = self
-            .jobs
+    fn job(&self, id: JobId) -> Result<&Job> {
+        self.jobs
             .get(&id)
-            .ok_or(Error::NotFound { resource: "job" })?;
-        if !job.is_leased_by(worker) {
-            return Err(Error::LeaseLost);
-        }
+            .ok_or(Error::NotFound { resource: "job" })
+    }
+
+    fn leased_job(&self, id: JobId, worker: &WorkerId) -> Result<Job> {
+        let job = self.job(id)?;
+        job.check_lease(worker)?;
         Ok(job.clone())
     }
 
-    /// Releases what is left of a job's hold and closes it (no-op for free jobs).
-    fn close_hold(&mut self, job: &Job, entry_id: EntryId, at: Timestamp) -> Result<()> {
-        if let Some(hold) = job.hold {
-            let open = self.holds.get(&hold).is_some_and(|h| h.closed_at.is_none());
-            if open {
-                self.apply(&LedgerRequest {
-                    entry_id,
-                    org: job.org,
-                    op: LedgerOp::Release { hold, amount: None },
-                    idempotency_key: FinishItem::close_key(job.id),
-                    at,
-                })?;
-            }
+    /// The job's hold, for the job's decisions.
+    fn hold_of(&self, job: &Job) -> Option<&Hold> {
+        job.hold.and_then(|id| self.holds.get(&id))
+    }
+
+    /// Writes what `Job::cancel`, `Job::complete` or `Job::hand_back` decided: the hold's
+    /// closing release, then the job (its items included). The job as it is now.
+    fn write_transition(&mut self, t: Transition) -> Result<Job> {
+        if let Some(close) = &t.close {
+            self.apply(close)?;
         }
-        Ok(())
+        self.store_job(t.job.clone());
+        Ok(t.job)
     }
 
     fn store_job(&mut self, job: Job) {
@@ -743,24 +742,15 @@ impl JobStore for MemoryStore {
                 resource: "organization",
             });
         }
-        let total = new.total_cost()?;
-        let (hold, balance) = if total.get() > 0 {
-            let receipt = s.apply(&LedgerRequest {
-                entry_id: new.hold_entry,
-                org: new.org,
-                op: LedgerOp::Reserve {
-                    amount: total,
-                    job: Some(new.id),
-                },
-                idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
-                at: new.at,
-            })?;
-            (receipt.hold, receipt.entry.balance_after)
-        } else {
-            (
+        let (hold, balance) = match new.reserve_request()? {
+            Some(reserve) => {
+                let receipt = s.apply(&reserve)?;
+                (receipt.hold, receipt.entry.balance_after)
+            }
+            None => (
                 None,
                 Credits::new(s.balances.get(&new.org).copied().unwrap_or(0))?,
-            )
+            ),
         };
         let job = new.to_job(hold.as_ref().map(|h| h.id));
         s.job_keys.insert(idem, job.id);
@@ -840,10 +830,8 @@ impl JobStore for MemoryStore {
 
     async fn release_lease(&self, id: JobId, worker: &WorkerId, at: Timestamp) -> Result<Job> {
         let mut s = self.lock();
-        let mut job = s.leased_job(id, worker)?;
-        job.hand_back(at);
-        s.store_job(job.clone());
-        Ok(job)
+        let transition = s.job(id)?.hand_back(worker, at)?;
+        s.write_transition(transition)
     }
 
     async fn finish_item(&self, report: &FinishItem) -> Result<Job> {
@@ -868,17 +856,9 @@ impl JobStore for MemoryStore {
         at: Timestamp,
     ) -> Result<Job> {
         let mut s = self.lock();
-        let mut job = s.leased_job(id, worker)?;
-        if job.pending() > 0 {
-            return Err(Error::InvalidState("the job still has pending items"));
-        }
-        s.close_hold(&job, entry_id, at)?;
-        job.status = job.outcome();
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        s.store_job(job.clone());
-        Ok(job)
+        let job = s.job(id)?;
+        let transition = job.complete(worker, s.hold_of(job), entry_id, at)?;
+        s.write_transition(transition)
     }
 
     async fn cancel_job(
@@ -889,33 +869,15 @@ impl JobStore for MemoryStore {
         at: Timestamp,
     ) -> Result<Job> {
         let mut s = self.lock();
-        let mut job = s
+        let job = s
             .jobs
             .get(&id)
             .filter(|j| j.org == org)
-            .cloned()
             .ok_or(Error::NotFound { resource: "job" })?;
-        if job.status == JobStatus::Canceled {
-            return Ok(job);
+        match job.cancel(s.hold_of(job), entry_id, at)? {
+            Some(transition) => s.write_transition(transition),
+            None => Ok(job.clone()),
         }
-        if job.status.is_terminal() {
-            return Err(Error::InvalidState("the job has already finished"));
-        }
-        s.close_hold(&job, entry_id, at)?;
-        for item in job
-            .items
-            .iter_mut()
-            .filter(|i| i.status == ItemStatus::Pending)
-        {
-            item.status = ItemStatus::Canceled;
-            item.finished_at = Some(at);
-        }
-        job.status = JobStatus::Canceled;
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        s.store_job(job.clone());
-        Ok(job)
     }
 }
 
@@ -1101,6 +1063,13 @@ impl GenerationStore for MemoryStore {
             .get(&id)
             .filter(|g| g.org == org)
             .cloned())
+    }
+}
+
+#[async_trait]
+impl crate::store::SchemaStore for MemoryStore {
+    async fn pending_migrations(&self) -> Result<u32> {
+        Ok(0)
     }
 }
 

@@ -242,8 +242,9 @@ pub trait JobStore: Send + Sync {
     /// (failed) its unit cost. An item that already finished is left as it is and the job is
     /// returned unchanged: it is never charged twice. `LeaseLost` unless `worker` holds the lease.
     async fn finish_item(&self, report: &FinishItem) -> Result<Job>;
-    /// Ends a job `worker` holds whose items have all finished: sets its terminal state, clears
-    /// the lease and releases what is left of its hold (closing it), atomically.
+    /// Ends a job `worker` holds whose items have all finished ([`crate::job::Job::complete`]):
+    /// sets its terminal state, clears the lease and releases what is left of its hold (closing
+    /// it), atomically.
     async fn complete_job(
         &self,
         job: JobId,
@@ -251,7 +252,8 @@ pub trait JobStore: Send + Sync {
         entry_id: EntryId,
         at: Timestamp,
     ) -> Result<Job>;
-    /// Cancels a job of `org` that has not reached a terminal state: pending items become
+    /// Cancels a job of `org` that has not reached a terminal state
+    /// ([`crate::job::Job::cancel`]): pending items become
     /// canceled and what is left of the hold is released, atomically. Canceling a canceled job
     /// returns it unchanged; canceling another terminal job is `InvalidState`.
     async fn cancel_job(
@@ -362,6 +364,15 @@ pub trait AccountStore: Send + Sync {
     async fn purge_sessions(&self, now: Timestamp, idle_cutoff: Timestamp) -> Result<u64>;
 }
 
+/// The store's own state, for readiness probes.
+#[async_trait]
+pub trait SchemaStore: Send + Sync {
+    /// How many of this build's migrations the database has not applied: 0 when its schema is
+    /// the one this build expects (a store without a schema, in memory, is always 0). An
+    /// unreachable database is an `Unavailable` store error.
+    async fn pending_migrations(&self) -> Result<u32>;
+}
+
 /// Every store trait: what a backend implements.
 pub trait Store:
     OrgStore
@@ -372,6 +383,7 @@ pub trait Store:
     + IdempotencyStore
     + GenerationStore
     + AccountStore
+    + SchemaStore
     + 'static
 {
 }
@@ -385,6 +397,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + GenerationStore
         + AccountStore
+        + SchemaStore
         + 'static
 {
 }

@@ -116,6 +116,10 @@ impl Dialect for Sqlite {
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
 
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
     /// A write transaction holding the database's write lock from its first statement.
     async fn write(&self) -> Result<Tx<Self>> {
         self.writer

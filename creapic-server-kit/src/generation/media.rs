@@ -222,6 +222,16 @@ impl SigningKey {
         SigningKey(Arc::new(SecretSlice::from(bytes)))
     }
 
+    /// A 32-byte key for `purpose`, derived from this one (HMAC-SHA256 of a labelled purpose):
+    /// secrets every replica must share (the console's CSRF key) follow the signing key without
+    /// a setting of their own, and reveal nothing about it.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(b"creapic derived key v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length; the error arm cannot happen.
         HmacSha256::new_from_slice(self.0.expose_secret())
@@ -366,6 +376,11 @@ fn storage_error(op: &'static str, e: impl std::fmt::Display) -> Error {
 }
 
 impl MediaStore {
+    /// A key for `purpose` derived from the signing key ([`SigningKey::derive`]).
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.signing.derive(purpose)
+    }
+
     /// Over any object store, with objects under `prefix`.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, signing: SigningKey) -> Self {
         MediaStore {
@@ -818,6 +833,12 @@ mod tests {
         assert!(MediaStore::from_url("memory://", none, key.clone()).is_ok());
         assert!(MediaStore::from_url("not a url", none, key.clone()).is_err());
         assert!(SigningKey::new(vec![0; 8]).is_err());
+        // Derived keys: stable for one key and purpose, different across either.
+        let same = SigningKey::new(vec![7; 32]).unwrap();
+        let other = SigningKey::new(vec![8; 32]).unwrap();
+        assert_eq!(same.derive("a"), same.clone().derive("a"));
+        assert_ne!(same.derive("a"), same.derive("b"));
+        assert_ne!(same.derive("a"), other.derive("a"));
         #[cfg(feature = "s3")]
         {
             // Building the client needs no network; S3-compatible servers set the endpoint.

@@ -4,6 +4,11 @@
 //! handler of `POST /api/public/images/generate` parses the body, calls
 //! [`PaidGenerator::generate`] inside its idempotency lock, and turns the answer into a response.
 //!
+//! Whoever pays is a [`Caller`]: an API key (whose scope the route checked) or a member of the
+//! organization acting through the console, whose membership the core checks before anything
+//! is held ([`creapic_core::Creapic::check_caller`]). The flow needs only the caller's
+//! organization (it pays) and mode (a member's work is live).
+//!
 //! It takes generation-side inputs only — the core, the [`Pipeline`], the [`Pricing`] and the
 //! [`Limits`] — and answers with the [`GenerationRecord`] (not a wire view: the HTTP side mints
 //! the link and the view) or an [`AttemptFailure`], so the flow is tested and reused without
@@ -36,7 +41,7 @@
 use creapic_core::generation::{GenerationOutcome, GenerationParams, GenerationRecord, Quality};
 use creapic_core::id::GenerationId;
 use creapic_core::ledger::Credits;
-use creapic_core::{Principal, StoreErrorKind};
+use creapic_core::{Caller, StoreErrorKind};
 
 use crate::Core;
 use crate::config::{Limits, Pricing};
@@ -173,19 +178,25 @@ impl<'a> PaidGenerator<'a> {
         }
     }
 
-    /// Generates one image of `spec` for `principal`, paid from its organization's balance
+    /// Generates one image of `spec` for `caller`, paid from its organization's balance
     /// under the ledger keys of `keys` (see the module doc). A settled [`AttemptFailure`] means
     /// nothing of the attempt is charged; any other failure may have charged, and a retry
-    /// resumes the attempt.
+    /// resumes the attempt. A person who is not a member of the organization is refused
+    /// (settled, `NotFound`) before anything is held.
     pub async fn generate(
         &self,
-        principal: &Principal,
+        caller: impl Into<Caller>,
         spec: &ImageSpec,
         keys: &AttemptKeys,
         resume: Resume,
     ) -> Result<PaidGeneration, AttemptFailure> {
+        let caller = caller.into();
         let core = self.core;
-        let org = principal.org;
+        core.check_caller(&caller)
+            .await
+            .map_err(|e| AttemptFailure::settled(Error::Core(e)))?;
+        let org = caller.org();
+        let mode = caller.mode();
         let cost = price(&self.pricing, spec);
         let hold = core
             .reserve(org, cost, None, &keys.hold())
@@ -210,7 +221,7 @@ impl<'a> PaidGenerator<'a> {
             // A resumed attempt that was paid for: if its generation is recorded, answer from
             // the record (the capture replays for the balance it left).
             let id = GenerationId::of_hold(hold_id);
-            if let Ok(record) = core.generation(principal, id).await {
+            if let Ok(record) = core.generation(caller, id).await {
                 let captured = core
                     .capture(org, hold_id, cost, &capture_key)
                     .await
@@ -224,11 +235,10 @@ impl<'a> PaidGenerator<'a> {
         let deadline = self
             .limits
             .generation_deadline(core.config().stale_hold_after);
-        let provider = self.pipeline.provider_for(principal.mode).name();
-        let drawn =
-            tokio::time::timeout(deadline, self.pipeline.generate(org, principal.mode, spec))
-                .await
-                .unwrap_or(Err(Error::ProviderTimeout { provider }));
+        let provider = self.pipeline.provider_for(mode).name();
+        let drawn = tokio::time::timeout(deadline, self.pipeline.generate(org, mode, spec))
+            .await
+            .unwrap_or(Err(Error::ProviderTimeout { provider }));
         let generated = match drawn {
             Ok(g) => g,
             Err(e) => {

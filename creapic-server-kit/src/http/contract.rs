@@ -401,6 +401,7 @@ pub const ROUTES: &[(&str, Method, &[Stage])] = &[
     ),
     ("/api/openapi", Method::GET, &[Stage::Always]),
     ("/api/health", Method::GET, &[Stage::Always]),
+    ("/api/ready", Method::GET, &[Stage::Always]),
 ];
 
 /// The statuses a route can answer with an error, each with the codes that cause it, from its

@@ -70,6 +70,13 @@ pub enum Error {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The database's schema lacks migrations this build needs: the server is alive but not
+    /// ready (a readiness probe keeps traffic away until a replica migrates it).
+    #[error("the database lacks {pending} of this build's migrations")]
+    MigrationsPending {
+        /// How many are missing.
+        pending: u32,
+    },
     /// The key sent too many requests.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -87,6 +94,9 @@ pub enum Error {
     },
 }
 
+/// When a probe of a replica whose database lacks migrations should look again.
+pub const MIGRATIONS_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 impl Error {
     /// The stable snake_case code sent in error bodies.
     pub fn code(&self) -> &'static str {
@@ -103,6 +113,7 @@ impl Error {
             Error::AlreadyProcessed => "already_processed",
             Error::InvalidCsrfToken => "invalid_csrf_token",
             Error::Overloaded { .. } => "overloaded",
+            Error::MigrationsPending { .. } => "migrations_pending",
             Error::RateLimited { .. } => "rate_limited",
             Error::Internal { .. } => "internal_error",
         }
@@ -121,7 +132,9 @@ impl Error {
             Error::NotSignedIn => StatusCode::UNAUTHORIZED,
             Error::AlreadyProcessed => StatusCode::CONFLICT,
             Error::InvalidCsrfToken => StatusCode::FORBIDDEN,
-            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded { .. } | Error::MigrationsPending { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,6 +146,7 @@ impl Error {
             Error::RateLimited { retry_after } | Error::Overloaded { retry_after } => {
                 Some(*retry_after)
             }
+            Error::MigrationsPending { .. } => Some(MIGRATIONS_RETRY_AFTER),
             Error::Core(e) => core_retry_after(e),
             Error::Generation(e) => e.retry_after(),
             _ => None,
@@ -260,6 +274,12 @@ mod tests {
             (Error::NotSignedIn, "not_signed_in", 401, None),
             (Error::AlreadyProcessed, "already_processed", 409, None),
             (Error::InvalidCsrfToken, "invalid_csrf_token", 403, None),
+            (
+                Error::MigrationsPending { pending: 2 },
+                "migrations_pending",
+                503,
+                Some(s(5)),
+            ),
             (
                 Error::Overloaded { retry_after: s(1) },
                 "overloaded",

@@ -202,7 +202,6 @@ where
         body,
         replay,
     } = request;
-    let lock = state.config().limits.idempotency_lock;
     let method = header.method.as_str();
     let path = header.path.as_str();
     let key = match header.key {
@@ -227,27 +226,86 @@ where
         };
     };
     let fingerprint = RequestFingerprint::of(method, path, body);
-    let begin = state
-        .core()
-        .begin_request(org, &key, fingerprint, lock)
-        .await;
-    let attempt = match begin {
-        Err(e) => return Error::Core(e).into_response(),
-        Ok(IdempotencyBegin::Replay(stored)) => {
+    let ran = once(state, org, &key, fingerprint, |ledger_key| async move {
+        let (status, bytes) = work(ledger_key).await?;
+        Ok(match replay {
+            Replay::Body => (
+                bytes_response(status, bytes.clone()),
+                StoredResponse {
+                    status: status.as_u16(),
+                    body: bytes,
+                },
+            ),
+            // The body holds a secret shown once: only a 409 saying it happened is stored.
+            Replay::Refuse => (secret_response(status, bytes), already_processed()),
+        })
+    })
+    .await;
+    match ran {
+        Ok(Once::Ran(response)) => response,
+        Ok(Once::Replayed(stored)) => {
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             let mut response = bytes_response(status, stored.body);
             response
                 .headers_mut()
                 .insert(REPLAYED, HeaderValue::from_static("true"));
-            return response;
+            response
         }
-        Ok(IdempotencyBegin::InProgress) => {
-            return Error::Core(creapic_core::Error::IdempotencyInProgress).into_response();
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What [`once`] did.
+#[derive(Debug)]
+pub enum Once<T> {
+    /// It ran the work, which answered this.
+    Ran(T),
+    /// An earlier request under the key completed: its stored response, to answer again.
+    Replayed(StoredResponse),
+}
+
+/// The stored answer of an operation that must happen, and be shown, only once (a new key's
+/// plaintext): a 409 `already_processed`.
+pub fn already_processed() -> StoredResponse {
+    StoredResponse {
+        status: Error::AlreadyProcessed.status().as_u16(),
+        body: serde_json::to_vec(&Error::AlreadyProcessed.body()).unwrap_or_default(),
+    }
+}
+
+/// The engine under [`run`], for any answer type (the console renders pages): runs `work` at
+/// most once per (`org`, `key`), its lock held and renewed for `Limits::idempotency_lock`, and
+/// stores the [`StoredResponse`] `work` returns beside its answer. Another request holding
+/// the key is `IdempotencyInProgress` (409), the key reused for another `fingerprint`
+/// `IdempotencyConflict` (422). A failure is not stored: the record is abandoned — settled
+/// (a retry is a new attempt) unless the failure is transient and not known to be settled.
+/// Authorize the caller before calling this, so a refused caller opens no record.
+pub async fn once<T, F, Fut>(
+    state: &AppState,
+    org: OrgId,
+    key: &IdempotencyKey,
+    fingerprint: RequestFingerprint,
+    work: F,
+) -> Result<Once<T>, Error>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<(T, StoredResponse), Failure>>,
+{
+    let lock = state.config().limits.idempotency_lock;
+    let begin = state
+        .core()
+        .begin_request(org, key, fingerprint, lock)
+        .await
+        .map_err(Error::Core)?;
+    let attempt = match begin {
+        IdempotencyBegin::Replay(stored) => return Ok(Once::Replayed(stored)),
+        IdempotencyBegin::InProgress => {
+            return Err(Error::Core(creapic_core::Error::IdempotencyInProgress));
         }
-        Ok(IdempotencyBegin::Mismatch) => {
-            return Error::Core(creapic_core::Error::IdempotencyConflict).into_response();
+        IdempotencyBegin::Mismatch => {
+            return Err(Error::Core(creapic_core::Error::IdempotencyConflict));
         }
-        Ok(IdempotencyBegin::Started { attempt }) => attempt,
+        IdempotencyBegin::Started { attempt } => attempt,
     };
     let ledger_key = match attempt {
         Some(attempt) => format!("http:{}:{}", key.as_str(), attempt.as_uuid().simple()),
@@ -255,10 +313,10 @@ where
         None => format!("http:{}", key.as_str()),
     };
     let outcome = match attempt {
-        Some(attempt) => held(state, org, &key, attempt, lock, work(ledger_key)).await,
+        Some(attempt) => held(state, org, key, attempt, lock, work(ledger_key)).await,
         None => work(ledger_key).await,
     };
-    let (status, bytes) = match outcome {
+    let (answer, stored) = match outcome {
         Ok(done) => done,
         Err(Failure { error, settled }) => {
             // Only a success is stored. A refusal (4xx) did nothing and is not remembered, so a
@@ -274,33 +332,16 @@ where
             } else {
                 Abandon::Unsettled
             };
-            if let Err(e) = state.core().abandon_request(org, &key, how).await {
+            if let Err(e) = state.core().abandon_request(org, key, how).await {
                 tracing::warn!(error = %e, "could not release an idempotency lock");
             }
-            return error.into_response();
+            return Err(error);
         }
     };
-    let (response, stored) = match replay {
-        Replay::Body => (
-            bytes_response(status, bytes.clone()),
-            StoredResponse {
-                status: status.as_u16(),
-                body: bytes,
-            },
-        ),
-        // The body holds a secret shown once: only a 409 saying it happened is stored.
-        Replay::Refuse => (
-            secret_response(status, bytes),
-            StoredResponse {
-                status: Error::AlreadyProcessed.status().as_u16(),
-                body: serde_json::to_vec(&Error::AlreadyProcessed.body()).unwrap_or_default(),
-            },
-        ),
-    };
-    if let Err(e) = state.core().complete_request(org, &key, &stored).await {
+    if let Err(e) = state.core().complete_request(org, key, &stored).await {
         tracing::warn!(error = %e, "could not store an idempotent response");
     }
-    response
+    Ok(Once::Ran(answer))
 }
 
 /// Runs `work` while keeping its idempotency lock: renewed every third of `lock`, so a request

@@ -40,6 +40,7 @@ use crate::http::handlers::{
         members::remove,
         system::openapi,
         system::health,
+        system::ready,
     ),
     modifiers(&Security),
     tags(

@@ -21,7 +21,7 @@ pub fn router(state: AppState) -> Router {
     // Request metrics only when a host reads them (see `measure`: pre-registered handles).
     let measured = state.metrics().is_some();
     let metrics_route = state.config().metrics_route;
-    let table: [(&'static str, MethodRouter<AppState>); 19] = [
+    let table: [(&'static str, MethodRouter<AppState>); 20] = [
         ("/api/public/images/generate", post(images::generate)),
         ("/api/public/images/{id}", get(images::get)),
         ("/api/public/scenes/render", post(scenes::render)),
@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         ("/api/media/{org}/{key}", get(media::get)),
         ("/api/openapi", get(system::openapi)),
         ("/api/health", get(system::health)),
+        ("/api/ready", get(system::ready)),
     ];
     let metrics = metrics_route.then(|| ("/metrics", get(system::metrics)));
     // The reference page and its viewer: pages about the API, not operations of it, so they

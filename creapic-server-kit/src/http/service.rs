@@ -287,6 +287,10 @@ impl ServiceBuilder {
         let limiter = self
             .limiter
             .unwrap_or_else(|| Arc::new(InProcessLimiter::new(self.config.rate_limit)));
+        let csrf_key = self
+            .pipeline
+            .media()
+            .derived_key(crate::http::console::csrf::HOST_KEY_PURPOSE);
         AppState(Arc::new(Inner {
             core: self.core,
             config: self.config,
@@ -295,7 +299,7 @@ impl ServiceBuilder {
             metrics: self.metrics,
             job_notify: self.job_notify.unwrap_or_default(),
             finished_status: crate::http::finished_status::FinishedStatus::default(),
-            console: crate::http::console::Console::new(),
+            console: crate::http::console::Console::new(csrf_key),
         }))
     }
 

@@ -91,7 +91,7 @@ pub async fn app_with_unseeded(store: Arc<dyn Store>) -> TestApp {
     }
 }
 
-type Served = (
+pub type Served = (
     Arc<Creapic<dyn Store>>,
     CreapicService,
     String,
@@ -106,7 +106,7 @@ async fn serve(
     serve_core(Arc::new(Creapic::new(store)), config, pipeline).await
 }
 
-async fn serve_core(
+pub async fn serve_core(
     core: Arc<Creapic<dyn Store>>,
     config: KitConfig,
     pipeline: creapic_server_kit::generation::pipeline::Pipeline,

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ use crate::store::postgres::{PgStore, map_error};
 use crate::store::sql::exec::{Columns, corrupt};
 use crate::store::sql::insert_audit;
 use crate::store::sql::ledger::{current_balance, find_entry, new_hold, replay, write_op};
-use crate::store::sql::rows::{self, ENTRY_COLUMNS, signed};
+use crate::store::sql::rows::{self, entry_columns, signed};
 
 /// Whether `e` means "this write did not happen, and a repeat may explain why": a refusal or a
 /// unique violation. Such a request is answered from the earlier entry under its key, if any.
@@ -39,6 +38,48 @@ fn may_be_repeat(e: &Error) -> bool {
     )
 }
 
+/// The ledger entry insert that ends [`GRANT_SQL`], [`DEBIT_SQL`] and [`RESERVE_SQL`].
+macro_rules! insert_entry {
+    () => {
+        "INSERT INTO ledger_entries (id, org, kind, delta, amount, balance_after, hold_id, \
+         job_id, idempotency_key, fingerprint, created_at)"
+    };
+}
+
+/// A grant as one statement ([`one_statement`]'s parameters; `$8` is `BALANCE_MAX`).
+const GRANT_SQL: &str = concat!(
+    "WITH b AS (INSERT INTO balances (org, balance) VALUES ($2, $3) \
+     ON CONFLICT (org) DO UPDATE SET balance = balances.balance + EXCLUDED.balance \
+     WHERE balances.balance + EXCLUDED.balance <= $8 RETURNING balance) ",
+    insert_entry!(),
+    " SELECT $1, $2, 'grant', $3, $3, b.balance, NULL::uuid, $7, $4, \
+     $5, $6 FROM b RETURNING seq, balance_after"
+);
+/// A debit as one statement ([`one_statement`]'s parameters).
+const DEBIT_SQL: &str = concat!(
+    "WITH b AS (UPDATE balances SET balance = balance - $3 \
+     WHERE org = $2 AND balance >= $3 RETURNING balance) ",
+    insert_entry!(),
+    " SELECT $1, $2, 'debit', -$3, $3, b.balance, NULL::uuid, $7, $4, \
+     $5, $6 FROM b RETURNING seq, balance_after"
+);
+/// A reserve as one statement ([`one_statement`]'s parameters): the hold too.
+const RESERVE_SQL: &str = concat!(
+    "WITH b AS (UPDATE balances SET balance = balance - $3 \
+     WHERE org = $2 AND balance >= $3 RETURNING balance), \
+     h AS (INSERT INTO holds (id, org, job_id, amount, captured, released, \
+     created_at) SELECT $1, $2, $7, $3, 0, 0, $6 FROM b RETURNING id) ",
+    insert_entry!(),
+    " SELECT $1, $2, 'hold', -$3, $3, b.balance, h.id, $7, $4, $5, $6 \
+     FROM b, h RETURNING seq, balance_after"
+);
+/// The entries under any of some idempotency keys: `$1` the organization, `$2` the keys.
+const ENTRIES_UNDER_KEYS: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    ", fingerprint FROM ledger_entries WHERE org = $1 AND idempotency_key = ANY($2)"
+);
+
 /// Grant, debit and reserve as one statement: the conditional balance write, the hold (for a
 /// reserve) and the ledger entry are data-modifying CTEs of one `INSERT`, atomic on their own,
 /// in or out of a transaction. Refused (balance short, or over the limit) means no row: nothing
@@ -48,47 +89,15 @@ pub(super) async fn one_statement(
     req: &LedgerRequest,
     fingerprint: &str,
 ) -> Result<LedgerReceipt> {
-    const INSERT_ENTRY: &str = "INSERT INTO ledger_entries (id, org, kind, delta, amount, \
-         balance_after, hold_id, job_id, idempotency_key, fingerprint, created_at)";
     let (text, amount, job) = match req.op {
-        LedgerOp::Grant { amount } => (
-            format!(
-                "WITH b AS (INSERT INTO balances (org, balance) VALUES ($2, $3) \
-                 ON CONFLICT (org) DO UPDATE SET balance = balances.balance + EXCLUDED.balance \
-                 WHERE balances.balance + EXCLUDED.balance <= $8 RETURNING balance) \
-                 {INSERT_ENTRY} SELECT $1, $2, 'grant', $3, $3, b.balance, NULL::uuid, $7, $4, \
-                 $5, $6 FROM b RETURNING seq, balance_after"
-            ),
-            amount,
-            None,
-        ),
-        LedgerOp::Debit { amount } => (
-            format!(
-                "WITH b AS (UPDATE balances SET balance = balance - $3 \
-                 WHERE org = $2 AND balance >= $3 RETURNING balance) \
-                 {INSERT_ENTRY} SELECT $1, $2, 'debit', -$3, $3, b.balance, NULL::uuid, $7, $4, \
-                 $5, $6 FROM b RETURNING seq, balance_after"
-            ),
-            amount,
-            None,
-        ),
-        LedgerOp::Reserve { amount, job } => (
-            format!(
-                "WITH b AS (UPDATE balances SET balance = balance - $3 \
-                 WHERE org = $2 AND balance >= $3 RETURNING balance), \
-                 h AS (INSERT INTO holds (id, org, job_id, amount, captured, released, \
-                 created_at) SELECT $1, $2, $7, $3, 0, 0, $6 FROM b RETURNING id) \
-                 {INSERT_ENTRY} SELECT $1, $2, 'hold', -$3, $3, b.balance, h.id, $7, $4, $5, $6 \
-                 FROM b, h RETURNING seq, balance_after"
-            ),
-            amount,
-            job,
-        ),
+        LedgerOp::Grant { amount } => (GRANT_SQL, amount, None),
+        LedgerOp::Debit { amount } => (DEBIT_SQL, amount, None),
+        LedgerOp::Reserve { amount, job } => (RESERVE_SQL, amount, job),
         LedgerOp::Capture { .. } | LedgerOp::Release { .. } => {
             return Err(Error::InvalidState("not a single-statement operation"));
         }
     };
-    let mut query = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(text))
+    let mut query = sqlx::query_as::<_, (i64, i64)>(text)
         .bind(req.entry_id.as_uuid())
         .bind(req.org.as_uuid())
         .bind(amount.signed())
@@ -374,15 +383,12 @@ async fn debit_batch(
             .collect();
         let mut earlier = HashMap::new();
         if !refused.is_empty() {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {ENTRY_COLUMNS}, fingerprint FROM ledger_entries \
-                 WHERE org = $1 AND idempotency_key = ANY($2)"
-            )))
-            .bind(org.as_uuid())
-            .bind(&refused)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_error)?;
+            let rows = sqlx::query(ENTRIES_UNDER_KEYS)
+                .bind(org.as_uuid())
+                .bind(&refused)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_error)?;
             for row in &rows {
                 let entry = rows::entry(row)?;
                 earlier.insert(

@@ -183,6 +183,10 @@ impl Dialect for Postgres {
 impl SqlBackend for PgStore {
     type Db = Postgres;
 
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
     async fn write(&self) -> Result<Tx<Self>> {
         self.pool.begin().await.map_err(map_error)
     }

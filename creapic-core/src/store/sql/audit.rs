@@ -16,9 +16,9 @@ use crate::error::Result;
 use crate::page::{Page, PageLimit};
 use crate::store::AuditStore;
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, Dialect, built, stmt};
+use crate::store::sql::exec::{Columns, Dialect, built, const_sql, push_param, stmt};
 use crate::store::sql::rows::{
-    self, AUDIT_COLUMNS, AuditParams, CHAIN_COLUMNS, HEAD_COLUMNS, PURGE_BATCH, PURGE_BATCHES_MAX,
+    self, AuditParams, PURGE_BATCH, PURGE_BATCHES_MAX, audit_columns, chain_columns, head_columns,
     seq_param,
 };
 
@@ -26,18 +26,51 @@ use crate::store::sql::rows::{
 /// limit on parameters).
 const AUDIT_ROWS_PER_INSERT: usize = 200;
 
+/// The chain's head ([`chain_head`] appends the row lock).
+const HEAD: &str = concat!("SELECT ", head_columns!(), " FROM audit_chain WHERE id = 1");
+/// The start of an audit insert, before its `VALUES` rows.
+const AUDIT_INSERT_HEAD: &str = "INSERT INTO audit_events (seq, id, org, at, action, actor, ip, \
+     user_agent, key_id, key_prefix, detail, prev_hash, hash) VALUES ";
+/// Longest `VALUES` row of an audit insert: `,(` and 13 placeholders of at most 4 digits.
+const AUDIT_ROW_BYTES_MAX: usize = 3 + 13 * 6;
+/// `AuditStore::audit`: `$1` the organization, `$2` the cursor (a `seq`, 0 for the start),
+/// `$3`..`$4` the optional time range, `$5` the page size plus one.
+const AUDIT_OF_ORG: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_events WHERE org = $1 AND seq > $2 \
+     AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+     AND ($5 IS NULL OR action = $5) ORDER BY seq LIMIT $6"
+);
+/// Copies event `$1` into the one-row `audit_anchor` table.
+const ANCHOR_COPY: &str = concat!(
+    "INSERT INTO audit_anchor (slot, ",
+    chain_columns!(),
+    ") SELECT 1, ",
+    chain_columns!(),
+    " FROM audit_events WHERE seq = $1"
+);
+/// The anchor event, if retention has moved the anchor.
+const ANCHOR: &str = concat!(
+    "SELECT ",
+    chain_columns!(),
+    " FROM audit_anchor WHERE slot = 1"
+);
+/// `AuditStore::audit_chain`: `$1` the cursor (a `seq`), `$2` the limit.
+const CHAIN_AFTER: &str = concat!(
+    "SELECT ",
+    chain_columns!(),
+    " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+);
+
 /// The chain's head; with `lock`, locked until the transaction ends (`Dialect::ROW_LOCK`).
 async fn chain_head<B: SqlBackend>(conn: &mut Conn<B>, lock: bool) -> Result<ChainHead> {
-    let lock = if lock {
-        <B::Db as Dialect>::ROW_LOCK
+    let text = if lock {
+        const_sql!(HEAD, " ", <B::Db as Dialect>::ROW_LOCK)
     } else {
-        ""
+        HEAD
     };
-    let row = built(format!(
-        "SELECT {HEAD_COLUMNS} FROM audit_chain WHERE id = 1 {lock}"
-    ))
-    .fetch_one(conn)
-    .await?;
+    let row = stmt(text).fetch_one(conn).await?;
     rows::chain_head(&row)
 }
 
@@ -65,17 +98,16 @@ pub(crate) async fn insert_audits<B: SqlBackend>(
         .zip(links.chunks(AUDIT_ROWS_PER_INSERT))
     {
         let rows: Vec<AuditParams> = chunk.iter().map(AuditParams::of).collect();
-        let mut text = String::from(
-            "INSERT INTO audit_events (seq, id, org, at, action, actor, ip, user_agent, key_id, \
-             key_prefix, detail, prev_hash, hash) VALUES ",
-        );
+        let mut text =
+            String::with_capacity(AUDIT_INSERT_HEAD.len() + chunk.len() * AUDIT_ROW_BYTES_MAX);
+        text.push_str(AUDIT_INSERT_HEAD);
         for i in 0..chunk.len() {
             text.push_str(if i == 0 { "(" } else { ",(" });
             for c in 0..13 {
                 if c > 0 {
                     text.push(',');
                 }
-                text.push_str(&format!("${}", 13 * i + c + 1));
+                push_param(&mut text, 13 * i + c + 1);
             }
             text.push(')');
         }
@@ -120,19 +152,15 @@ impl<B: SqlBackend> AuditStore for B {
     async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord, u64>> {
         let after = i64::try_from(q.after.unwrap_or(0)).unwrap_or(i64::MAX);
         let mut conn = self.read().await?;
-        let rows = built(format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE org = $1 AND seq > $2 \
-             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
-             AND ($5 IS NULL OR action = $5) ORDER BY seq LIMIT $6"
-        ))
-        .bind(q.org.as_uuid())
-        .bind(after)
-        .bind(q.since)
-        .bind(q.until)
-        .bind(q.action.map(AuditAction::as_str))
-        .bind(i64::from(q.limit.get()) + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = stmt(AUDIT_OF_ORG)
+            .bind(q.org.as_uuid())
+            .bind(after)
+            .bind(q.since)
+            .bind(q.until)
+            .bind(q.action.map(AuditAction::as_str))
+            .bind(i64::from(q.limit.get()) + 1)
+            .fetch_all(&mut *conn)
+            .await?;
         let items = rows.iter().map(rows::audit).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, q.limit, |r| r.seq))
     }
@@ -164,13 +192,10 @@ impl<B: SqlBackend> AuditStore for B {
             // so verification can prove the anchor and read its time.
             if let Some(hash) = hash.filter(|_| seq > head.anchor_seq) {
                 stmt("DELETE FROM audit_anchor").execute(&mut *tx).await?;
-                built(format!(
-                    "INSERT INTO audit_anchor (slot, {CHAIN_COLUMNS}) \
-                     SELECT 1, {CHAIN_COLUMNS} FROM audit_events WHERE seq = $1"
-                ))
-                .bind(seq_param(seq)?)
-                .execute(&mut *tx)
-                .await?;
+                stmt(ANCHOR_COPY)
+                    .bind(seq_param(seq)?)
+                    .execute(&mut *tx)
+                    .await?;
                 stmt("UPDATE audit_chain SET anchor_seq = $1, anchor_hash = $2 WHERE id = 1")
                     .bind(seq_param(seq)?)
                     .bind(hash.as_bytes().as_slice())
@@ -197,23 +222,17 @@ impl<B: SqlBackend> AuditStore for B {
 
     async fn audit_chain_anchor(&self) -> Result<Option<ChainRow>> {
         let mut conn = self.read().await?;
-        let row = built(format!(
-            "SELECT {CHAIN_COLUMNS} FROM audit_anchor WHERE slot = 1"
-        ))
-        .fetch_optional(&mut *conn)
-        .await?;
+        let row = stmt(ANCHOR).fetch_optional(&mut *conn).await?;
         row.as_ref().map(rows::chain_row).transpose()
     }
 
     async fn audit_chain(&self, after: u64, limit: PageLimit) -> Result<Vec<ChainRow>> {
         let mut conn = self.read().await?;
-        let rows = built(format!(
-            "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(seq_param(after)?)
-        .bind(i64::from(limit.get()))
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = stmt(CHAIN_AFTER)
+            .bind(seq_param(after)?)
+            .bind(i64::from(limit.get()))
+            .fetch_all(&mut *conn)
+            .await?;
         rows.iter().map(rows::chain_row).collect()
     }
 }

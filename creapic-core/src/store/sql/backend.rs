@@ -54,6 +54,10 @@ pub(crate) trait SqlBackend: Sized + Send + Sync + 'static {
     /// The sqlx database; its connections run the shared statements.
     type Db: Dialect<Connection: Exec>;
 
+    /// The embedded migrations of this database (what `SchemaStore` compares the applied ones
+    /// with).
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+
     /// Starts a write transaction.
     fn write(&self) -> impl Future<Output = Result<Tx<Self>>> + Send;
     /// A connection for reads.

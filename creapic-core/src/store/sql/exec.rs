@@ -8,7 +8,21 @@
 //! nowhere else: the stores' code sees `Stmt`, `Exec` and `Columns`, and the compiler checks each
 //! driver against them where `SqliteStore` and `PgStore` are declared SQL backends. Values are
 //! bound from [`Arg`], a closed set, so a shared statement can only carry what both schemas store.
+//!
+//! Design decision: **statement texts are built by the compiler, never per call.** A statement
+//! made of constants only is one `concat!` of literals and the column-list macros of `rows.rs`
+//! (`key_columns!`, …), a `&'static str` run with [`stmt`]. A statement that splices a
+//! dialect's clause ([`Dialect::ROW_LOCK`], [`Dialect::CLAIM_LOCK`]) is assembled by [`const_sql!`]:
+//! an inline `const` block, evaluated at compile time once per database the generic store code is
+//! instantiated for (a [`SqlText`] of at most [`SQL_TEXT_MAX`] bytes in the binary; a longer
+//! statement fails the build). Rejected alternatives: a `LazyLock` per statement per database
+//! (Rust has no generic statics, so each would need a hand-written table per driver, and a
+//! first-call cost and a lock check on every call) and a `Dialect` associated const per
+//! statement (every statement would move out of the file that owns it). Only statements whose
+//! number of placeholders varies (the multi-row `VALUES` inserts) are built at run time, with
+//! [`built`]: one `String` sized up front, placeholders appended by [`push_param`].
 
+use std::fmt::Write as _;
 use std::future::Future;
 
 use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -55,6 +69,65 @@ pub(crate) trait Dialect: Database {
         };
         Error::store(kind, format!("{}: {e}", <Self as Database>::NAME))
     }
+}
+
+/// Longest statement text [`const_sql!`] assembles, in bytes: each such statement takes this much
+/// read-only memory once per database, and a longer one fails the build.
+pub(crate) const SQL_TEXT_MAX: usize = 1024;
+
+/// A statement text assembled at compile time from constant parts ([`const_sql!`]).
+#[derive(Debug)]
+pub(crate) struct SqlText {
+    bytes: [u8; SQL_TEXT_MAX],
+    len: usize,
+}
+
+impl SqlText {
+    /// `parts` one after another. Only called in `const` context: an overlong statement is a
+    /// compile error, not a panic at run time.
+    pub(crate) const fn join(parts: &[&str]) -> Self {
+        let mut bytes = [0u8; SQL_TEXT_MAX];
+        let mut len = 0;
+        let mut p = 0;
+        while p < parts.len() {
+            let part = parts[p].as_bytes();
+            let mut i = 0;
+            while i < part.len() {
+                assert!(len < SQL_TEXT_MAX, "statement longer than SQL_TEXT_MAX");
+                bytes[len] = part[i];
+                len += 1;
+                i += 1;
+            }
+            p += 1;
+        }
+        SqlText { bytes, len }
+    }
+
+    /// The text. Whole `&str`s joined are UTF-8; the check runs at compile time.
+    pub(crate) const fn as_str(&'static self) -> &'static str {
+        match std::str::from_utf8(self.bytes.split_at(self.len).0) {
+            Ok(text) => text,
+            Err(_) => panic!("statement text is not UTF-8"),
+        }
+    }
+}
+
+/// A `&'static str` statement text joined from constant parts at compile time — literals,
+/// `concat!`s, and a dialect's clauses such as `<B::Db as Dialect>::ROW_LOCK` inside generic
+/// store code: the inline `const` is evaluated once per database the code is instantiated for,
+/// so no call formats or allocates its text.
+macro_rules! const_sql {
+    ($($part:expr),+ $(,)?) => {
+        const { const { &$crate::store::sql::exec::SqlText::join(&[$($part),+]) }.as_str() }
+    };
+}
+pub(crate) use const_sql;
+
+/// Appends the placeholder `$n` to a statement built at run time (a multi-row `VALUES` list).
+pub(crate) fn push_param(text: &mut String, n: usize) {
+    text.push('$');
+    // Writing to a `String` cannot fail.
+    let _ = write!(text, "{n}");
 }
 
 /// One bound value: the column types both schemas share.
@@ -133,7 +206,8 @@ impl From<bool> for Arg<'_> {
     }
 }
 
-/// A statement's text: a constant, or one assembled from constants and placeholders.
+/// A statement's text: a constant (written with `concat!` or [`const_sql!`]), or one assembled at run
+/// time ([`built`]).
 #[derive(Debug)]
 enum Text {
     Static(&'static str),
@@ -156,8 +230,9 @@ pub(crate) fn stmt<'a>(text: &'static str) -> Stmt<'a> {
     }
 }
 
-/// A statement whose text was assembled at run time. Only constants (column lists, lock clauses)
-/// and placeholders may go into `text`: every value is bound.
+/// A statement whose text was assembled at run time: only a statement whose number of
+/// placeholders varies (a multi-row `VALUES` list). Only constants and placeholders may go into
+/// `text`: every value is bound.
 pub(crate) fn built<'a>(text: String) -> Stmt<'a> {
     Stmt {
         text: Text::Built(text),

@@ -4,29 +4,31 @@
 //! backend's row lock, so every report of one job, and the ledger entries it writes, serialize.
 //! Runners claim with the backend's claim lock (PostgreSQL skips rows another claimer holds) and
 //! a lease; a report from a worker whose lease was taken over is refused with `LeaseLost`.
+//! What a report, a cancel, a completion or a hand-back changes is decided by the job itself
+//! (`crate::job`: [`FinishItem`], [`Job::cancel`], [`Job::complete`], [`Job::hand_back`]); this
+//! file loads, writes what was decided ([`write_transition`]) and commits.
 
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{EntryId, JobId, OrgId};
-use crate::job::{
-    Enqueued, FinishItem, ItemStatus, Job, JobItem, JobStatus, JobSummary, NewJob, WorkerId,
-};
-use crate::ledger::{Credits, IdempotencyKey, LedgerOp, LedgerRequest};
+use crate::job::{Enqueued, FinishItem, Job, JobItem, JobSummary, NewJob, Transition, WorkerId};
+use crate::ledger::{Credits, Hold};
 use crate::page::{Page, PageLimit};
 use crate::store::JobStore;
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, Dialect, built, corrupt, stmt};
+use crate::store::sql::exec::{Columns, Dialect, built, const_sql, corrupt, push_param, stmt};
 use crate::store::sql::ledger::{apply_in, current_balance, find_hold};
-use crate::store::sql::rows::{self, ITEM_COLUMNS, JOB_COLUMNS};
+use crate::store::sql::rows::{self, item_columns, job_columns};
 
 /// `JobStore::list_jobs` on both SQL backends: `$1` the organization, `$2` the cursor (a job id
 /// or NULL), `$3` the page size plus one. The page of jobs is chosen first, then only its items
 /// are counted, by state, in one grouped scan.
-pub(crate) fn list_jobs_sql() -> String {
-    format!(
-        "WITH page AS (SELECT {JOB_COLUMNS} FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
+pub(crate) const LIST_JOBS_SQL: &str = concat!(
+    "WITH page AS (SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE org = $1 AND ($2 IS NULL OR id > $2) \
              ORDER BY id LIMIT $3), \
          counts AS (SELECT job_id, CAST(COUNT(*) AS BIGINT) AS n_items, \
              CAST(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS n_succeeded, \
@@ -38,10 +40,25 @@ pub(crate) fn list_jobs_sql() -> String {
              COALESCE(counts.n_failed, 0) AS n_failed, \
              COALESCE(counts.n_canceled, 0) AS n_canceled \
          FROM page LEFT JOIN counts ON counts.job_id = page.id ORDER BY page.id"
-    )
-}
+);
 
-/// A row of [`list_jobs_sql`].
+/// A job's items in order: `$1` the job.
+const ITEMS_OF_JOB: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    " FROM job_items WHERE job_id = $1 ORDER BY idx"
+);
+
+/// A job: `$1` the job ([`load_job`] appends the row lock).
+const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+
+/// The start of a job's items insert, before its `VALUES` rows.
+const ITEMS_INSERT_HEAD: &str = "INSERT INTO job_items (job_id, idx, input, status) VALUES ";
+/// Longest `VALUES` row of the items insert: `,($1, $n, $n, 'pending')` with 4-digit
+/// placeholders.
+const ITEM_ROW_BYTES_MAX: usize = 32;
+
+/// A row of [`LIST_JOBS_SQL`].
 pub(crate) fn job_summary(row: &impl Columns) -> Result<JobSummary> {
     let job = rows::job(row, Vec::new())?;
     let count =
@@ -56,32 +73,35 @@ pub(crate) fn job_summary(row: &impl Columns) -> Result<JobSummary> {
 }
 
 async fn load_items<B: SqlBackend>(conn: &mut Conn<B>, id: JobId) -> Result<Vec<JobItem>> {
-    let rows = built(format!(
-        "SELECT {ITEM_COLUMNS} FROM job_items WHERE job_id = $1 ORDER BY idx"
-    ))
-    .bind(id.as_uuid())
-    .fetch_all(conn)
-    .await?;
+    let rows = stmt(ITEMS_OF_JOB)
+        .bind(id.as_uuid())
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(rows::item).collect()
 }
 
 /// A job with its items; with `lock`, its row is locked until the transaction ends
 /// (`Dialect::ROW_LOCK`): every change to a job serializes on it.
 async fn load_job<B: SqlBackend>(conn: &mut Conn<B>, id: JobId, lock: bool) -> Result<Option<Job>> {
-    let lock = if lock {
-        <B::Db as Dialect>::ROW_LOCK
+    let text = if lock {
+        const_sql!(JOB_BY_ID, " ", <B::Db as Dialect>::ROW_LOCK)
     } else {
-        ""
+        JOB_BY_ID
     };
-    let row = built(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 {lock}"
-    ))
-    .bind(id.as_uuid())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = stmt(text)
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let items = load_items::<B>(conn, id).await?;
     rows::job(&row, items).map(Some)
+}
+
+/// A job, row-locked; `NotFound` when there is none.
+async fn locked_job<B: SqlBackend>(conn: &mut Conn<B>, id: JobId) -> Result<Job> {
+    load_job::<B>(conn, id, true)
+        .await?
+        .ok_or(Error::NotFound { resource: "job" })
 }
 
 /// The job `worker` holds the lease of, row-locked.
@@ -90,40 +110,39 @@ async fn leased_job<B: SqlBackend>(
     id: JobId,
     worker: &WorkerId,
 ) -> Result<Job> {
-    let job = load_job::<B>(conn, id, true)
-        .await?
-        .ok_or(Error::NotFound { resource: "job" })?;
-    if !job.is_leased_by(worker) {
-        return Err(Error::LeaseLost);
-    }
+    let job = locked_job::<B>(conn, id).await?;
+    job.check_lease(worker)?;
     Ok(job)
 }
 
-/// Releases what is left of a job's hold and closes it (nothing for free jobs).
-async fn close_hold<B: SqlBackend>(
-    conn: &mut Conn<B>,
-    job: &Job,
-    entry_id: EntryId,
-    at: Timestamp,
-) -> Result<()> {
-    let Some(hold) = job.hold else { return Ok(()) };
-    let open = find_hold::<B>(conn, job.org, hold, false)
-        .await?
-        .is_some_and(|h| h.closed_at.is_none());
-    if open {
-        apply_in::<B>(
-            conn,
-            &LedgerRequest {
-                entry_id,
-                org: job.org,
-                op: LedgerOp::Release { hold, amount: None },
-                idempotency_key: FinishItem::close_key(job.id),
-                at,
-            },
+/// The job's hold as it is now (not locked: closing it locks it), for the job's decisions.
+async fn hold_of<B: SqlBackend>(conn: &mut Conn<B>, job: &Job) -> Result<Option<Hold>> {
+    match job.hold {
+        Some(id) => find_hold::<B>(conn, job.org, id, false).await,
+        None => Ok(None),
+    }
+}
+
+/// Writes what [`Job::cancel`], [`Job::complete`] or [`Job::hand_back`] decided, in the caller's
+/// transaction (the job row locked): the hold's closing release, the canceled items, the job's
+/// state. The job as it is now.
+async fn write_transition<B: SqlBackend>(conn: &mut Conn<B>, t: Transition) -> Result<Job> {
+    if let Some(close) = &t.close {
+        apply_in::<B>(conn, close).await?;
+    }
+    if !t.canceled.is_empty() {
+        // Exactly `t.canceled`: the items still pending under the job's row lock.
+        stmt(
+            "UPDATE job_items SET status = 'canceled', finished_at = $2 \
+             WHERE job_id = $1 AND status = 'pending'",
         )
+        .bind(t.job.id.as_uuid())
+        .bind(t.job.updated_at)
+        .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    set_job_state::<B>(conn, &t.job).await?;
+    Ok(t.job)
 }
 
 /// Writes the job row's mutable state (status, lease, times, attempts).
@@ -214,28 +233,15 @@ async fn enqueue_once<B: SqlBackend>(store: &B, new: &NewJob) -> Result<Enqueued
             resource: "organization",
         });
     }
-    let total = new.total_cost()?;
-    let (hold, balance) = if total.get() > 0 {
-        let receipt = apply_in::<B>(
-            &mut tx,
-            &LedgerRequest {
-                entry_id: new.hold_entry,
-                org: new.org,
-                op: LedgerOp::Reserve {
-                    amount: total,
-                    job: Some(new.id),
-                },
-                idempotency_key: IdempotencyKey::trusted(format!("job:{}:reserve", new.id)),
-                at: new.at,
-            },
-        )
-        .await?;
-        (receipt.hold, receipt.entry.balance_after)
-    } else {
-        (
+    let (hold, balance) = match new.reserve_request()? {
+        Some(reserve) => {
+            let receipt = apply_in::<B>(&mut tx, &reserve).await?;
+            (receipt.hold, receipt.entry.balance_after)
+        }
+        None => (
             None,
             Credits::new(current_balance::<B>(&mut tx, new.org).await?)?,
-        )
+        ),
     };
     let job = new.to_job(hold.as_ref().map(|h| h.id));
     stmt(
@@ -257,12 +263,15 @@ async fn enqueue_once<B: SqlBackend>(store: &B, new: &NewJob) -> Result<Enqueued
     .await?;
     // One multi-row insert: `validate` bounds the items (`JOB_ITEMS_MAX`), so the statement's
     // parameters stay far below either database's limit.
-    let mut text = String::from("INSERT INTO job_items (job_id, idx, input, status) VALUES ");
+    let mut text =
+        String::with_capacity(ITEMS_INSERT_HEAD.len() + job.items.len() * ITEM_ROW_BYTES_MAX);
+    text.push_str(ITEMS_INSERT_HEAD);
     for i in 0..job.items.len() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!("($1, ${}, ${}, 'pending')", 2 * i + 2, 2 * i + 3));
+        text.push_str(if i == 0 { "($1, " } else { ",($1, " });
+        push_param(&mut text, 2 * i + 2);
+        text.push_str(", ");
+        push_param(&mut text, 2 * i + 3);
+        text.push_str(", 'pending')");
     }
     let mut insert = built(text).bind(job.id.as_uuid());
     for item in &job.items {
@@ -316,7 +325,7 @@ impl<B: SqlBackend> JobStore for B {
         limit: PageLimit,
     ) -> Result<Page<JobSummary, JobId>> {
         let mut conn = self.read().await?;
-        let rows = built(list_jobs_sql())
+        let rows = stmt(LIST_JOBS_SQL)
             .bind(org.as_uuid())
             .bind(after.map(|j| j.as_uuid()))
             .bind(i64::from(limit.get()) + 1)
@@ -333,14 +342,14 @@ impl<B: SqlBackend> JobStore for B {
         lease_until: Timestamp,
     ) -> Result<Option<Job>> {
         let mut tx = self.write().await?;
-        let claimed = built(format!(
+        let claimed = stmt(const_sql!(
             "UPDATE jobs SET status = 'running', lease_worker = $1, lease_expires_at = $3, \
              attempts = attempts + 1, updated_at = $2 \
              WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'running') \
                  AND (status = 'queued' OR lease_expires_at IS NULL OR lease_expires_at <= $2) \
-                 ORDER BY id LIMIT 1 {}) \
-             RETURNING id",
-            <B::Db as Dialect>::CLAIM_LOCK
+                 ORDER BY id LIMIT 1 ",
+            <B::Db as Dialect>::CLAIM_LOCK,
+            ") RETURNING id"
         ))
         .bind(worker.as_str())
         .bind(now)
@@ -371,9 +380,8 @@ impl<B: SqlBackend> JobStore for B {
 
     async fn release_lease(&self, id: JobId, worker: &WorkerId, at: Timestamp) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = leased_job::<B>(&mut tx, id, worker).await?;
-        job.hand_back(at);
-        set_job_state::<B>(&mut tx, &job).await?;
+        let transition = locked_job::<B>(&mut tx, id).await?.hand_back(worker, at)?;
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }
@@ -415,16 +423,10 @@ impl<B: SqlBackend> JobStore for B {
         at: Timestamp,
     ) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = leased_job::<B>(&mut tx, id, worker).await?;
-        if job.pending() > 0 {
-            return Err(Error::InvalidState("the job still has pending items"));
-        }
-        close_hold::<B>(&mut tx, &job, entry_id, at).await?;
-        job.status = job.outcome();
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state::<B>(&mut tx, &job).await?;
+        let job = locked_job::<B>(&mut tx, id).await?;
+        let hold = hold_of::<B>(&mut tx, &job).await?;
+        let transition = job.complete(worker, hold.as_ref(), entry_id, at)?;
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }
@@ -437,38 +439,15 @@ impl<B: SqlBackend> JobStore for B {
         at: Timestamp,
     ) -> Result<Job> {
         let mut tx = self.write().await?;
-        let mut job = load_job::<B>(&mut tx, id, true)
+        let job = load_job::<B>(&mut tx, id, true)
             .await?
             .filter(|j| j.org == org)
             .ok_or(Error::NotFound { resource: "job" })?;
-        if job.status == JobStatus::Canceled {
+        let hold = hold_of::<B>(&mut tx, &job).await?;
+        let Some(transition) = job.cancel(hold.as_ref(), entry_id, at)? else {
             return Ok(job);
-        }
-        if job.status.is_terminal() {
-            return Err(Error::InvalidState("the job has already finished"));
-        }
-        close_hold::<B>(&mut tx, &job, entry_id, at).await?;
-        stmt(
-            "UPDATE job_items SET status = 'canceled', finished_at = $2 \
-             WHERE job_id = $1 AND status = 'pending'",
-        )
-        .bind(job.id.as_uuid())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        for item in job
-            .items
-            .iter_mut()
-            .filter(|i| i.status == ItemStatus::Pending)
-        {
-            item.status = ItemStatus::Canceled;
-            item.finished_at = Some(at);
-        }
-        job.status = JobStatus::Canceled;
-        job.lease = None;
-        job.finished_at = Some(at);
-        job.updated_at = at;
-        set_job_state::<B>(&mut tx, &job).await?;
+        };
+        let job = write_transition::<B>(&mut tx, transition).await?;
         B::commit(tx).await?;
         Ok(job)
     }

@@ -18,9 +18,9 @@ use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::page::Page;
 use crate::store::sql::audit::{insert_audit, insert_audits};
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, built, stmt};
+use crate::store::sql::exec::{Columns, built, push_param, stmt};
 use crate::store::sql::orgs::lock_org;
-use crate::store::sql::rows::{self, KEY_COLUMNS, usage_event};
+use crate::store::sql::rows::{self, key_columns, usage_event};
 use crate::store::{KeyQuery, KeyStore, KeyUsage};
 
 /// `KeyStore::insert_key`, the same text on both backends: the organization's active keys,
@@ -48,19 +48,58 @@ fn check_active_keys(active: u64, max: u64) -> Result<()> {
 /// Most key usages in one `UPDATE … FROM (VALUES …)` (3 parameters each).
 const USAGE_ROWS_PER_UPDATE: usize = 500;
 
+/// `KeyStore::key`: `$1` the key, `$2` its organization.
+const KEY_OF_ORG: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM api_keys WHERE id = $1 AND org = $2"
+);
+/// `KeyStore::key_by_digest`, on every authentication that misses the cache: `$1` the digest.
+const KEY_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM api_keys WHERE digest = $1"
+);
+/// `KeyStore::key_by_id`: `$1` the key.
+const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1");
+/// `KeyStore::list_keys`: `$1` the organization, `$2` whether deleted keys count, `$3` the
+/// cursor (a key id) or NULL, `$4` the page size plus one.
+const KEYS_OF_ORG: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM api_keys WHERE org = $1 AND ($2 OR deleted_at IS NULL) \
+     AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+);
+/// `KeyStore::delete_key`: `$1` the key, `$2` its organization, `$3` when; the key as deleted,
+/// or no row when it was not there to delete.
+const KEY_DELETE: &str = concat!(
+    "UPDATE api_keys SET deleted_at = $3 WHERE id = $1 AND org = $2 \
+     AND deleted_at IS NULL RETURNING ",
+    key_columns!()
+);
+/// The start of a usage update, before its `VALUES` rows.
+const USAGE_UPDATE_HEAD: &str = "UPDATE api_keys SET last_used_at = CASE \
+     WHEN api_keys.last_used_at IS NULL OR api_keys.last_used_at < u.t THEN u.t \
+     ELSE api_keys.last_used_at END \
+     FROM (SELECT column1 AS id, column2 AS org, MAX(column3) AS t FROM (VALUES ";
+/// The end of a usage update, after its `VALUES` rows.
+const USAGE_UPDATE_TAIL: &str = ") AS v GROUP BY column1, column2) AS u \
+     WHERE api_keys.id = u.id AND api_keys.org = u.org \
+     RETURNING api_keys.id AS id, api_keys.org AS org";
+/// Longest `VALUES` row of a usage update: `,($n, $n, $n)` with 4-digit placeholders.
+const USAGE_ROW_BYTES_MAX: usize = 24;
+
 /// A key of `org` by id, as it is now (deleted or not).
 async fn key_of<B: SqlBackend>(
     conn: &mut Conn<B>,
     org: OrgId,
     id: KeyId,
 ) -> Result<Option<ApiKey>> {
-    let row = built(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND org = $2"
-    ))
-    .bind(id.as_uuid())
-    .bind(org.as_uuid())
-    .fetch_optional(conn)
-    .await?;
+    let row = stmt(KEY_OF_ORG)
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(rows::key).transpose()
 }
 
@@ -99,12 +138,10 @@ impl<B: SqlBackend> KeyStore for B {
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<ApiKey>> {
         let mut conn = self.read().await?;
-        let row = built(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = $1"
-        ))
-        .bind(digest.as_bytes().as_slice())
-        .fetch_optional(&mut *conn)
-        .await?;
+        let row = stmt(KEY_BY_DIGEST)
+            .bind(digest.as_bytes().as_slice())
+            .fetch_optional(&mut *conn)
+            .await?;
         row.as_ref().map(rows::key).transpose()
     }
 
@@ -115,7 +152,7 @@ impl<B: SqlBackend> KeyStore for B {
 
     async fn key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>> {
         let mut conn = self.read().await?;
-        let row = built(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+        let row = stmt(KEY_BY_ID)
             .bind(id.as_uuid())
             .fetch_optional(&mut *conn)
             .await?;
@@ -124,16 +161,13 @@ impl<B: SqlBackend> KeyStore for B {
 
     async fn list_keys(&self, org: OrgId, q: &KeyQuery) -> Result<Page<ApiKey, KeyId>> {
         let mut conn = self.read().await?;
-        let rows = built(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org = $1 AND ($2 OR deleted_at IS NULL) \
-             AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
-        ))
-        .bind(org.as_uuid())
-        .bind(q.include_deleted)
-        .bind(q.after.map(|k| k.as_uuid()))
-        .bind(i64::from(q.limit.get()) + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = stmt(KEYS_OF_ORG)
+            .bind(org.as_uuid())
+            .bind(q.include_deleted)
+            .bind(q.after.map(|k| k.as_uuid()))
+            .bind(i64::from(q.limit.get()) + 1)
+            .fetch_all(&mut *conn)
+            .await?;
         let items = rows.iter().map(rows::key).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, q.limit, |k| k.id))
     }
@@ -155,15 +189,12 @@ impl<B: SqlBackend> KeyStore for B {
         audit: &AuditEvent,
     ) -> Result<Option<ApiKey>> {
         let mut tx = self.write().await?;
-        let row = built(format!(
-            "UPDATE api_keys SET deleted_at = $3 WHERE id = $1 AND org = $2 \
-             AND deleted_at IS NULL RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(id.as_uuid())
-        .bind(org.as_uuid())
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = stmt(KEY_DELETE)
+            .bind(id.as_uuid())
+            .bind(org.as_uuid())
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             // Not this organization's, or deleted before: answered as it is, nothing written.
             return key_of::<B>(&mut tx, org, id).await;
@@ -185,23 +216,22 @@ impl<B: SqlBackend> KeyStore for B {
         for chunk in usage.chunks(USAGE_ROWS_PER_UPDATE) {
             // One statement per chunk: the latest use per key moves `last_used_at` forward,
             // never back; the keys that exist come back for their `key.used` events.
-            let mut text = String::from(
-                "UPDATE api_keys SET last_used_at = CASE \
-                 WHEN api_keys.last_used_at IS NULL OR api_keys.last_used_at < u.t THEN u.t \
-                 ELSE api_keys.last_used_at END \
-                 FROM (SELECT column1 AS id, column2 AS org, MAX(column3) AS t FROM (VALUES ",
+            let mut text = String::with_capacity(
+                USAGE_UPDATE_HEAD.len()
+                    + chunk.len() * USAGE_ROW_BYTES_MAX
+                    + USAGE_UPDATE_TAIL.len(),
             );
+            text.push_str(USAGE_UPDATE_HEAD);
             for i in 0..chunk.len() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(&format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3));
+                text.push_str(if i == 0 { "(" } else { ",(" });
+                push_param(&mut text, 3 * i + 1);
+                text.push_str(", ");
+                push_param(&mut text, 3 * i + 2);
+                text.push_str(", ");
+                push_param(&mut text, 3 * i + 3);
+                text.push(')');
             }
-            text.push_str(
-                ") AS v GROUP BY column1, column2) AS u \
-                 WHERE api_keys.id = u.id AND api_keys.org = u.org \
-                 RETURNING api_keys.id AS id, api_keys.org AS org",
-            );
+            text.push_str(USAGE_UPDATE_TAIL);
             let mut update = built(text);
             for u in chunk {
                 update = update

@@ -21,17 +21,40 @@ use crate::page::{Page, PageLimit};
 use crate::store::LedgerStore;
 use crate::store::sql::audit::insert_audit;
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, Dialect, built, stmt};
-use crate::store::sql::rows::{self, ENTRY_COLUMNS, HOLD_COLUMNS, signed};
+use crate::store::sql::exec::{Columns, Dialect, const_sql, stmt};
+use crate::store::sql::rows::{self, entry_columns, hold_columns, signed};
 
 /// `LedgerStore::stale_holds` on both SQL backends: `$1` the cutoff (Unix ms), `$2` the limit.
 /// The partial index `holds_open_unpaid` keeps it a range scan of open holds.
-pub(crate) fn stale_holds_sql() -> String {
-    format!(
-        "SELECT {HOLD_COLUMNS} FROM holds WHERE closed_at IS NULL AND job_id IS NULL \
-         AND captured + released < amount AND created_at < $1 ORDER BY created_at, id LIMIT $2"
-    )
-}
+pub(crate) const STALE_HOLDS_SQL: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM holds WHERE closed_at IS NULL AND job_id IS NULL \
+     AND captured + released < amount AND created_at < $1 ORDER BY created_at, id LIMIT $2"
+);
+
+/// The entry under an idempotency key, with the fingerprint of the request that wrote it: `$1`
+/// the organization, `$2` the key. Every write that may be a repeat looks it up.
+const ENTRY_UNDER_KEY: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    ", fingerprint FROM ledger_entries WHERE org = $1 AND idempotency_key = $2"
+);
+
+/// A hold: `$1` the hold, `$2` its organization ([`find_hold`] appends the row lock).
+const HOLD_OF_ORG: &str = concat!(
+    "SELECT ",
+    hold_columns!(),
+    " FROM holds WHERE id = $1 AND org = $2"
+);
+
+/// `LedgerStore::entries`: `$1` the organization, `$2` the cursor (a `seq`, 0 for the start),
+/// `$3` the page size plus one.
+const ENTRIES_OF_ORG: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE org = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+);
 
 /// `LedgerStore::held` on both SQL backends: `$1` the organization. The partial index
 /// `holds_open_by_org` keeps it a scan of that organization's open holds.
@@ -65,14 +88,11 @@ pub(crate) async fn find_entry<B: SqlBackend>(
     org: OrgId,
     key: &IdempotencyKey,
 ) -> Result<Option<(LedgerEntry, String)>> {
-    let row = built(format!(
-        "SELECT {ENTRY_COLUMNS}, fingerprint FROM ledger_entries \
-         WHERE org = $1 AND idempotency_key = $2"
-    ))
-    .bind(org.as_uuid())
-    .bind(key.as_str())
-    .fetch_optional(conn)
-    .await?;
+    let row = stmt(ENTRY_UNDER_KEY)
+        .bind(org.as_uuid())
+        .bind(key.as_str())
+        .fetch_optional(conn)
+        .await?;
     match row {
         Some(r) => Ok(Some((rows::entry(&r)?, r.text("fingerprint")?))),
         None => Ok(None),
@@ -86,18 +106,16 @@ pub(crate) async fn find_hold<B: SqlBackend>(
     id: HoldId,
     lock: bool,
 ) -> Result<Option<Hold>> {
-    let lock = if lock {
-        <B::Db as Dialect>::ROW_LOCK
+    let text = if lock {
+        const_sql!(HOLD_OF_ORG, " ", <B::Db as Dialect>::ROW_LOCK)
     } else {
-        ""
+        HOLD_OF_ORG
     };
-    let row = built(format!(
-        "SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1 AND org = $2 {lock}"
-    ))
-    .bind(id.as_uuid())
-    .bind(org.as_uuid())
-    .fetch_optional(conn)
-    .await?;
+    let row = stmt(text)
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(rows::hold).transpose()
 }
 
@@ -424,7 +442,7 @@ impl<B: SqlBackend> LedgerStore for B {
 
     async fn stale_holds(&self, before: Timestamp, limit: PageLimit) -> Result<Vec<Hold>> {
         let mut conn = self.read().await?;
-        let rows = built(stale_holds_sql())
+        let rows = stmt(STALE_HOLDS_SQL)
             .bind(before)
             .bind(i64::from(limit.get()))
             .fetch_all(&mut *conn)
@@ -440,15 +458,12 @@ impl<B: SqlBackend> LedgerStore for B {
     ) -> Result<Page<LedgerEntry, u64>> {
         let after = i64::try_from(after.unwrap_or(0)).unwrap_or(i64::MAX);
         let mut conn = self.read().await?;
-        let rows = built(format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE org = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3"
-        ))
-        .bind(org.as_uuid())
-        .bind(after)
-        .bind(i64::from(limit.get()) + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = stmt(ENTRIES_OF_ORG)
+            .bind(org.as_uuid())
+            .bind(after)
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all(&mut *conn)
+            .await?;
         let items = rows.iter().map(rows::entry).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |e| e.seq))
     }

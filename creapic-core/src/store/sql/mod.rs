@@ -26,6 +26,7 @@ mod keys;
 pub(crate) mod ledger;
 mod orgs;
 pub(crate) mod rows;
+mod schema;
 
 // Only the PostgreSQL overrides call it from outside `sql/`.
 #[cfg(feature = "postgres")]

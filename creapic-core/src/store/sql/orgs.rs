@@ -15,7 +15,7 @@ use crate::page::{Page, PageLimit};
 use crate::store::OrgStore;
 use crate::store::sql::audit::insert_audit;
 use crate::store::sql::backend::{Conn, SqlBackend};
-use crate::store::sql::exec::{Columns, Dialect, built, stmt};
+use crate::store::sql::exec::{Columns, Dialect, const_sql, stmt};
 use crate::store::sql::rows;
 
 /// `OrgStore::create_org`: the organizations a user owns, counted after the user's row is
@@ -60,8 +60,8 @@ fn member(row: &impl Columns) -> Result<Member> {
 
 /// Locks an organization's row until the transaction ends; `NotFound` for an unknown one.
 pub(crate) async fn lock_org<B: SqlBackend>(conn: &mut Conn<B>, org: OrgId) -> Result<()> {
-    let locked = built(format!(
-        "SELECT 1 AS one FROM orgs WHERE id = $1 {}",
+    let locked = stmt(const_sql!(
+        "SELECT 1 AS one FROM orgs WHERE id = $1 ",
         <B::Db as Dialect>::ROW_LOCK
     ))
     .bind(org.as_uuid())
@@ -170,8 +170,8 @@ impl<B: SqlBackend> OrgStore for B {
         audit: &AuditEvent,
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        let user = built(format!(
-            "SELECT 1 AS one FROM users WHERE id = $1 {}",
+        let user = stmt(const_sql!(
+            "SELECT 1 AS one FROM users WHERE id = $1 ",
             <B::Db as Dialect>::ROW_LOCK
         ))
         .bind(owner.as_uuid())

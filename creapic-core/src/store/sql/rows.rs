@@ -28,31 +28,65 @@ pub(crate) const PURGE_BATCH: i64 = 5_000;
 /// Most purge batches in one call; a larger backlog is finished by the next call.
 pub(crate) const PURGE_BATCHES_MAX: usize = 1_000;
 
+// Column lists are macros, not `const`s, so that `concat!` can splice them into statement
+// texts that are themselves constants: no statement is formatted at run time (see `exec.rs`).
+
 /// Columns of `api_keys`, in the order [`key`] reads them.
-pub(crate) const KEY_COLUMNS: &str = "id, org, name, prefix, scopes, mode, created_at, created_by, \
-     last_used_at, deleted_at, expires_at";
+macro_rules! key_columns {
+    () => {
+        "id, org, name, prefix, scopes, mode, created_at, created_by, last_used_at, deleted_at, \
+         expires_at"
+    };
+}
 /// Columns of `ledger_entries`.
-pub(crate) const ENTRY_COLUMNS: &str = "seq, id, org, kind, delta, amount, balance_after, hold_id, \
-     job_id, idempotency_key, created_at";
+macro_rules! entry_columns {
+    () => {
+        "seq, id, org, kind, delta, amount, balance_after, hold_id, job_id, idempotency_key, \
+         created_at"
+    };
+}
 /// Columns of `holds`.
-pub(crate) const HOLD_COLUMNS: &str =
-    "id, org, job_id, amount, captured, released, created_at, closed_at";
-
+macro_rules! hold_columns {
+    () => {
+        "id, org, job_id, amount, captured, released, created_at, closed_at"
+    };
+}
 /// Columns of `jobs`.
-pub(crate) const JOB_COLUMNS: &str = "id, org, key_id, kind, mode, status, unit_cost, hold_id, \
-     idempotency_key, created_at, updated_at, finished_at, lease_worker, lease_expires_at, attempts";
+macro_rules! job_columns {
+    () => {
+        "id, org, key_id, kind, mode, status, unit_cost, hold_id, idempotency_key, created_at, \
+         updated_at, finished_at, lease_worker, lease_expires_at, attempts"
+    };
+}
 /// Columns of `job_items`.
-pub(crate) const ITEM_COLUMNS: &str =
-    "job_id, idx, input, status, output, error_code, error_message, finished_at";
+macro_rules! item_columns {
+    () => {
+        "job_id, idx, input, status, output, error_code, error_message, finished_at"
+    };
+}
 /// Columns of `audit_events`.
-pub(crate) const AUDIT_COLUMNS: &str =
-    "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail";
-
+macro_rules! audit_columns {
+    () => {
+        "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail"
+    };
+}
 /// Columns of `audit_events` as the chain verifier reads them.
-pub(crate) const CHAIN_COLUMNS: &str =
-    "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, prev_hash, hash";
+macro_rules! chain_columns {
+    () => {
+        "seq, id, org, at, action, actor, ip, user_agent, key_id, key_prefix, detail, prev_hash, \
+         hash"
+    };
+}
 /// Columns of `audit_chain`, the chain's one-row head.
-pub(crate) const HEAD_COLUMNS: &str = "anchor_seq, anchor_hash, last_seq, last_hash";
+macro_rules! head_columns {
+    () => {
+        "anchor_seq, anchor_hash, last_seq, last_hash"
+    };
+}
+pub(crate) use {
+    audit_columns, chain_columns, entry_columns, head_columns, hold_columns, item_columns,
+    job_columns, key_columns,
+};
 
 /// Re-labels a domain validation error raised while decoding as corruption.
 fn valid<T>(col: &str, r: Result<T>) -> Result<T> {
@@ -87,7 +121,7 @@ pub(crate) fn role(row: &impl Columns) -> Result<Role> {
     valid("role", Role::parse(&row.text("role")?))
 }
 
-/// An `api_keys` row ([`KEY_COLUMNS`]).
+/// An `api_keys` row (`key_columns!`).
 pub(crate) fn key(row: &impl Columns) -> Result<ApiKey> {
     let scopes = u8::try_from(row.int("scopes")?).map_err(|e| corrupt("scopes", e))?;
     Ok(ApiKey {
@@ -105,7 +139,7 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey> {
     })
 }
 
-/// A `ledger_entries` row ([`ENTRY_COLUMNS`]).
+/// A `ledger_entries` row (`entry_columns!`).
 pub(crate) fn entry(row: &impl Columns) -> Result<LedgerEntry> {
     let seq = u64::try_from(row.int("seq")?).map_err(|e| corrupt("seq", e))?;
     Ok(LedgerEntry {
@@ -126,7 +160,7 @@ pub(crate) fn entry(row: &impl Columns) -> Result<LedgerEntry> {
     })
 }
 
-/// A `holds` row ([`HOLD_COLUMNS`]).
+/// A `holds` row (`hold_columns!`).
 pub(crate) fn hold(row: &impl Columns) -> Result<Hold> {
     Ok(Hold {
         id: HoldId::from_uuid(row.uuid("id")?),
@@ -170,7 +204,7 @@ pub(crate) fn generation(row: &impl Columns) -> Result<GenerationRecord> {
     })
 }
 
-/// A `jobs` row ([`JOB_COLUMNS`]) with its items.
+/// A `jobs` row (`job_columns!`) with its items.
 pub(crate) fn job(row: &impl Columns, items: Vec<JobItem>) -> Result<Job> {
     let lease = match (
         row.opt_text("lease_worker")?,
@@ -205,7 +239,7 @@ pub(crate) fn job(row: &impl Columns, items: Vec<JobItem>) -> Result<Job> {
     })
 }
 
-/// A `job_items` row ([`ITEM_COLUMNS`]).
+/// A `job_items` row (`item_columns!`).
 pub(crate) fn item(row: &impl Columns) -> Result<JobItem> {
     let error = match (row.opt_text("error_code")?, row.opt_text("error_message")?) {
         (Some(code), Some(message)) => Some(ItemError { code, message }),
@@ -221,7 +255,7 @@ pub(crate) fn item(row: &impl Columns) -> Result<JobItem> {
     })
 }
 
-/// An `audit_events` row ([`AUDIT_COLUMNS`]).
+/// An `audit_events` row (`audit_columns!`).
 pub(crate) fn audit(row: &impl Columns) -> Result<AuditRecord> {
     let seq = u64::try_from(row.int("seq")?).map_err(|e| corrupt("seq", e))?;
     let ip = match row.opt_text("ip")? {
@@ -249,7 +283,7 @@ pub(crate) fn audit(row: &impl Columns) -> Result<AuditRecord> {
     })
 }
 
-/// An `audit_events` row as verification reads it ([`CHAIN_COLUMNS`]): a column that does not
+/// An `audit_events` row as verification reads it (`chain_columns!`): a column that does not
 /// decode becomes `None` (an edited row, for the verifier), only a bad `seq` is an error.
 pub(crate) fn chain_row(row: &impl Columns) -> Result<ChainRow> {
     let hash = |col: &str| -> Result<Option<AuditHash>> {
@@ -265,7 +299,7 @@ pub(crate) fn chain_row(row: &impl Columns) -> Result<ChainRow> {
     })
 }
 
-/// The `audit_chain` row ([`HEAD_COLUMNS`]).
+/// The `audit_chain` row (`head_columns!`).
 pub(crate) fn chain_head(row: &impl Columns) -> Result<ChainHead> {
     let seq =
         |col: &str| -> Result<u64> { u64::try_from(row.int(col)?).map_err(|e| corrupt(col, e)) };

@@ -3,6 +3,11 @@
 //! the scopes as checkboxes; the new key shown exactly once, with a copy button), and "Delete"
 //! behind a confirmation page.
 //!
+//! The new key is in the answer to the form's POST and nowhere else (no redirect could carry it
+//! without storing it). So the form is once-only ([`csrf::form_key`]): sent again — the browser
+//! reloading that answer, a double click — it adds nothing and says so, and the key is not shown
+//! again ([`SENT_TWICE`]).
+//!
 //! Each handler reads who (the [`Viewer`], or a [`CheckedForm`] whose CSRF token checked out),
 //! makes its calls into the core — which decides, as for the JSON API, who may see and change
 //! which keys (members `Forbidden`, outsiders `NotFound`) — and renders the answer. The
@@ -23,7 +28,7 @@ use creapic_core::store::KeyQuery;
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::http::console::csrf::CheckedForm;
+use crate::http::console::csrf::{self, CheckedForm};
 use crate::http::console::frame::{
     self, Confirmation, Frame, OrgFrame, OrgQuery, Section, org_param,
 };
@@ -31,6 +36,7 @@ use crate::http::console::page::{self, When};
 use crate::http::console::session::Viewer;
 use crate::http::error::Error;
 use crate::http::extract::AuditContext;
+use crate::http::idempotent::{self, Once};
 use crate::http::service::AppState;
 
 /// Most keys on one page of the list (a "Next page" link follows).
@@ -38,6 +44,11 @@ pub const KEYS_SHOWN_MAX: u32 = 100;
 
 /// The warning shown above a new key (the 001 document's wording).
 pub const COPY_WARNING: &str = "Copy your key immediately - you won't be able to see it again.";
+
+/// What a person reads when the "Add key" form they sent was sent before (a reload of the
+/// page that showed the key, a second click): nothing more was created, and the key is not shown.
+pub const SENT_TWICE: &str = "This form was already sent and its key was created then. A key \
+     is shown only once: if you did not copy it, delete it and add another.";
 
 /// Query of `GET /console/keys`.
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +95,8 @@ struct KeysPage {
     error: Option<String>,
     scopes: Vec<ScopeChoice>,
     name_value: String,
+    /// The "Add key" form's id ([`csrf::new_form_id`]): sent twice, it adds one key.
+    form_id: String,
 }
 
 /// What a keys page shows beyond the list.
@@ -155,19 +168,39 @@ pub async fn create(
             mode: KeyMode::Live,
             expires_at: None,
         };
-        state
-            .core()
-            .create_key(Actor::User(viewer.user), org, spec, &ctx)
+        let core = state.core();
+        let actor = Actor::User(viewer.user);
+        let Some(key) = csrf::form_key(&viewer, "add-key", &fields) else {
+            let created = core.create_key(actor, org, spec, &ctx).await;
+            return created.map(Some).map_err(Error::Core);
+        };
+        // Authorized before the form's record is opened: a refused person opens none.
+        core.authorize_key_management(actor, org)
             .await
-            .map_err(Error::Core)
+            .map_err(Error::Core)?;
+        let fingerprint = csrf::form_fingerprint("/console/keys", &fields);
+        let ran = idempotent::once(&state, org, &key, fingerprint, |_| async {
+            let created = core.create_key(actor, org, spec, &ctx).await?;
+            // What a second sending of the form finds: that it happened, never the key.
+            Ok((created, idempotent::already_processed()))
+        })
+        .await?;
+        Ok::<_, Error>(match ran {
+            Once::Ran(created) => Some(created),
+            Once::Replayed(_) => None,
+        })
     }
     .await;
     let extras = match made {
-        Ok(created) => Extras {
+        Ok(Some(created)) => Extras {
             created: Some(Created {
                 key: created.secret.expose().to_owned(),
                 name: created.key.name.to_string(),
             }),
+            ..Extras::default()
+        },
+        Ok(None) => Extras {
+            notice: Some(SENT_TWICE.to_owned()),
             ..Extras::default()
         },
         Err(e) => Extras {
@@ -320,6 +353,7 @@ async fn keys_page(
                 })
                 .collect(),
             name_value: extras.name_value,
+            form_id: csrf::new_form_id(),
         },
     )
 }

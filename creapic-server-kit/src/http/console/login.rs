@@ -5,15 +5,15 @@
 //! `POST /console/logout` (a form with its CSRF token) ends the session and clears the cookie.
 //!
 //! Sign-in is the console's one expensive request, so it is bounded three ways before Argon2
-//! runs: one attempt is taken from the e-mail's budget and one from the client address's
+//! runs: the e-mail and the client address each have a budget of failed sign-ins
 //! ([`super::SIGN_INS_PER_EMAIL`], [`super::SIGN_INS_PER_ADDRESS`] per
-//! [`super::SIGN_IN_WINDOW`], GCRA; either spent is a 429 with a sentence), and the
-//! verification waits for one of [`super::SIGN_INS_AT_ONCE`] permits (at most
-//! [`super::SIGN_IN_WAIT_MAX`], then 503) and runs on the blocking pool, so a flood of
-//! sign-ins never occupies the workers that serve the API. Attempts are counted, not only
-//! failures: GCRA cannot hand a cell back after a success, and five sign-ins to one account in
-//! a quarter of an hour is more than a person needs. A wrong password and an unknown e-mail
-//! read the same and cost the same (the core verifies a decoy hash).
+//! [`super::SIGN_IN_WINDOW`]; either spent is a 429 with a sentence), and the verification
+//! waits for one of [`super::SIGN_INS_AT_ONCE`] permits (at most [`super::SIGN_IN_WAIT_MAX`],
+//! then 503) and runs on the blocking pool, so a flood of sign-ins never occupies the workers
+//! that serve the API. An attempt counts against both budgets while it runs and is taken back
+//! when it succeeds ([`super::budget`]): only failures remain counted, and attempts racing in
+//! parallel cannot all slip under the limit. A wrong password and an unknown e-mail read the
+//! same and cost the same (the core verifies a decoy hash).
 
 use std::time::Duration;
 
@@ -26,11 +26,12 @@ use creapic_core::auth::ClientAddr;
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::http::console::budget::Attempt;
 use crate::http::console::csrf::{CheckedForm, FORM_MAX_BYTES, Fields};
 use crate::http::console::frame::Frame;
 use crate::http::console::page;
 use crate::http::console::session::{self, Base};
-use crate::http::console::{Console, SIGN_IN_KEYS_MAX, SIGN_IN_WAIT_MAX};
+use crate::http::console::{Console, SIGN_IN_WAIT_MAX};
 use crate::http::error::Error;
 use crate::http::service::AppState;
 
@@ -153,9 +154,10 @@ pub async fn sign_in(State(state): State<AppState>, form: SignInForm) -> Respons
         https,
     } = form;
     let again = |e: &Error| login_page(&base, e.status(), &next, &email, Some(e));
-    if let Err(e) = spend_attempt(state.console(), &email, client) {
-        return again(&e);
-    }
+    let attempts = match begin_attempt(state.console(), &email, client) {
+        Ok(attempts) => attempts,
+        Err(e) => return again(&e),
+    };
     let permit =
         match tokio::time::timeout(SIGN_IN_WAIT_MAX, state.console().sign_ins.acquire()).await {
             Ok(Ok(permit)) => permit,
@@ -179,7 +181,14 @@ pub async fn sign_in(State(state): State<AppState>, form: SignInForm) -> Respons
     .await;
     drop(permit);
     let (token, session) = match signed_in {
-        Ok(Ok(done)) => done,
+        Ok(Ok(done)) => {
+            let (by_email, by_address) = attempts;
+            by_email.succeeded();
+            if let Some(by_address) = by_address {
+                by_address.succeeded();
+            }
+            done
+        }
         Ok(Err(e)) => return again(&Error::Core(e)),
         Err(e) => {
             return again(&Error::Internal {
@@ -193,19 +202,14 @@ pub async fn sign_in(State(state): State<AppState>, form: SignInForm) -> Respons
     response
 }
 
-/// Takes one attempt from the e-mail's and the address's budgets; `RateLimited` when either is
-/// spent (until when the fuller of the two refills one).
-fn spend_attempt(console: &Console, email: &str, client: Option<ClientAddr>) -> Result<(), Error> {
-    if console.per_email.len() > SIGN_IN_KEYS_MAX {
-        console.per_email.retain_recent();
-    }
-    if console.per_address.len() > SIGN_IN_KEYS_MAX {
-        console.per_address.retain_recent();
-    }
-    let clock = governor::clock::DefaultClock::default();
-    let wait = |not_until: governor::NotUntil<_>| {
-        not_until.wait_time_from(governor::clock::Clock::now(&clock))
-    };
+/// Counts an attempt against the e-mail's and the address's failure budgets (taken back by
+/// `succeeded`); `RateLimited` when either has none left, until the later of the two windows
+/// ends. A refused attempt is not counted.
+fn begin_attempt(
+    console: &Console,
+    email: &str,
+    client: Option<ClientAddr>,
+) -> Result<(Attempt<String>, Option<Attempt<ClientAddr>>), Error> {
     let mut key = email.to_lowercase();
     if key.len() > EMAIL_KEY_MAX {
         let mut end = EMAIL_KEY_MAX;
@@ -214,17 +218,26 @@ fn spend_attempt(console: &Console, email: &str, client: Option<ClientAddr>) -> 
         }
         key.truncate(end);
     }
-    let by_address = match client {
-        Some(addr) => console.per_address.check_key(&addr).map_err(wait),
-        None => Ok(()),
-    };
-    let by_email = console.per_email.check_key(&key).map_err(wait);
-    match (by_address, by_email) {
-        (Ok(()), Ok(())) => Ok(()),
+    let by_address = client
+        .map(|addr| console.per_address.begin(addr))
+        .transpose();
+    let by_email = console.per_email.begin(key);
+    match (by_email, by_address) {
+        (Ok(email), Ok(address)) => Ok((email, address)),
         (Err(a), Err(b)) => Err(Error::RateLimited {
             retry_after: a.max(b),
         }),
-        (Err(w), _) | (_, Err(w)) => Err(Error::RateLimited { retry_after: w }),
+        // The one taken is handed back: a refused attempt costs nothing.
+        (Ok(taken), Err(wait)) => {
+            taken.succeeded();
+            Err(Error::RateLimited { retry_after: wait })
+        }
+        (Err(wait), Ok(taken)) => {
+            if let Some(taken) = taken {
+                taken.succeeded();
+            }
+            Err(Error::RateLimited { retry_after: wait })
+        }
     }
 }
 

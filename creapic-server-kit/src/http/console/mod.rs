@@ -1,5 +1,6 @@
-//! The web console: pages a person signs in to and manages an organization's API keys, reads
-//! its credits and audit log, and manages its members with, served by the kit next to the API under `/console` (sign-in at `/console/login`).
+//! The web console: pages a person signs in to and manages an organization's API keys with,
+//! reads its credits and audit log, manages its members, and runs images in its playground,
+//! served by the kit next to the API under `/console` (sign-in at `/console/login`).
 //!
 //! Design decisions:
 //! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
@@ -9,19 +10,20 @@
 //!   real login.
 //! - **Server-rendered HTML** from askama templates checked at compile time
 //!   (`templates/console/`), no JavaScript framework: every page works without scripts. The one
-//!   script (a copy button) and the stylesheet ship inside the crate ([`assets`]); pages carry a
+//!   script (a copy button, the playground's job progress) and the stylesheet ship inside the crate ([`assets`]); pages carry a
 //!   strict Content-Security-Policy that forbids inline scripts and styles ([`page`]).
 //! - **Every state-changing form carries a CSRF token** checked before its fields are read
 //!   ([`csrf`]); every error, the core's included, is shown as a sentence on a page, never as
 //!   JSON, with the status the one table of [`crate::http::error`] gives.
 //! - **Sign-in is bounded** ([`Console`]): Argon2 costs tens of milliseconds of CPU, so at most
 //!   [`SIGN_INS_AT_ONCE`] run at once, on the blocking pool (never on the API's workers), and
-//!   sign-in attempts are limited per e-mail and per client address ([`login`]).
+//!   failed sign-ins are limited per e-mail and per client address ([`login`], [`budget`]).
 //!
 //! Console routes are pages, not operations of the API: they are not in the OpenAPI document.
 
 pub mod assets;
 pub mod audit;
+pub mod budget;
 pub mod chart;
 pub mod credits;
 pub mod csrf;
@@ -30,15 +32,17 @@ pub mod keys;
 pub mod login;
 pub mod members;
 pub mod page;
+pub mod playground;
 pub mod session;
 
 use creapic_core::auth::ClientAddr;
-use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::http::console::budget::FailureBudget;
 
 use crate::http::service::AppState;
 
@@ -46,25 +50,26 @@ use crate::http::service::AppState;
 pub const SIGN_INS_AT_ONCE: usize = 4;
 /// Longest a sign-in waits for its turn before it is answered 503 (try again).
 pub const SIGN_IN_WAIT_MAX: Duration = Duration::from_secs(10);
-/// Sign-in attempts one e-mail may make per [`SIGN_IN_WINDOW`].
+/// Failed sign-ins one e-mail may have per [`SIGN_IN_WINDOW`].
 pub const SIGN_INS_PER_EMAIL: u32 = 5;
-/// Sign-in attempts one client address (an IPv4 address or an IPv6 /64) may make per
+/// Failed sign-ins one client address (an IPv4 address or an IPv6 /64) may have per
 /// [`SIGN_IN_WINDOW`].
 pub const SIGN_INS_PER_ADDRESS: u32 = 20;
-/// The window of the sign-in budgets.
+/// The window of the sign-in budgets, from an e-mail's or address's first failure.
 pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Entries a sign-in budget keeps before it forgets the ones back to full (each is an e-mail or
-/// an address): bounds the limiters' memory whatever an attacker sends.
+/// E-mails (and, separately, addresses) a sign-in budget remembers: bounds its memory whatever
+/// an attacker sends (see [`budget`] for what is forgotten first).
 pub const SIGN_IN_KEYS_MAX: usize = 10_000;
 
 /// The console's own state, inside [`AppState`]: the sign-in permits and budgets, and the key
 /// of the CSRF tokens of people the host signed in.
 pub struct Console {
     sign_ins: tokio::sync::Semaphore,
-    per_email: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<ClientAddr>,
-    /// Random per process: a host's signed-in people have no kit session to derive their CSRF
-    /// token from, so theirs is an HMAC of their user id under this key (see [`csrf`]).
+    per_email: Arc<FailureBudget<String>>,
+    per_address: Arc<FailureBudget<ClientAddr>>,
+    /// A host's signed-in people have no kit session to derive their CSRF token from, so theirs
+    /// is an HMAC of their user id under this key (see [`csrf`]). The kit derives it from the
+    /// media signing key, which every replica of a host shares.
     host_csrf_key: [u8; 32],
 }
 
@@ -74,36 +79,25 @@ impl std::fmt::Debug for Console {
     }
 }
 
-impl Default for Console {
-    fn default() -> Self {
-        Console::new()
-    }
-}
-
 impl Console {
-    /// Fresh budgets, [`SIGN_INS_AT_ONCE`] permits and a new CSRF key.
-    pub fn new() -> Self {
-        let mut host_csrf_key = [0u8; 32];
-        {
-            use rand::Rng as _;
-            rand::rng().fill_bytes(&mut host_csrf_key);
-        }
+    /// Fresh budgets, [`SIGN_INS_AT_ONCE`] permits, and `host_csrf_key` for the CSRF tokens of
+    /// people the host signs in (the same on every replica, or their forms fail across them).
+    pub fn new(host_csrf_key: [u8; 32]) -> Self {
         Console {
             sign_ins: tokio::sync::Semaphore::new(SIGN_INS_AT_ONCE),
-            per_email: governor::RateLimiter::keyed(budget(SIGN_INS_PER_EMAIL)),
-            per_address: governor::RateLimiter::keyed(budget(SIGN_INS_PER_ADDRESS)),
+            per_email: Arc::new(FailureBudget::new(
+                SIGN_INS_PER_EMAIL,
+                SIGN_IN_WINDOW,
+                SIGN_IN_KEYS_MAX,
+            )),
+            per_address: Arc::new(FailureBudget::new(
+                SIGN_INS_PER_ADDRESS,
+                SIGN_IN_WINDOW,
+                SIGN_IN_KEYS_MAX,
+            )),
             host_csrf_key,
         }
     }
-}
-
-/// `n` attempts per [`SIGN_IN_WINDOW`], all of them at once if saved up.
-fn budget(n: u32) -> Quota {
-    let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-    let period = SIGN_IN_WINDOW / n.get();
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_minute(n))
-        .allow_burst(n)
 }
 
 /// The console's routes, with their full paths (`/console/…`), merged into the kit's router.
@@ -133,6 +127,23 @@ pub fn router() -> Router<AppState> {
         .route(
             "/console/members/{user}/remove",
             get(members::confirm_remove).post(members::remove),
+        )
+        .route(
+            "/console/playground",
+            get(playground::page).post(playground::submit),
+        )
+        .route(
+            "/console/playground/generate",
+            axum::routing::post(playground::generate),
+        )
+        .route("/console/playground/jobs/{id}", get(playground::job))
+        .route(
+            "/console/playground/jobs/{id}/progress",
+            get(playground::progress),
+        )
+        .route(
+            "/console/playground/jobs/{id}/cancel",
+            axum::routing::post(playground::cancel),
         )
         .route(assets::STYLE_PATH, get(assets::style))
         .route(assets::SCRIPT_PATH, get(assets::script))

@@ -18,10 +18,11 @@ use crate::http::console::frame::Frame;
 use crate::http::console::session::Base;
 use crate::http::error::Error;
 
-/// The console pages' Content-Security-Policy.
+/// The console pages' Content-Security-Policy (`connect-src 'self'`: the console's own script
+/// fetches a playground job's progress section).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
-     base-uri 'none'";
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
 
 /// The error page.
 #[derive(Template)]
@@ -143,6 +144,28 @@ pub fn sentence(error: &Error) -> String {
         Some(C::Forbidden { action }) => {
             format!("Only an owner or admin of this organization may {action}.")
         }
+        // The 001 document's words for 402: "Insufficient credits", "No credits remaining".
+        Some(C::InsufficientCredits {
+            needed,
+            available: 0,
+        }) => format!(
+            "Insufficient credits: no credits remaining (this needs {needed} tokens). Nothing \
+             was charged."
+        ),
+        Some(C::InsufficientCredits { needed, available }) => format!(
+            "Insufficient credits: this needs {needed} tokens and the organization has \
+             {available}. Nothing was charged."
+        ),
+        Some(C::LimitExceeded {
+            what: "prompts per job",
+            max,
+        }) => format!("Too many prompts: a job takes at most {max}, one per line."),
+        Some(C::IdempotencyConflict) => "This form was already sent with other values. Reload \
+             the page and send it again."
+            .to_owned(),
+        Some(C::IdempotencyInProgress) => "This form was already sent and is still being \
+             worked on, or did not finish. Reload the page to send it again."
+            .to_owned(),
         Some(C::Store { .. }) if error.status() == StatusCode::SERVICE_UNAVAILABLE => {
             "The database cannot be reached right now. Try again in a moment.".to_owned()
         }
@@ -260,6 +283,23 @@ mod tests {
                 .into(),
                 "Something went wrong on our side. Try again; if it keeps happening, tell the \
                  operator.",
+            ),
+            (
+                C::InsufficientCredits {
+                    needed: 3,
+                    available: 0,
+                }
+                .into(),
+                "Insufficient credits: no credits remaining (this needs 3 tokens). Nothing was \
+                 charged.",
+            ),
+            (
+                C::LimitExceeded {
+                    what: "prompts per job",
+                    max: 100,
+                }
+                .into(),
+                "Too many prompts: a job takes at most 100, one per line.",
             ),
             (
                 Error::RateLimited {
