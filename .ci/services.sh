@@ -31,7 +31,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 # Headless Chromium renders the API reference page (examples/tests/reference.rs), and ChromeDriver
-# drives it through the console (examples/tests/console.rs), both from Debian.
+# drives it through the console (examples/tests/console*.rs), both from Debian.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/tmp/creapic-apt.log 2>&1 \
     || { cat /tmp/creapic-apt.log; echo "could not install chromium and chromium-driver" >&2; exit 1; }

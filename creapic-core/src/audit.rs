@@ -42,6 +42,17 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// Every action, in the order a filter lists them.
+    pub const ALL: [AuditAction; 7] = [
+        AuditAction::KeyCreated,
+        AuditAction::KeyDeleted,
+        AuditAction::KeyUsed,
+        AuditAction::OrgCreated,
+        AuditAction::MemberChanged,
+        AuditAction::MemberRemoved,
+        AuditAction::CreditsGranted,
+    ];
+
     /// The wire name, e.g. `key.created`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -220,6 +231,8 @@ pub struct AuditQuery {
     pub since: Option<Timestamp>,
     /// Events before this time.
     pub until: Option<Timestamp>,
+    /// Only events of this action (all when `None`).
+    pub action: Option<AuditAction>,
     /// Events after this cursor (the `seq` of the last event of the previous page).
     pub after: Option<u64>,
     /// Page size.
@@ -233,16 +246,18 @@ impl AuditQuery {
             org,
             since: None,
             until: None,
+            action: None,
             after: None,
             limit: PageLimit::default(),
         }
     }
 
-    /// Whether `event` falls in the query's organization and time range.
+    /// Whether `event` falls in the query's organization, time range and action.
     pub fn matches(&self, seq: u64, event: &AuditEvent) -> bool {
         event.org == self.org
             && self.since.is_none_or(|s| event.at >= s)
             && self.until.is_none_or(|u| event.at < u)
+            && self.action.is_none_or(|a| event.action == a)
             && self.after.is_none_or(|a| seq > a)
     }
 }
@@ -253,15 +268,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for a in [
-            AuditAction::KeyCreated,
-            AuditAction::KeyDeleted,
-            AuditAction::KeyUsed,
-            AuditAction::OrgCreated,
-            AuditAction::MemberChanged,
-            AuditAction::MemberRemoved,
-            AuditAction::CreditsGranted,
-        ] {
+        for a in AuditAction::ALL {
             assert_eq!(AuditAction::parse(a.as_str()).ok(), Some(a));
         }
         for actor in [Actor::Operator, Actor::System] {

@@ -580,6 +580,41 @@ async fn dashboard_users_manage_keys_and_read_the_audit_log() {
             .iter()
             .any(|e| e["action"] == "key.deleted" && e["ip"] == "127.0.0.1")
     );
+    // Filtered by action: only the deletion; an unknown action is a 400.
+    let (status, _, deleted) = body(
+        app.http
+            .get(app.url(&format!(
+                "/api/audit?organizationId={org}&action=key.deleted"
+            )))
+            .header("x-test-user", &owner)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{deleted}");
+    let actions: Vec<_> = deleted["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["key.deleted"]);
+    let (status, _, b) = body(
+        app.http
+            .get(app.url(&format!(
+                "/api/audit?organizationId={org}&action=key.exploded"
+            )))
+            .header("x-test-user", &owner)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
     let csv = app
         .http
         .get(app.url(&format!("/api/audit?organizationId={org}&format=csv")))

@@ -590,6 +590,7 @@ pub async fn audit(args: &StoreArgs, audit: AuditArgs) -> CliResult {
         org,
         since,
         until: None,
+        action: None,
         after: None,
         limit: PageLimit::max(),
     };

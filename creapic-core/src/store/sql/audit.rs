@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit::{AuditAction, AuditEvent, AuditQuery, AuditRecord};
 use crate::audit_chain::{self, ChainHead, ChainRow};
 use crate::clock::Timestamp;
 use crate::error::Result;
@@ -39,7 +39,8 @@ const AUDIT_OF_ORG: &str = concat!(
     "SELECT ",
     audit_columns!(),
     " FROM audit_events WHERE org = $1 AND seq > $2 \
-     AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) ORDER BY seq LIMIT $5"
+     AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+     AND ($5 IS NULL OR action = $5) ORDER BY seq LIMIT $6"
 );
 /// Copies event `$1` into the one-row `audit_anchor` table.
 const ANCHOR_COPY: &str = concat!(
@@ -156,6 +157,7 @@ impl<B: SqlBackend> AuditStore for B {
             .bind(after)
             .bind(q.since)
             .bind(q.until)
+            .bind(q.action.map(AuditAction::as_str))
             .bind(i64::from(q.limit.get()) + 1)
             .fetch_all(&mut *conn)
             .await?;

@@ -1,4 +1,4 @@
-//! Conformance of the audit log: queries per organization filtered by time and paged, the
+//! Conformance of the audit log: queries per organization filtered by time and action and paged, the
 //! retention purge, and the hash chain that links every append and still verifies after a purge.
 
 use std::sync::Arc;
@@ -69,6 +69,70 @@ pub async fn audit_queries_filter_page_and_purge(store: Arc<dyn Store>) {
             .count(),
         5
     );
+}
+
+/// The action filter: only events of the asked action, in order and paged like any query,
+/// combined with the time range, never another organization's.
+pub async fn audit_queries_filter_by_action(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let (org, _) = ok(f.org().await, "org");
+    let (other, _) = ok(f.org().await, "other");
+    let actions = [
+        AuditAction::KeyCreated,
+        AuditAction::CreditsGranted,
+        AuditAction::KeyDeleted,
+    ];
+    let mut events = Vec::new();
+    for i in 0..9u64 {
+        let mut e = f.event(org.id, actions[(i % 3) as usize]);
+        e.at = f.now.plus(Duration::from_secs(i * 60));
+        e.detail = Some(format!("n={i}"));
+        events.push(e);
+    }
+    let mut foreign = f.event(other.id, AuditAction::KeyDeleted);
+    foreign.detail = Some("other".into());
+    events.push(foreign);
+    ok(f.store.append_audit(&events).await, "append");
+
+    let mut q = AuditQuery::all(org.id);
+    q.action = Some(AuditAction::KeyDeleted);
+    q.limit = ok(PageLimit::new(2), "limit");
+    let mut got = Vec::new();
+    loop {
+        let page = ok(f.store.audit(&q).await, "page");
+        assert!(page.items.len() <= 2);
+        for r in &page.items {
+            assert_eq!(r.event.action, AuditAction::KeyDeleted);
+            assert_eq!(r.event.org, org.id);
+        }
+        got.extend(page.items.iter().map(|r| r.event.detail.clone()));
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => break,
+        }
+    }
+    let want: Vec<_> = [2, 5, 8].iter().map(|i| Some(format!("n={i}"))).collect();
+    assert_eq!(
+        got, want,
+        "every key.deleted of the organization, oldest first"
+    );
+
+    let mut q = AuditQuery::all(org.id);
+    q.action = Some(AuditAction::KeyDeleted);
+    q.since = Some(f.now.plus(Duration::from_secs(3 * 60)));
+    q.until = Some(f.now.plus(Duration::from_secs(8 * 60)));
+    let page = ok(f.store.audit(&q).await, "range");
+    let got: Vec<_> = page.items.iter().map(|r| r.event.detail.clone()).collect();
+    assert_eq!(
+        got,
+        vec![Some("n=5".to_owned())],
+        "action and time range together"
+    );
+
+    let mut q = AuditQuery::all(org.id);
+    q.action = Some(AuditAction::MemberRemoved);
+    let page = ok(f.store.audit(&q).await, "none");
+    assert!(page.items.is_empty() && page.next.is_none());
 }
 
 /// Every append, however it arrives (a key insert, a grant, a usage flush, 64 concurrent

@@ -86,6 +86,7 @@ macro_rules! conformance_suite {
             jobs_list_counts_items_by_state,
             concurrent_claims_never_share_a_job,
             audit_queries_filter_page_and_purge,
+            audit_queries_filter_by_action,
             audit_chain_links_every_append_and_survives_purge,
             idempotency_records_lock_replay_and_expire,
             key_and_org_limits_hold_under_concurrency,

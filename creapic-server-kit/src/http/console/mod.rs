@@ -1,6 +1,6 @@
 //! The web console: pages a person signs in to and manages an organization's API keys with,
-//! its members, and runs images in its playground, served by the kit next to the API under
-//! `/console` (sign-in at `/console/login`).
+//! reads its credits and audit log, manages its members, and runs images in its playground,
+//! served by the kit next to the API under `/console` (sign-in at `/console/login`).
 //!
 //! Design decisions:
 //! - **Who is signed in** is the host's [`DashboardUser`](crate::http::auth::DashboardUser)
@@ -22,7 +22,10 @@
 //! Console routes are pages, not operations of the API: they are not in the OpenAPI document.
 
 pub mod assets;
+pub mod audit;
 pub mod budget;
+pub mod chart;
+pub mod credits;
 pub mod csrf;
 pub mod frame;
 pub mod keys;
@@ -113,6 +116,9 @@ pub fn router() -> Router<AppState> {
             "/console/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),
         )
+        .route("/console/credits", get(credits::show))
+        .route("/console/audit", get(audit::show))
+        .route("/console/audit.csv", get(audit::export))
         .route("/console/members", get(members::list).post(members::add))
         .route(
             "/console/members/{user}/role",

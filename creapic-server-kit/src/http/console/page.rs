@@ -78,6 +78,19 @@ fn secure(headers: &mut http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+/// A file to save (`Content-Disposition: attachment`), with the console's headers.
+/// `filename` is one the console built (letters, digits, `-`, `.`).
+pub fn download(filename: &str, content_type: &'static str, body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    secure(headers);
+    response
+}
+
 /// A 303 to `location` (a path the console built).
 pub fn redirect(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -180,6 +193,7 @@ pub fn sentence(error: &Error) -> String {
                 format!("The form is too large: at most {max} bytes are accepted.")
             }
             Error::UnsupportedMediaType => "The console accepts forms only.".to_owned(),
+            Error::InvalidParameter { name, message } => format!("The {name} {message}"),
             e if e.is_internal() => {
                 "Something went wrong on our side. Try again; if it keeps happening, tell the \
                  operator."
@@ -293,6 +307,13 @@ mod tests {
                 },
                 "Too many sign-in attempts for this account or from this address. Try again \
                  in 2 minutes.",
+            ),
+            (
+                Error::InvalidParameter {
+                    name: "from date",
+                    message: "must be a day written YYYY-MM-DD".into(),
+                },
+                "The from date must be a day written YYYY-MM-DD.",
             ),
         ];
         for (error, expected) in cases {

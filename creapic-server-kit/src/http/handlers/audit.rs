@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use creapic_core::audit::{Actor, AuditQuery};
+use creapic_core::audit::{Actor, AuditAction, AuditQuery};
 use creapic_core::clock::Timestamp;
 use creapic_core::wire::{AuditEventWire, AuditResponse};
 use http::{HeaderValue, StatusCode, header};
@@ -27,6 +27,8 @@ pub struct AuditParams {
     pub since: Option<String>,
     /// Events before this time.
     pub until: Option<String>,
+    /// Only events of this action, e.g. `key.created`.
+    pub action: Option<String>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–1000 (default 50).
@@ -82,6 +84,15 @@ pub async fn list(
             org,
             since: time(&p.since, "since")?,
             until: time(&p.until, "until")?,
+            action: p
+                .action
+                .as_deref()
+                .map(AuditAction::parse)
+                .transpose()
+                .map_err(|_| Error::InvalidParameter {
+                    name: "action",
+                    message: "is not an audit action".into(),
+                })?,
             after,
             limit: limit(p.limit)?,
         };
