@@ -1,10 +1,13 @@
 //! The web console through the built binary and a real browser: `creapic serve` on a fresh
 //! store, a person created with `creapic user create … --password-stdin`, and headless Chromium
-//! driven over WebDriver (`chromedriver`, started here on a free loopback port) through the
-//! keys page — a wrong password refused with a sentence, sign-in, a key added with two scopes
-//! and read from the page once, never shown again, used against the API, deleted through the
-//! confirmation and refused by the API at once, sign-out, and the sign-in page again — on
-//! SQLite and on PostgreSQL (a fresh database of `DATABASE_URL`, dropped after).
+//! driven over WebDriver (`chromedriver`, started here on a free loopback port) through a new
+//! user's whole journey — a wrong password refused with a sentence, sign-in, a key added with
+//! two scopes and read from the page once, the page reloaded (the form is not sent twice and
+//! the key is not shown again), the key used against the API, deleted through the confirmation
+//! and refused by the API at once, a bulk job from the Playground followed to completion with
+//! its images, the audit log showing the key's creation and deletion with the browser's IP,
+//! sign-out, and every page asking for a sign-in again — on SQLite and on PostgreSQL (a fresh
+//! database of `DATABASE_URL`, dropped after).
 //!
 //! The members page: owners and admins add, re-role and remove members by the core's rules
 //! (the last owner stays, admins touch plain members only), each refusal a sentence.
@@ -28,7 +31,8 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use support::browser::{
-    Driver, body_text, click_and_load, click_button, fill, path_of, screenshot,
+    Driver, assert_image, body_text, click_and_load, click_button, fill, path_of, screenshot,
+    thumbnail_links, wait_for_text,
 };
 use support::console_http::{csrf_of, get_page, no_redirects, post_form, sign_in};
 use support::store::{PASSWORD, Store};
@@ -37,7 +41,14 @@ use support::store::{PASSWORD, Store};
 async fn browser_flow(store: Store, shots: bool) {
     let org = store.org("Acme Studio");
     store.person("owner@example.com", &org, "owner");
-    let server = store.serve(&[]);
+    store.json(
+        &[
+            "credits", "grant", "--org", &org, "--amount", "10", "--json",
+        ],
+        None,
+    );
+    // With its job runner: the journey ends with a finished bulk job.
+    let server = store.serve_with(&[], &[]);
     assert!(
         server
             .wait_for_log(
@@ -112,6 +123,16 @@ async fn browser_flow(store: Store, shots: bool) {
         );
         screenshot(&browser, "key-created", shots).await;
 
+        // Reloading that answer sends its form again: nothing more is added, and the key is
+        // not shown again.
+        browser.refresh().await.unwrap();
+        let text = body_text(&browser).await;
+        assert!(
+            text.contains("This form was already sent and its key was created then."),
+            "{text}"
+        );
+        assert!(!browser.source().await.unwrap().contains(&key));
+
         // Never shown again: the list has its name, prefix and scopes, not the key.
         browser
             .goto(&format!("{}/console/keys?org={org}", server.base))
@@ -154,6 +175,53 @@ async fn browser_flow(store: Store, shots: bool) {
         let answer = http.get(&credits).bearer_auth(&key).send().await.unwrap();
         assert_eq!(answer.status(), 401);
 
+        // A bulk job from the Playground, followed to completion, with its images.
+        let playground = browser
+            .find(Locator::XPath("//nav//a[normalize-space()='Playground']"))
+            .await
+            .unwrap();
+        click_and_load(&browser, playground).await;
+        assert_eq!(path_of(&browser).await, "/console/playground");
+        fill(
+            &browser,
+            "#prompts",
+            "A lighthouse at dusk\nA harbour in fog",
+        )
+        .await;
+        click_button(&browser, "Generate images").await;
+        let job_page = path_of(&browser).await;
+        assert!(
+            job_page.starts_with("/console/playground/jobs/"),
+            "{job_page}"
+        );
+        wait_for_text(&browser, "2 of 2 done", Duration::from_secs(60)).await;
+        let thumbs = thumbnail_links(&browser).await;
+        assert_eq!(thumbs.len(), 2);
+        for url in &thumbs {
+            assert_image(&http, url).await;
+        }
+
+        // The audit log: the key's creation and deletion, by this person, from this browser's
+        // address.
+        let audit = browser
+            .find(Locator::XPath("//nav//a[normalize-space()='Audit log']"))
+            .await
+            .unwrap();
+        click_and_load(&browser, audit).await;
+        assert_eq!(path_of(&browser).await, "/console/audit");
+        for action in ["key.created", "key.deleted"] {
+            let row = browser
+                .find(Locator::XPath(&format!(
+                    "//tr[td[2][normalize-space()='{action}']]"
+                )))
+                .await
+                .unwrap_or_else(|_| panic!("no {action} row"));
+            let text = row.text().await.unwrap();
+            assert!(text.contains("127.0.0.1"), "{action}: {text}");
+            assert!(text.contains("owner@example.com"), "{action}: {text}");
+            assert!(text.contains(&key[..12]), "{action}: {text}");
+        }
+
         // The members page, from the header.
         let members = browser
             .find(Locator::XPath("//nav//a[normalize-space()='Members']"))
@@ -165,9 +233,22 @@ async fn browser_flow(store: Store, shots: bool) {
         assert!(text.contains("owner@example.com (you)"), "{text}");
         screenshot(&browser, "members", shots).await;
 
-        // Sign out: the keys page asks for a sign-in again.
+        // Sign out: every page asks for a sign-in again.
         click_button(&browser, "Sign out").await;
         assert_eq!(path_of(&browser).await, "/console/login");
+        for page in [
+            "/console/credits".to_owned(),
+            "/console/playground".to_owned(),
+            job_page.clone(),
+            "/console/audit".to_owned(),
+            "/console/members".to_owned(),
+        ] {
+            browser
+                .goto(&format!("{}{page}?org={org}", server.base))
+                .await
+                .unwrap();
+            assert_eq!(path_of(&browser).await, "/console/login", "{page}");
+        }
         browser
             .goto(&format!("{}/console/keys", server.base))
             .await

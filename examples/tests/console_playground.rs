@@ -20,12 +20,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use serde_json::json;
 use support::browser::{
-    Driver, body_text, click_and_load, click_button, fill, path_of, screenshot,
+    Driver, assert_image, body_text, click_and_load, click_button, fill, path_of, screenshot,
+    thumbnail_links, wait_for_text,
 };
 use support::console_http::{csrf_of, get_page, no_redirects, post_form};
 use support::store::{PASSWORD, Store};
@@ -75,22 +76,6 @@ fn grant(store: &Store, org: &str, amount: u64) {
     );
 }
 
-/// Waits (at most `max`) until the page's text contains `needle`, without reloading it.
-async fn wait_for_text(browser: &Client, needle: &str, max: Duration) -> String {
-    let deadline = Instant::now() + max;
-    loop {
-        let text = body_text(browser).await;
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} on the page: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The value of the hidden field `name` of the form posting to `action` (a path suffix).
 async fn hidden(browser: &Client, action: &str, name: &str) -> String {
     browser
@@ -103,31 +88,6 @@ async fn hidden(browser: &Client, action: &str, name: &str) -> String {
         .await
         .unwrap()
         .unwrap()
-}
-
-/// Every thumbnail's link of the page.
-async fn thumbnail_links(browser: &Client) -> Vec<String> {
-    let mut links = Vec::new();
-    for a in browser.find_all(Locator::Css("ul.thumbs a")).await.unwrap() {
-        let img = a.find(Locator::Css("img")).await.unwrap();
-        let src = img.attr("src").await.unwrap().unwrap();
-        let href = a.prop("href").await.unwrap().unwrap();
-        assert!(href.ends_with(&src) || href == src, "{href} opens {src}");
-        links.push(href);
-    }
-    links
-}
-
-/// `url` loads as an image (200 and an image content type), without any credentials.
-async fn assert_image(http: &reqwest::Client, url: &str) {
-    let answer = http.get(url).send().await.unwrap();
-    assert_eq!(answer.status(), 200, "{url}");
-    let kind = answer.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(kind.starts_with("image/"), "{url}: {kind}");
-    assert!(!answer.bytes().await.unwrap().is_empty());
 }
 
 async fn playground_flow(store: Store, shots: bool) {

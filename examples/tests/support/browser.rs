@@ -159,3 +159,44 @@ pub async fn click_and_load(browser: &Client, element: fantoccini::elements::Ele
 pub async fn path_of(browser: &Client) -> String {
     browser.current_url().await.unwrap().path().to_owned()
 }
+
+/// Waits (at most `max`) until the page's text contains `needle`, without reloading it.
+pub async fn wait_for_text(browser: &Client, needle: &str, max: Duration) -> String {
+    let deadline = Instant::now() + max;
+    loop {
+        let text = body_text(browser).await;
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the page: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every thumbnail's link of the page.
+pub async fn thumbnail_links(browser: &Client) -> Vec<String> {
+    let mut links = Vec::new();
+    for a in browser.find_all(Locator::Css("ul.thumbs a")).await.unwrap() {
+        let img = a.find(Locator::Css("img")).await.unwrap();
+        let src = img.attr("src").await.unwrap().unwrap();
+        let href = a.prop("href").await.unwrap().unwrap();
+        assert!(href.ends_with(&src) || href == src, "{href} opens {src}");
+        links.push(href);
+    }
+    links
+}
+
+/// `url` loads as an image (200 and an image content type), without any credentials.
+pub async fn assert_image(http: &reqwest::Client, url: &str) {
+    let answer = http.get(url).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{url}");
+    let kind = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("image/"), "{url}: {kind}");
+    assert!(!answer.bytes().await.unwrap().is_empty());
+}
