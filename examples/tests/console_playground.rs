@@ -46,12 +46,12 @@ fn prompts_max() -> usize {
     creapic_server_kit::Limits::default().prompts_max
 }
 
-/// `n` tokens as the console writes it.
-fn tokens(n: u64) -> String {
+/// `n` credits as the console writes it.
+fn credits(n: u64) -> String {
     if n == 1 {
-        "1 token".to_owned()
+        "1 credit".to_owned()
     } else {
-        format!("{n} tokens")
+        format!("{n} credits")
     }
 }
 
@@ -128,7 +128,7 @@ async fn playground_flow(store: Store, shots: bool) {
         assert_eq!(path_of(&browser).await, "/console/playground");
         let text = body_text(&browser).await;
         assert!(
-            text.contains(&format!("balance {}", tokens(start))),
+            text.contains(&format!("balance {}", credits(start))),
             "{text}"
         );
         assert!(text.contains("No jobs yet."), "{text}");
@@ -207,7 +207,7 @@ async fn playground_flow(store: Store, shots: bool) {
         assert!(listing.contains(&job_id), "{listing}");
         let after_bulk = start - 3 * bulk_price();
 
-        // One image from text: the image, the tokens charged and the composed JSON prompt.
+        // One image from text: the image, the credits charged and the composed JSON prompt.
         let back = browser
             .find(Locator::XPath("//nav//a[normalize-space()='Playground']"))
             .await
@@ -222,7 +222,7 @@ async fn playground_flow(store: Store, shots: bool) {
         click_button(&browser, "Generate image").await;
         let text = body_text(&browser).await;
         assert!(
-            text.contains(&format!("{} charged", tokens(image_price()))),
+            text.contains(&format!("{} charged", credits(image_price()))),
             "{text}"
         );
         let composed = browser

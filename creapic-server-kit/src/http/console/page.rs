@@ -149,11 +149,11 @@ pub fn sentence(error: &Error) -> String {
             needed,
             available: 0,
         }) => format!(
-            "Insufficient credits: no credits remaining (this needs {needed} tokens). Nothing \
+            "Insufficient credits: no credits remaining (this needs {needed} credits). Nothing \
              was charged."
         ),
         Some(C::InsufficientCredits { needed, available }) => format!(
-            "Insufficient credits: this needs {needed} tokens and the organization has \
+            "Insufficient credits: this needs {needed} credits and the organization has \
              {available}. Nothing was charged."
         ),
         Some(C::LimitExceeded {
@@ -290,7 +290,7 @@ mod tests {
                     available: 0,
                 }
                 .into(),
-                "Insufficient credits: no credits remaining (this needs 3 tokens). Nothing was \
+                "Insufficient credits: no credits remaining (this needs 3 credits). Nothing was \
                  charged.",
             ),
             (

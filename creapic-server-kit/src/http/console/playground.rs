@@ -2,7 +2,7 @@
 //! one per line, up to `Limits::prompts_max` — and watches them on the job's page (progress
 //! "n of m done", the images as thumbnails that open full size through signed media links,
 //! failed items with their reason, "Cancel" while it runs), and generates one image from text,
-//! shown with the tokens it cost and the composed JSON prompt.
+//! shown with the credits it cost and the composed JSON prompt.
 //!
 //! Who pays is a [`Caller::Member`]: no API key is involved or faked. The core checks the
 //! membership on every call and pays the same way as for a key — jobs through `submit_job` /
@@ -258,7 +258,7 @@ pub async fn submit(State(state): State<AppState>, form: CheckedLongForm) -> Res
 }
 
 /// `POST /console/playground/generate`: one image from text, paid through [`PaidGenerator`]
-/// under the form's nonce, shown with the tokens it cost and the composed JSON prompt.
+/// under the form's nonce, shown with the credits it cost and the composed JSON prompt.
 pub async fn generate(State(state): State<AppState>, form: CheckedLongForm) -> Response {
     let CheckedLongForm(CheckedForm { viewer, fields }) = form;
     let org = fields.get("org").map(str::to_owned);
@@ -489,12 +489,12 @@ fn kind_label(kind: JobKind) -> &'static str {
     }
 }
 
-/// `n` tokens, as a page says it: "1 token", "3 tokens".
-fn tokens(n: u64) -> String {
+/// `n` credits, as a page says it: "1 credit", "3 credits" (the 001 document's word).
+fn credits(n: u64) -> String {
     if n == 1 {
-        "1 token".to_owned()
+        "1 credit".to_owned()
     } else {
-        format!("{n} tokens")
+        format!("{n} credits")
     }
 }
 
@@ -538,9 +538,9 @@ fn progress_of(state: &AppState, base: &str, job: &Job) -> Progress {
             reason: match (&i.error, i.status) {
                 (Some(e), _) => e.message.clone(),
                 (None, ItemStatus::Canceled) => {
-                    "Canceled before it was drawn; its tokens were refunded.".to_owned()
+                    "Canceled before it was drawn; its credits were refunded.".to_owned()
                 }
-                (None, _) => "Failed; its tokens were refunded.".to_owned(),
+                (None, _) => "Failed; its credits were refunded.".to_owned(),
             },
         })
         .collect();
@@ -551,8 +551,8 @@ fn progress_of(state: &AppState, base: &str, job: &Job) -> Progress {
         succeeded,
         failed: count(ItemStatus::Failed),
         canceled: count(ItemStatus::Canceled),
-        charged: tokens(job.unit_cost.get().saturating_mul(succeeded as u64)),
-        unit_cost: tokens(job.unit_cost.get()),
+        charged: credits(job.unit_cost.get().saturating_mul(succeeded as u64)),
+        unit_cost: credits(job.unit_cost.get()),
         finished,
         poll: (!finished)
             .then(|| format!("{base}/playground/jobs/{}/progress?org={org_id}", job.id)),
@@ -571,8 +571,8 @@ fn generated(state: &AppState, record: &GenerationRecord, balance: Credits) -> G
     Generated {
         id: view.id,
         image,
-        tokens: tokens(record.outcome.tokens().get()),
-        balance: tokens(balance.get()),
+        tokens: credits(record.outcome.tokens().get()),
+        balance: credits(balance.get()),
         aspect_ratio: record.aspect_ratio.as_str(),
         quality: record.quality.as_str(),
         prompt_json: serde_json::to_string_pretty(&view.prompt).unwrap_or(record.prompt.clone()),
@@ -631,8 +631,8 @@ async fn playground_page(
     page::render(
         status,
         &PlaygroundPage {
-            balance: tokens(balance.get()),
-            bulk_price: tokens(pricing.bulk_image),
+            balance: credits(balance.get()),
+            bulk_price: credits(pricing.bulk_image),
             prompts_max: config.limits.prompts_max,
             prompt_max_chars: config.limits.prompt_max_chars,
             prompts_maxlength: config
@@ -660,8 +660,8 @@ async fn playground_page(
                 .collect(),
             single_price: format!(
                 "standard {}, hd {}",
-                tokens(pricing.image_standard),
-                tokens(pricing.image_hd)
+                credits(pricing.image_standard),
+                credits(pricing.image_hd)
             ),
             single_first,
             single_error: extras.single_error.as_ref().map(page::sentence),
@@ -704,7 +704,7 @@ mod tests {
         let cut = caption(&long);
         assert_eq!(cut.chars().count(), CAPTION_MAX_CHARS + 1);
         assert!(cut.ends_with('…'));
-        assert_eq!(tokens(1), "1 token");
-        assert_eq!(tokens(3), "3 tokens");
+        assert_eq!(credits(1), "1 credit");
+        assert_eq!(credits(3), "3 credits");
     }
 }
