@@ -39,14 +39,16 @@ use support::store::{PASSWORD, Store};
 
 /// The whole flow in the browser; `shots` keeps its screenshots.
 async fn browser_flow(store: Store, shots: bool) {
+    // The operator's part, all before `creapic user create`: after it, the person uses the
+    // browser only.
     let org = store.org("Acme Studio");
-    store.person("owner@example.com", &org, "owner");
     store.json(
         &[
             "credits", "grant", "--org", &org, "--amount", "10", "--json",
         ],
         None,
     );
+    store.person("owner@example.com", &org, "owner");
     // With its job runner: the journey ends with a finished bulk job.
     let server = store.serve_with(&[], &[]);
     assert!(
