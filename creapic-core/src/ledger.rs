@@ -406,6 +406,53 @@ mod tests {
     }
 }
 
+/// One organization's ledger against its balance, as a store reads it for a whole-database check
+/// ([`crate::Creapic::verify_ledgers`], which `creapic restore` runs on a backup): the stored
+/// balance, the sum of its entries' deltas and how many entries there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTotals {
+    /// The organization.
+    pub org: OrgId,
+    /// The stored balance (`balances`), zero when it has none.
+    pub balance: Credits,
+    /// The sum of the `delta` of every entry of the organization.
+    pub entries_sum: i64,
+    /// How many entries the organization has.
+    pub entries: u64,
+}
+
+impl LedgerTotals {
+    /// Whether the entries add up to the balance, the ledger's first invariant.
+    pub fn is_consistent(&self) -> bool {
+        i64::try_from(self.balance.get()).ok() == Some(self.entries_sum)
+    }
+}
+
+/// Most mismatched organizations a [`LedgerCheck`] lists (it counts them all).
+pub const LEDGER_MISMATCHES_SHOWN_MAX: usize = 20;
+
+/// Every organization's ledger checked against its balance ([`crate::Creapic::verify_ledgers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerCheck {
+    /// Organizations checked: every one with a balance or an entry.
+    pub organizations: u64,
+    /// Entries counted, over all organizations.
+    pub entries: u64,
+    /// The sum of every organization's balance.
+    pub total_balance: u64,
+    /// How many organizations' entries do not add up to their balance.
+    pub mismatched: u64,
+    /// The first of them (at most [`LEDGER_MISMATCHES_SHOWN_MAX`]), in organization id order.
+    pub mismatches: Vec<LedgerTotals>,
+}
+
+impl LedgerCheck {
+    /// Whether every organization's entries add up to its balance.
+    pub fn is_consistent(&self) -> bool {
+        self.mismatched == 0
+    }
+}
+
 /// How many days one usage query may span.
 pub const USAGE_DAYS_MAX: u32 = 366;
 /// Milliseconds in a day: usage is counted per UTC day.

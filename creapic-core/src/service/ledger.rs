@@ -10,14 +10,17 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::{EntryId, HoldId, JobId, OrgId};
 use crate::ledger::{
-    Credits, DailyUsage, DayRange, IdempotencyKey, LedgerEntry, LedgerOp, LedgerReceipt,
-    LedgerRequest,
+    Credits, DailyUsage, DayRange, IdempotencyKey, LEDGER_MISMATCHES_SHOWN_MAX, LedgerCheck,
+    LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest,
 };
 use crate::org::Role;
 use crate::page::{Page, PageLimit};
 use crate::store::Store;
 
 use super::Creapic;
+
+/// Most pages of organizations (each [`PageLimit::max`]) one [`Creapic::verify_ledgers`] reads.
+pub const LEDGER_CHECK_PAGES_MAX: usize = 10_000;
 
 /// Most holds one [`Creapic::release_stale_holds`] call releases (the next call takes the rest).
 pub const STALE_HOLDS_PER_SWEEP: u32 = 100;
@@ -177,6 +180,37 @@ impl<S: Store + ?Sized> Creapic<S> {
         let reported = self.store.usage(org, &range).await?;
         let days = range.fill(&reported);
         Ok((range, days))
+    }
+
+    /// Checks every organization's ledger against its balance: the entries of each must add up
+    /// to it. Reads [`crate::store::LedgerStore::ledger_totals`] page by page, at most
+    /// [`LEDGER_CHECK_PAGES_MAX`] pages (past them: `LimitExceeded`), and reports the totals and
+    /// the first mismatches. `creapic restore` runs it on a backup before using it.
+    pub async fn verify_ledgers(&self) -> Result<LedgerCheck> {
+        let mut check = LedgerCheck::default();
+        let mut after = None;
+        for _ in 0..LEDGER_CHECK_PAGES_MAX {
+            let page = self.store.ledger_totals(after, PageLimit::max()).await?;
+            for totals in &page.items {
+                check.organizations += 1;
+                check.entries += totals.entries;
+                check.total_balance = check.total_balance.saturating_add(totals.balance.get());
+                if !totals.is_consistent() {
+                    check.mismatched += 1;
+                    if check.mismatches.len() < LEDGER_MISMATCHES_SHOWN_MAX {
+                        check.mismatches.push(*totals);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(check),
+            }
+        }
+        Err(Error::LimitExceeded {
+            what: "pages of organizations in one ledger check",
+            max: LEDGER_CHECK_PAGES_MAX as u64,
+        })
     }
 
     /// Gives back the credits of abandoned holds: open holds of synchronous requests (no job)

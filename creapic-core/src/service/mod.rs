@@ -34,7 +34,7 @@ mod orgs;
 pub use audit::VERIFY_RESTARTS_MAX;
 pub use jobs::JobSpec;
 pub use keys::{CreatedKey, KeySpec};
-pub use ledger::STALE_HOLDS_PER_SWEEP;
+pub use ledger::{LEDGER_CHECK_PAGES_MAX, STALE_HOLDS_PER_SWEEP};
 
 use std::sync::Arc;
 use std::time::Duration;

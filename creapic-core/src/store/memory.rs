@@ -24,7 +24,7 @@ use crate::job::{Enqueued, FinishItem, Job, JobStatus, JobSummary, NewJob, Trans
 use crate::key::{ApiKey, KeyDigest, NewKey};
 use crate::ledger::{
     BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, EntryKind, Hold, IdempotencyKey,
-    LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest,
+    LedgerEntry, LedgerOp, LedgerReceipt, LedgerRequest, LedgerTotals,
 };
 use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
@@ -696,6 +696,39 @@ impl LedgerStore for MemoryStore {
                 })
             })
             .collect()
+    }
+
+    async fn ledger_totals(
+        &self,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerTotals, OrgId>> {
+        let s = self.lock();
+        let past = |org: &OrgId| after.is_none_or(|a| *org > a);
+        let mut totals: BTreeMap<OrgId, (i64, u64)> = s
+            .balances
+            .keys()
+            .filter(|org| past(org))
+            .map(|org| (*org, (0, 0)))
+            .collect();
+        for e in s.entries.iter().filter(|e| past(&e.org)) {
+            let t = totals.entry(e.org).or_default();
+            t.0 += e.delta;
+            t.1 += 1;
+        }
+        let items = totals
+            .into_iter()
+            .take(limit.as_usize() + 1)
+            .map(|(org, (entries_sum, entries))| {
+                Ok(LedgerTotals {
+                    org,
+                    balance: Credits::new(s.balances.get(&org).copied().unwrap_or(0))?,
+                    entries_sum,
+                    entries,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |t| t.org))
     }
 }
 

@@ -31,6 +31,7 @@ use crate::job::{Enqueued, FinishItem, Job, JobSummary, WorkerId};
 use crate::key::{ApiKey, KeyDigest, KeyPrefix, NewKey};
 use crate::ledger::{
     Credits, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry, LedgerReceipt, LedgerRequest,
+    LedgerTotals,
 };
 use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
@@ -199,6 +200,14 @@ pub trait LedgerStore: Send + Sync {
     /// that has entries, oldest first (days without entries are absent). Summed by the store
     /// over the entries' `created_at`, one query whatever the number of entries.
     async fn usage(&self, org: OrgId, range: &DayRange) -> Result<Vec<DailyUsage>>;
+    /// Every organization that has a balance or a ledger entry, in organization id order after
+    /// the cursor `after`, each with its balance, the sum of its entries' deltas and their
+    /// count ([`LedgerTotals`]), at most `limit`. Summed by the store, one query per page.
+    async fn ledger_totals(
+        &self,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerTotals, OrgId>>;
 }
 
 /// Jobs and their items, with the holds that pay for them.

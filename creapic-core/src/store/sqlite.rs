@@ -12,6 +12,7 @@
 //! though SQLite's lock would forgive a lazier one. This file holds only what is SQLite's own:
 //! opening the file, the two pools, and how its errors are classified.
 
+use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::Sqlite;
@@ -85,6 +86,91 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 
+    /// Writes a transactionally consistent copy of the whole database to `path`, while other
+    /// connections and processes keep reading and writing, and returns its size in bytes.
+    ///
+    /// One `VACUUM INTO` statement on a reader connection: it reads one snapshot (a read
+    /// transaction, which in WAL mode never blocks the writer) and writes it compacted, with no
+    /// WAL of its own. The file is first created empty with mode 0600 under a temporary name
+    /// in the same directory (`VACUUM INTO` accepts an empty file), so the copy is never
+    /// readable by others and a crash leaves no half-written file under `path`; it is then
+    /// linked to `path`, which fails if `path` exists: an existing file is never overwritten.
+    /// The path is bound as a parameter, never spliced into the SQL.
+    pub async fn backup_to(&self, path: &Path) -> Result<u64> {
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::invalid("backup path", "must be valid UTF-8"))?;
+        if path.exists() {
+            return Err(Error::invalid(
+                "backup path",
+                "the file already exists; a backup never overwrites one",
+            ));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid("backup path", "must name a file"))?;
+        let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let io = |what: &str, e: std::io::Error| {
+            Error::store(StoreErrorKind::Unavailable, format!("backup: {what}: {e}"))
+        };
+        create_private(&partial).map_err(|e| io("cannot create the file", e))?;
+        let written = self.vacuum_into(text, &partial).await;
+        let linked = written.and_then(|()| {
+            std::fs::hard_link(&partial, path).map_err(|e| io("cannot move it into place", e))
+        });
+        let _ = std::fs::remove_file(&partial);
+        linked?;
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| io("cannot read its size", e))
+    }
+
+    /// `VACUUM INTO` the (empty) file `partial`; `target` only names the backup in errors.
+    async fn vacuum_into(&self, target: &str, partial: &Path) -> Result<()> {
+        let partial = partial
+            .to_str()
+            .ok_or_else(|| Error::invalid("backup path", "must be valid UTF-8"))?;
+        let mut conn = self.reader.acquire().await.map_err(map_error)?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(partial)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match map_error(e) {
+                Error::Store { kind, message } => {
+                    Error::store(kind, format!("backup to {target}: {message}"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// The migrations recorded as applied in this database that this build does not carry
+    /// (a newer build wrote it), by version, oldest first. Empty for a database this build can
+    /// use; a database without `_sqlx_migrations` has none.
+    pub async fn unknown_migrations(&self) -> Result<Vec<i64>> {
+        let mut conn = self.reader.acquire().await.map_err(map_error)?;
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_error)?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let applied: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_error)?;
+        Ok(applied
+            .into_iter()
+            .map(|(v,)| v)
+            .filter(|v| !MIGRATOR.iter().any(|m| m.version == *v))
+            .collect())
+    }
+
     /// Closes both pools, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.writer.close().await;
@@ -136,4 +222,16 @@ impl SqlBackend for SqliteStore {
     async fn autocommit(&self) -> Result<Pooled<Self>> {
         self.writer.acquire().await.map_err(map_error)
     }
+}
+
+/// Creates `path`, which must not exist, empty and readable by its owner only (0600 on Unix).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::id::{HoldId, JobId, OrgId};
 use crate::ledger::{
     BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry,
-    LedgerOp, LedgerReceipt, LedgerRequest,
+    LedgerOp, LedgerReceipt, LedgerRequest, LedgerTotals,
 };
 use crate::page::{Page, PageLimit};
 use crate::store::LedgerStore;
@@ -71,6 +71,17 @@ pub(crate) const USAGE_SQL: &str = "SELECT created_at / 86400000 AS day, \
      CAST(COALESCE(SUM(CASE WHEN kind = 'release' THEN amount ELSE 0 END), 0) AS BIGINT) AS released \
      FROM ledger_entries WHERE org = $1 AND created_at >= $2 AND created_at < $3 \
      GROUP BY created_at / 86400000 ORDER BY day";
+
+/// `LedgerStore::ledger_totals` on both SQL backends: `$1` the cursor (an organization) or
+/// NULL, `$2` the page size plus one. Every organization with a balance or an entry; the sums
+/// are per organization over the index `ledger_entries_org_seq`.
+const LEDGER_TOTALS_SQL: &str = "SELECT k.org AS org, \
+     CAST(COALESCE((SELECT b.balance FROM balances b WHERE b.org = k.org), 0) AS BIGINT) AS balance, \
+     CAST((SELECT COALESCE(SUM(e.delta), 0) FROM ledger_entries e WHERE e.org = k.org) AS BIGINT) AS entries_sum, \
+     (SELECT COUNT(*) FROM ledger_entries e WHERE e.org = k.org) AS entries \
+     FROM (SELECT org FROM balances WHERE $1 IS NULL OR org > $1 \
+     UNION SELECT org FROM ledger_entries WHERE $1 IS NULL OR org > $1) AS k \
+     ORDER BY k.org LIMIT $2";
 
 /// A row of [`USAGE_SQL`].
 pub(crate) fn daily_usage(row: &impl Columns) -> Result<DailyUsage> {
@@ -486,5 +497,30 @@ impl<B: SqlBackend> LedgerStore for B {
             .fetch_all(&mut *conn)
             .await?;
         rows.iter().map(daily_usage).collect()
+    }
+
+    async fn ledger_totals(
+        &self,
+        after: Option<OrgId>,
+        limit: PageLimit,
+    ) -> Result<Page<LedgerTotals, OrgId>> {
+        let mut conn = self.read().await?;
+        let rows = stmt(LEDGER_TOTALS_SQL)
+            .bind(after.map(|o| o.as_uuid()))
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(LedgerTotals {
+                    org: OrgId::from_uuid(row.uuid("org")?),
+                    balance: row.credits("balance")?,
+                    entries_sum: row.int("entries_sum")?,
+                    entries: row.count("entries")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |t| t.org))
     }
 }

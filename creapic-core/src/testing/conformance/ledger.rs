@@ -409,3 +409,83 @@ pub async fn ledger_usage_sums_each_utc_day(store: Arc<dyn Store>) {
     );
     assert!(ok(f.store.usage(org, &empty).await, "usage").is_empty());
 }
+
+/// Every organization with credits is listed once, in id order across pages, with its balance,
+/// the sum of its entries' deltas and their count; holds, captures and releases included.
+pub async fn ledger_totals_list_every_organization_in_pages(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let mut orgs = Vec::new();
+    for i in 0..3u64 {
+        let org = ok(f.funded_org(100 + i).await, "org");
+        ok(
+            f.apply(org, LedgerOp::Debit { amount: amount(7) }, "d")
+                .await,
+            "debit",
+        );
+        orgs.push(org);
+    }
+    let held = ok(
+        f.apply(
+            orgs[0],
+            LedgerOp::Reserve {
+                amount: amount(10),
+                job: None,
+            },
+            "h",
+        )
+        .await,
+        "reserve",
+    );
+    let hold = held.hold.map(|h| h.id).expect("a reserve returns its hold");
+    ok(
+        f.apply(
+            orgs[0],
+            LedgerOp::Capture {
+                hold,
+                amount: amount(4),
+            },
+            "c",
+        )
+        .await,
+        "capture",
+    );
+    ok(
+        f.apply(orgs[0], LedgerOp::Release { hold, amount: None }, "r")
+            .await,
+        "release",
+    );
+    let no_credits = ok(f.org().await, "org without credits").0.id;
+    let limit = ok(PageLimit::new(1), "limit");
+    let mut after = None;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let page = ok(f.store.ledger_totals(after, limit).await, "ledger totals");
+        assert!(page.items.len() <= 1, "a page holds at most its limit");
+        seen.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].org < w[1].org),
+        "organizations come once each, in id order"
+    );
+    assert!(
+        seen.iter().all(|t| t.org != no_credits),
+        "an organization without a balance or entries is not listed"
+    );
+    for (i, org) in orgs.iter().enumerate() {
+        let t = seen
+            .iter()
+            .find(|t| t.org == *org)
+            .unwrap_or_else(|| panic!("organization {i} missing from the totals"));
+        let balance = ok(f.store.balance(*org).await, "balance");
+        assert_eq!(t.balance, balance, "totals carry the stored balance");
+        assert!(t.is_consistent(), "entries add up to the balance: {t:?}");
+        // grant + debit; the first also hold, capture and release.
+        assert_eq!(t.entries, if i == 0 { 5 } else { 2 }, "entry count of {i}");
+    }
+    let first = seen.iter().find(|t| t.org == orgs[0]);
+    assert_eq!(first.map(|t| t.entries_sum), Some(100 - 7 - 4));
+}

@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             ledger_entries_page_in_order,
             ledger_held_counts_open_holds_only,
             ledger_usage_sums_each_utc_day,
+            ledger_totals_list_every_organization_in_pages,
             concurrent_debits_and_holds_never_overdraw,
             concurrent_replays_charge_once,
             jobs_enqueue_reserves_in_one_step,
