@@ -158,6 +158,12 @@ pub enum Command {
     Credits(CreditsCommand),
     /// The audit log.
     Audit(AuditArgs),
+    /// Copy the SQLite database to FILE, consistently, while `serve` runs and writes
+    /// (PostgreSQL: use pg_dump, see docs/operations.md).
+    Backup(BackupArgs),
+    /// Check a backup (schema, audit chain, every ledger against its balance), then install it as
+    /// the database; refused while a server uses the data directory.
+    Restore(RestoreArgs),
     /// Generate one image through a running server (reads AI_MEDIA_MAKER_API_KEY, CREAPIC_BASE_URL).
     Generate(GenerateArgs),
     /// Start a bulk image job through a running server.
@@ -557,6 +563,29 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy; an existing file is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (a file `creapic backup` wrote).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Replace the database already there (its current contents are lost).
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// What to draw (raw text; the server turns it into a JSON prompt).
     pub text: String,
@@ -705,6 +734,8 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Key(cmd) => crate::admin::key(&cli.store, cmd).await,
         Command::Credits(cmd) => crate::admin::credits(&cli.store, cmd).await,
         Command::Audit(args) => crate::admin::audit(&cli.store, args).await,
+        Command::Backup(args) => crate::backup::backup(&cli.store, args).await,
+        Command::Restore(args) => crate::backup::restore(&cli.store, args).await,
         Command::Generate(args) => crate::integrator::generate(&api, args).await,
         Command::Bulk(args) => crate::integrator::bulk(&api, args).await,
         Command::Job(cmd) => crate::integrator::job(&api, cmd).await,

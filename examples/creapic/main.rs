@@ -7,6 +7,8 @@
 //!   while `serve` runs on the same SQLite file (WAL, busy timeout).
 //! - `generate`, `bulk`, `render`, `job`, `image`, `balance` and `usage` call a running server
 //!   through `creapic-client` (`--api-key` / `--base-url`, else the integrator's environment).
+//! - `backup --out FILE` copies the SQLite database consistently while `serve` writes;
+//!   `restore --from FILE` checks a copy (audit chain, ledgers) before installing it.
 //! - `completions SHELL` prints a completion script.
 //! - `openapi` prints the OpenAPI document `serve` serves (`docs/openapi.json`), touching no
 //!   store.
@@ -16,6 +18,7 @@
 #![allow(clippy::print_stdout, missing_docs, unreachable_pub)]
 
 mod admin;
+mod backup;
 mod cli;
 mod connections;
 mod data_dir;

@@ -174,6 +174,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     init_tracing();
     let url = crate::admin::database_url(store_args)?;
+    // Held until the process ends: `creapic restore` refuses while a server uses the file.
+    let _serve_lock = crate::backup::ServeLock::shared(store_args)?;
     // PostgreSQL gets its typed store so other replicas' key deletions reach this cache at once.
     let (store, pg): (Arc<dyn Store>, Option<PgStore>) = if url.starts_with("postgres") {
         let pg = PgStore::connect(&url, &ConnectOptions::default()).await?;
