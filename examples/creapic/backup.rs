@@ -244,9 +244,8 @@ async fn check_and_install(
     staged: &Path,
     database: &Path,
 ) -> CliResult<Checked> {
-    let refused = |why: String| {
-        CliError::new(format!("refusing to restore {}: {why}", from.display()))
-    };
+    let refused =
+        |why: String| CliError::new(format!("refusing to restore {}: {why}", from.display()));
     copy_private(from, work).map_err(|e| {
         CliError::new(format!(
             "cannot copy {} into {}: {e}",
@@ -304,9 +303,8 @@ async fn check_and_install(
 
 /// The audit chain and every ledger of the copy.
 async fn check(store: &SqliteStore, from: &Path) -> CliResult<Checked> {
-    let refused = |why: String| {
-        CliError::new(format!("refusing to restore {}: {why}", from.display()))
-    };
+    let refused =
+        |why: String| CliError::new(format!("refusing to restore {}: {why}", from.display()));
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let core = Creapic::new(shared);
     let report = core.verify_audit_chain().await?;
