@@ -3,8 +3,9 @@
 //! jobs through the API, grants from the CLI) restore into fresh data directories whose audit
 //! chain verifies and whose every ledger adds up to its balance (read with sqlx, not through
 //! creapic); a later backup holds at least what an earlier one held; a restore is refused
-//! while the server uses the database, over an existing database without `--force`, and for a
-//! copy whose audit log was edited by one byte; PostgreSQL is sent to `pg_dump`.
+//! while the server uses the database, over an existing database without `--force`, for a
+//! copy whose audit log was edited by one byte and for one whose balance no longer matches its
+//! entries; PostgreSQL is sent to `pg_dump`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -353,6 +354,29 @@ async fn backups_under_write_load_restore_with_intact_audit_and_ledgers() {
         !fresh.join("creapic.db").exists(),
         "a refused restore installs nothing"
     );
+    // A balance that no longer matches its entries (the audit chain intact): refused too.
+    let unbalanced = backups.join("unbalanced.db");
+    std::fs::copy(&taken[1], &unbalanced).unwrap();
+    {
+        let url = format!("sqlite://{}", unbalanced.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let changed = sqlx::query(
+            "UPDATE balances SET balance = balance + 1 WHERE org = (SELECT MIN(org) FROM balances)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(changed.rows_affected(), 1);
+        conn.close().await.unwrap();
+    }
+    let refused = creapic(&fresh, &["restore", "--from", unbalanced.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not add up to the balance"),
+        "{stderr}"
+    );
+    assert!(!fresh.join("creapic.db").exists());
     for dir in [&early_dir, &late_dir, &fresh, &backups] {
         let _ = std::fs::remove_dir_all(dir);
     }
