@@ -4,8 +4,8 @@
 //! chain verifies and whose every ledger adds up to its balance (read with sqlx, not through
 //! creapic); a later backup holds at least what an earlier one held; a restore is refused
 //! while the server uses the database, over an existing database without `--force`, for a
-//! copy whose audit log was edited by one byte and for one whose balance no longer matches its
-//! entries; PostgreSQL is sent to `pg_dump`.
+//! copy whose audit log was edited by one byte, for one whose balance no longer matches its
+//! entries and for one a newer build migrated; PostgreSQL is sent to `pg_dump`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -376,6 +376,26 @@ async fn backups_under_write_load_restore_with_intact_audit_and_ledgers() {
         stderr.contains("does not add up to the balance"),
         "{stderr}"
     );
+    assert!(!fresh.join("creapic.db").exists());
+    // A copy a newer build migrated: refused, this build cannot know its schema.
+    let newer = backups.join("newer.db");
+    std::fs::copy(&taken[1], &newer).unwrap();
+    {
+        let url = format!("sqlite://{}", newer.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99991231000000, 'from a newer build', 1, X'00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let refused = creapic(&fresh, &["restore", "--from", newer.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a newer creapic wrote it"), "{stderr}");
     assert!(!fresh.join("creapic.db").exists());
     for dir in [&early_dir, &late_dir, &fresh, &backups] {
         let _ = std::fs::remove_dir_all(dir);
