@@ -229,9 +229,12 @@ pub async fn restore(args: &StoreArgs, cmd: RestoreArgs) -> CliResult {
         "audit chain intact: {} events checked, head hash {}",
         checked.events, checked.head_hash
     ));
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     output::line(format!(
-        "ledgers consistent: {} organizations, {} entries, total balance {}",
-        checked.organizations, checked.entries, checked.total_balance
+        "ledgers consistent: {}, {}, total balance {}",
+        plural(checked.organizations, "organization", "organizations"),
+        plural(checked.entries, "entry", "entries"),
+        checked.total_balance
     ));
     Ok(())
 }
