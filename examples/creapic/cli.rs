@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A command's failure, for people.
@@ -306,6 +307,35 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(5..=900)
     )]
     pub runner_lease_secs: u64,
+    /// Generations this process's job runner keeps in flight at once, across organizations:
+    /// set it to what the provider allows in parallel (bulk throughput is about this many
+    /// images per provider latency).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = creapic_server_kit::generation::runner::RunnerConfig::default().concurrency_max,
+        env = "CREAPIC_RUNNER_CONCURRENCY",
+        value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
+    )]
+    pub runner_concurrency: usize,
+    /// Of those, most for one organization: a large job never takes every slot from the others.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = creapic_server_kit::generation::runner::RunnerConfig::default().org_concurrency_max,
+        env = "CREAPIC_RUNNER_ORG_CONCURRENCY",
+        value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
+    )]
+    pub runner_org_concurrency: usize,
+    /// Jobs this process's runner holds (leases) at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = creapic_server_kit::generation::runner::RunnerConfig::default().jobs_max,
+        env = "CREAPIC_RUNNER_JOBS",
+        value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
+    )]
+    pub runner_jobs: usize,
     /// Share rate limits between replicas through Redis (`redis://127.0.0.1:6379`).
     #[arg(long, env = "CREAPIC_REDIS_URL")]
     pub redis: Option<String>,

@@ -291,6 +291,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         runner: (!args.no_runner).then(|| RunnerConfig {
             lease,
             heartbeat: lease / 3,
+            concurrency_max: args.runner_concurrency,
+            org_concurrency_max: args.runner_org_concurrency.min(args.runner_concurrency),
+            jobs_max: args.runner_jobs,
             ..RunnerConfig::default()
         }),
         ..UpkeepConfig::default()
@@ -327,6 +330,17 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         args.shutdown_grace_secs,
         limits.drain.as_secs(),
     );
+    if args.no_runner {
+        eprintln!("  runner    off (--no-runner: jobs run on the replicas that run one)");
+    } else {
+        eprintln!(
+            "  runner    {} generations at once, {} per organization, {} jobs leased, lease {} s",
+            args.runner_concurrency,
+            args.runner_org_concurrency.min(args.runner_concurrency),
+            args.runner_jobs,
+            args.runner_lease_secs,
+        );
+    }
     // The hints name the same store as this server: a non-default data directory or a
     // database URL (its password replaced by a placeholder) is part of every command.
     let creapic = command_prefix(store_args);
