@@ -75,11 +75,7 @@ pub fn router(state: AppState) -> Router {
     let routes = table.into_iter().chain(metrics).chain(reference).fold(
         Router::new(),
         |router, (path, handlers)| {
-            let handlers = if measured {
-                handlers.layer(crate::http::measure::MeasureLayer::new(path))
-            } else {
-                handlers
-            };
+            let handlers = handlers.layer(crate::http::measure::MeasureLayer::with(path, measured));
             router.route(path, handlers)
         },
     );
