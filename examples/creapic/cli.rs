@@ -192,16 +192,6 @@ pub enum Command {
     Openapi,
 }
 
-/// How `creapic serve` writes its log (to stderr).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Lines for people: time, level, the request span's fields, the message.
-    Text,
-    /// One JSON object per line (time, level, target, message and the request span's fields:
-    /// request id, method, path, route, key prefix, organization, status), for log pipelines.
-    Json,
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ProviderChoice {
     /// The offline renderer (no network, no account): deterministic images, not a model.
@@ -217,10 +207,6 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "CREAPIC_LISTEN")]
     pub listen: std::net::SocketAddr,
-    /// The log's format; its level comes from RUST_LOG (default info: one access line per
-    /// request, `RUST_LOG=info,creapic::access=off` without them).
-    #[arg(long, value_enum, default_value = "text", env = "CREAPIC_LOG_FORMAT")]
-    pub log_format: LogFormat,
     /// Which provider serves live keys (test keys always use the offline renderer).
     #[arg(long, value_enum, default_value = "offline", env = "CREAPIC_PROVIDER")]
     pub provider: ProviderChoice,

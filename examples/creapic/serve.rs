@@ -31,7 +31,7 @@ use creapic_server_kit::generation::runner::RunnerConfig;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
 
-use crate::cli::{CliError, CliResult, LogFormat, ProviderChoice, ServeArgs, StoreArgs};
+use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
 use crate::connections::ConnectionLimits;
 
 /// Time allowed beyond the kit's generation deadline for answering after it.
@@ -39,22 +39,9 @@ const REQUEST_MARGIN: Duration = Duration::from_secs(60);
 /// The shortest default request deadline.
 const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(120);
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if format == LogFormat::Json {
-        // One object per line: the event's fields flattened beside time, level and target, and
-        // the request span's fields under "span".
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        return;
-    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -185,7 +172,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
-    init_tracing(args.log_format);
+    init_tracing();
     let url = crate::admin::database_url(store_args)?;
     // Held until the process ends: `creapic restore` refuses while a server uses the file.
     let _serve_lock = crate::backup::ServeLock::shared(store_args)?;

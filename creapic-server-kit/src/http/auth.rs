@@ -47,9 +47,7 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principa
         .core()
         .authenticate_from(authorization, x_api_key, client)
         .await?;
-    let span = tracing::Span::current();
-    span.record("key", principal.prefix.as_str());
-    span.record("org", tracing::field::display(principal.org));
+    tracing::Span::current().record("key", principal.prefix.as_str());
     Ok(principal)
 }
 

@@ -1,7 +1,6 @@
 //! Request metrics per route template: `creapic_http_requests_total{route,method,status}` and
 //! `creapic_http_request_duration_seconds{route,method}`, recorded by a `tower` layer that
-//! `routes` puts on each route (it also names the route template in the request span, for the
-//! access log); metrics are recorded only when the host gave the kit a Prometheus handle.
+//! `routes` puts on each route when the host gave the kit a Prometheus handle.
 //!
 //! Design decision: **handles, not labels, per request.** Each route's layer is built with its
 //! template (a `&'static str`, never the raw path, so ids cannot explode the label set) and keeps
@@ -45,8 +44,6 @@ fn method_slot(method: &http::Method) -> usize {
 /// The handles of one route.
 struct RouteMetrics {
     route: &'static str,
-    /// Whether the host reads metrics; without, the layer only names the route in the span.
-    measured: bool,
     durations: [OnceLock<Histogram>; METHODS.len()],
     counts: [[OnceLock<Counter>; STATUSES.len()]; METHODS.len()],
 }
@@ -79,15 +76,8 @@ pub struct MeasureLayer(Arc<RouteMetrics>);
 impl MeasureLayer {
     /// Measures the route registered under `route` (its template, e.g. `/api/keys/{id}`).
     pub fn new(route: &'static str) -> Self {
-        MeasureLayer::with(route, true)
-    }
-
-    /// Names the route `route` in the request span (the access log's `route`), and measures it
-    /// when `measured`.
-    pub fn with(route: &'static str, measured: bool) -> Self {
         MeasureLayer(Arc::new(RouteMetrics {
             route,
-            measured,
             durations: Default::default(),
             counts: Default::default(),
         }))
@@ -125,7 +115,6 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        tracing::Span::current().record("route", self.metrics.route);
         let method = method_slot(request.method());
         MeasureFuture {
             inner: self.inner.call(request),
@@ -159,9 +148,7 @@ where
             Poll::Ready(result) => result,
             Poll::Pending => return Poll::Pending,
         };
-        if let Ok(r) = &response
-            && this.metrics.measured
-        {
+        if let Ok(r) = &response {
             this.metrics.record(
                 *this.method,
                 r.status(),

@@ -11,13 +11,8 @@
 //! Design decision: **a hand-written layer, not `axum::middleware::from_fn`.** This runs on
 //! every request, and `from_fn` clones the inner service and boxes a future per request; here
 //! the id is an inline `Copy` value (no allocation), the future is a plain struct, and the
-//! request span (request id, method, path, then the route template, key prefix, organization
-//! and status as they become known) wraps the inner call and every poll of its future.
-//!
-//! **The access log** is one event per request, at info, target [`ACCESS_TARGET`], emitted in
-//! the request span when the response is ready: its status and latency beside the span's
-//! fields. Never a key, a password or a token: the span holds the key's 12-character prefix
-//! only. `RUST_LOG=info,creapic::access=off` silences it.
+//! request span (request id, method, path, then key prefix and status) wraps the inner call and
+//! every poll of its future.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,9 +27,6 @@ use tracing::instrument::{Instrument as _, Instrumented};
 
 /// The header name.
 pub const HEADER: &str = "x-request-id";
-
-/// The `tracing` target of the access log's events.
-pub const ACCESS_TARGET: &str = "creapic::access";
 
 /// The longest id kept from a client (and the buffer every id lives in).
 const MAX_LEN: usize = 64;
@@ -178,9 +170,7 @@ where
             request_id = %id.as_str(),
             method = %request.method().as_str(),
             path = %request.uri().path(),
-            route = tracing::field::Empty,
             key = tracing::field::Empty,
-            org = tracing::field::Empty,
             status = tracing::field::Empty,
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
@@ -197,7 +187,6 @@ where
         RequestIdFuture {
             inner: REQUEST_ID.scope(current, inner).instrument(span),
             header,
-            started: std::time::Instant::now(),
         }
     }
 }
@@ -208,7 +197,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Instrumented<TaskLocalFuture<Current, F>>,
         header: Option<HeaderValue>,
-        started: std::time::Instant,
     }
 }
 
@@ -226,17 +214,11 @@ where
         };
         let Ok(response) = result;
         let mut response = response.into_response();
-        let span = this.inner.as_ref().get_ref().span();
-        let status = response.status().as_u16();
-        span.record("status", status);
-        span.in_scope(|| {
-            tracing::info!(
-                target: ACCESS_TARGET,
-                status,
-                latency_ms = this.started.elapsed().as_secs_f64() * 1000.0,
-                "request"
-            );
-        });
+        this.inner
+            .as_ref()
+            .get_ref()
+            .span()
+            .record("status", response.status().as_u16());
         if let Some(h) = this.header.take() {
             response.headers_mut().insert(HEADER, h);
         }

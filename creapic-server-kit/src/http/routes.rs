@@ -75,7 +75,11 @@ pub fn router(state: AppState) -> Router {
     let routes = table.into_iter().chain(metrics).chain(reference).fold(
         Router::new(),
         |router, (path, handlers)| {
-            let handlers = handlers.layer(crate::http::measure::MeasureLayer::with(path, measured));
+            let handlers = if measured {
+                handlers.layer(crate::http::measure::MeasureLayer::new(path))
+            } else {
+                handlers
+            };
             router.route(path, handlers)
         },
     );
