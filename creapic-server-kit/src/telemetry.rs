@@ -14,7 +14,7 @@
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 /// `creapic_http_request_duration_seconds{route,method}`: one request's time in the kit, from
-/// routing to the response head (recorded by [`crate::http::measure`]).
+/// routing to the response head (recorded by the HTTP tree's per-route layer).
 pub const HTTP_REQUEST_DURATION: &str = "creapic_http_request_duration_seconds";
 /// `creapic_generation_duration_seconds{provider}`: one call of an image provider, retries
 /// included, whatever its outcome.
@@ -63,8 +63,8 @@ pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 3] = [
 ];
 
 /// A Prometheus builder with the kit's buckets set ([`HISTOGRAM_BUCKETS`]), for a host to
-/// install (`prometheus_builder()?.install_recorder()`) and hand the handle to
-/// [`crate::ServiceBuilder::metrics`].
+/// install (`prometheus_builder()?.install_recorder()`) and hand the handle to the service
+/// builder's `metrics`.
 pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
     HISTOGRAM_BUCKETS
         .iter()

@@ -140,7 +140,7 @@ where
         let method = method_slot(request.method());
         // The request span is current here (the request-id layer instruments the router's
         // future, which calls this): a `&'static str`, recorded without allocating.
-        tracing::Span::current().record("route", self.route);
+        tracing::Span::current().record("route", tracing::field::display(self.route));
         MeasureFuture {
             inner: self.inner.call(request),
             metrics: self.metrics.clone(),
