@@ -3,7 +3,7 @@
 //! - with `--log-format json` every log event is one JSON object per line, and every request,
 //!   answered or refused, has one access line at info naming its route template, status,
 //!   latency, request id and (once the key is verified) organization — and no line holds the
-//!   key's secret part;
+//!   key's secret part, nor a console password, session or CSRF token;
 //! - `/metrics` on `--metrics-listen` exports request durations as Prometheus histograms (with
 //!   `le` buckets, not quantiles), the queue-depth and runner-slot gauges, and after a bulk job
 //!   the generation histogram of the offline provider and the ledger histogram.
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Serve;
-use support::store::Store;
+use support::console_http::{csrf_of, get_page, no_redirects, sign_in};
+use support::store::{PASSWORD, Store};
 
 /// The longest a test waits for the server (a log line, a job).
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -104,6 +105,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 async fn json_access_lines_and_histograms_tell_an_operator_what_happened() {
     let store = Store::sqlite();
     let (org, key) = org_with_key(&store);
+    store.person("watcher@example.com", &org, "owner");
     let server = store.serve_with(
         &["--log-format", "json", "--metrics-listen", "127.0.0.1:0"],
         &[("RUST_LOG", "info")],
@@ -181,7 +183,26 @@ async fn json_access_lines_and_histograms_tell_an_operator_what_happened() {
     assert_eq!(line["span"]["route"], "/api/public/credits", "{line}");
     assert!(line["span"]["org"].is_null(), "{line}");
 
-    // One access line per request, and never the key's secret part anywhere.
+    // The console: its pages are logged under their templates, its secrets never.
+    let console = no_redirects();
+    let (_, cookie) = sign_in(&console, base, "watcher@example.com").await;
+    let (status, page) = get_page(&console, &format!("{base}/console/keys"), &cookie).await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    let session = cookie.split_once('=').unwrap().1.to_owned();
+    let deadline = Instant::now() + WAIT_MAX;
+    while !events(&server)
+        .iter()
+        .any(|e| e["message"] == "finished" && e["span"]["route"] == "/console/keys")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no access line for /console/keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // One access line per request, and never a secret anywhere.
     let log = server.log_text();
     let same_id = events(&server)
         .iter()
@@ -189,6 +210,9 @@ async fn json_access_lines_and_histograms_tell_an_operator_what_happened() {
         .count();
     assert_eq!(same_id, 1, "{log}");
     assert!(!log.contains(&key[12..]), "the key's secret is in the log");
+    assert!(!log.contains(PASSWORD), "a password is in the log");
+    assert!(!log.contains(&session), "a session token is in the log");
+    assert!(!log.contains(&csrf), "a CSRF token is in the log");
 
     // Metrics: histograms with buckets, the two gauges, generations per provider, the ledger.
     let url = metrics_url(&server);
