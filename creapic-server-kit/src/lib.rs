@@ -28,6 +28,7 @@
 pub mod config;
 pub mod generation;
 pub mod http;
+pub mod telemetry;
 pub mod upkeep;
 
 /// The core service over any store: what both trees call into.

@@ -75,8 +75,9 @@ pub struct UpkeepConfig {
     /// Age past which a staged scene layer is a crash's leftover (a render deletes its own when
     /// it is done; a job still queued this long fails its render, refunded).
     pub upload_max_age: Duration,
-    /// How often the Prometheus recorder folds histogram samples into its summaries (only when
-    /// the service measures requests: [`crate::ServiceBuilder::metrics`] or [`Upkeep::metrics`]).
+    /// How often the Prometheus recorder folds histogram samples in, and the queued jobs are
+    /// counted into `creapic_jobs_queued` (only when the service measures requests:
+    /// [`crate::ServiceBuilder::metrics`] or [`Upkeep::metrics`]).
     pub metrics_upkeep_period: Duration,
     /// The job runner's settings; `None` runs no runner in this process (then another process
     /// must, or bulk jobs and scene renders stay queued).
@@ -291,12 +292,32 @@ impl Upkeep {
             ));
         }
         if let Some(handle) = self.metrics {
+            if runner.is_some() {
+                // Listed from the start (at 0), not only once a first generation ran.
+                metrics::gauge!(crate::telemetry::RUNNER_SLOTS_IN_USE).increment(0.0);
+            }
+            let core = Arc::clone(&self.core);
+            let queued_max =
+                creapic_core::page::PageLimit::new(crate::telemetry::JOBS_QUEUED_COUNT_MAX)
+                    .unwrap_or_else(|_| creapic_core::page::PageLimit::max());
             tasks.spawn(every(
                 config.metrics_upkeep_period,
                 stop_rx.clone(),
                 move || {
                     handle.run_upkeep();
-                    std::future::ready(())
+                    let core = Arc::clone(&core);
+                    async move {
+                        // One bounded count per period, whichever replica runs it.
+                        match core.queued_jobs(queued_max).await {
+                            Ok(n) => metrics::gauge!(crate::telemetry::JOBS_QUEUED).set(
+                                u32::try_from(n).map_or(
+                                    f64::from(crate::telemetry::JOBS_QUEUED_COUNT_MAX),
+                                    f64::from,
+                                ),
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "counting queued jobs failed"),
+                        }
+                    }
                 },
             ));
         }

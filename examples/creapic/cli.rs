@@ -202,11 +202,26 @@ pub enum ProviderChoice {
     Openai,
 }
 
+/// How `creapic serve` writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, `name=value` fields, for people.
+    Text,
+    /// One JSON object per line (time, level, target, message, and the request span's fields:
+    /// request id, method, path, route, key prefix, organization, status, latency), for log
+    /// collectors.
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "CREAPIC_LISTEN")]
     pub listen: std::net::SocketAddr,
+    /// Log format: text for people, json for log collectors (one object per line). Which
+    /// events: RUST_LOG (default `info`: one access line per request, at info).
+    #[arg(long, value_enum, default_value = "text", env = "CREAPIC_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// Which provider serves live keys (test keys always use the offline renderer).
     #[arg(long, value_enum, default_value = "offline", env = "CREAPIC_PROVIDER")]
     pub provider: ProviderChoice,

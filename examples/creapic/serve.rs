@@ -31,7 +31,7 @@ use creapic_server_kit::generation::runner::RunnerConfig;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
 
-use crate::cli::{CliError, CliResult, ProviderChoice, ServeArgs, StoreArgs};
+use crate::cli::{CliError, CliResult, LogFormat, ProviderChoice, ServeArgs, StoreArgs};
 use crate::connections::ConnectionLimits;
 
 /// Time allowed beyond the kit's generation deadline for answering after it.
@@ -39,9 +39,23 @@ const REQUEST_MARGIN: Duration = Duration::from_secs(60);
 /// The shortest default request deadline.
 const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(120);
 
-fn init_tracing() {
+/// The log on stderr, in `format`, filtered by `RUST_LOG` (default `info`). JSON lines carry the
+/// current span (the request's: its id, method, path, route, key prefix, organization, status,
+/// latency) under `span`, and the event's own fields at the top level.
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if format == LogFormat::Json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -172,7 +186,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
-    init_tracing();
+    init_tracing(args.log_format);
     let url = crate::admin::database_url(store_args)?;
     // Held until the process ends: `creapic restore` refuses while a server uses the file.
     let _serve_lock = crate::backup::ServeLock::shared(store_args)?;
@@ -226,8 +240,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
     // Metrics are recorded only when someone can read them, on their own address.
     let metrics = match args.metrics_listen {
         Some(metrics_addr) => {
-            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
+            // Histograms with the kit's buckets (`creapic_server_kit::telemetry`), not summaries.
+            let handle = creapic_server_kit::telemetry::prometheus_builder()
+                .and_then(|b| b.install_recorder())
                 .map_err(|e| CliError::new(format!("cannot install the metrics recorder: {e}")))?;
             let listener = bind(metrics_addr).await?;
             Some((handle, listener))

@@ -126,6 +126,11 @@ impl<S: Store + ?Sized> Creapic<S> {
         Ok(now.plus(lease))
     }
 
+    /// How many jobs wait for a runner, counting at most `max` (a queue-depth gauge's reading).
+    pub async fn queued_jobs(&self, max: PageLimit) -> Result<u64> {
+        self.store.count_queued_jobs(max).await
+    }
+
     /// Claims the next job for `worker` with a lease of `lease`.
     pub async fn claim_job(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Job>> {
         let now = self.now();

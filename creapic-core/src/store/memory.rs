@@ -820,6 +820,21 @@ impl JobStore for MemoryStore {
         Ok(Page::from_overfetch(items, limit, |j| j.id))
     }
 
+    async fn count_queued_jobs(&self, max: PageLimit) -> Result<u64> {
+        let s = self.lock();
+        let queued = s
+            .open_jobs
+            .iter()
+            .filter(|id| {
+                s.jobs
+                    .get(id)
+                    .is_some_and(|j| j.status == JobStatus::Queued)
+            })
+            .take(max.as_usize())
+            .count();
+        Ok(u64::try_from(queued).unwrap_or(u64::MAX))
+    }
+
     async fn claim_job(
         &self,
         worker: &WorkerId,

@@ -228,6 +228,9 @@ pub trait JobStore: Send + Sync {
         after: Option<JobId>,
         limit: PageLimit,
     ) -> Result<Page<JobSummary, JobId>>;
+    /// How many jobs are queued (not yet claimed), counting at most `max`: a bounded count for
+    /// a queue-depth gauge, cheap enough to run every few seconds.
+    async fn count_queued_jobs(&self, max: PageLimit) -> Result<u64>;
     /// Claims the oldest claimable job (queued, or running with an expired lease) for `worker`
     /// until `lease_until`, marking it running and counting the attempt. Two concurrent claims
     /// never get the same job.

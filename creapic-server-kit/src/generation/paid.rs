@@ -198,10 +198,10 @@ impl<'a> PaidGenerator<'a> {
         let org = caller.org();
         let mode = caller.mode();
         let cost = price(&self.pricing, spec);
-        let hold = core
-            .reserve(org, cost, None, &keys.hold())
-            .await
-            .map_err(Error::Core)?;
+        let hold =
+            crate::telemetry::ledger_timed("reserve", core.reserve(org, cost, None, &keys.hold()))
+                .await
+                .map_err(Error::Core)?;
         let Some(held) = hold.hold.as_ref() else {
             return Err(Error::Internal {
                 message: "a reserve returned no hold".into(),
@@ -222,10 +222,12 @@ impl<'a> PaidGenerator<'a> {
             // the record (the capture replays for the balance it left).
             let id = GenerationId::of_hold(hold_id);
             if let Ok(record) = core.generation(caller, id).await {
-                let captured = core
-                    .capture(org, hold_id, cost, &capture_key)
-                    .await
-                    .map_err(Error::Core)?;
+                let captured = crate::telemetry::ledger_timed(
+                    "capture",
+                    core.capture(org, hold_id, cost, &capture_key),
+                )
+                .await
+                .map_err(Error::Core)?;
                 return Ok(PaidGeneration {
                     record,
                     balance: captured.balance(),
@@ -245,7 +247,12 @@ impl<'a> PaidGenerator<'a> {
                 metrics::counter!("creapic_generations_total", "outcome" => "failed").increment(1);
                 // Refund: the work failed. Only a confirmed refund makes the attempt settled (a
                 // retry starts anew); otherwise a retry resumes it.
-                return match core.release(org, hold_id, None, &keys.refund()).await {
+                return match crate::telemetry::ledger_timed(
+                    "release",
+                    core.release(org, hold_id, None, &keys.refund()),
+                )
+                .await
+                {
                     Ok(_) => {
                         let params = params_of(spec, asked_prompt(&spec.source));
                         if let Err(record) = core
@@ -265,10 +272,12 @@ impl<'a> PaidGenerator<'a> {
                 };
             }
         };
-        let captured = core
-            .capture(org, hold_id, cost, &capture_key)
-            .await
-            .map_err(Error::Core)?;
+        let captured = crate::telemetry::ledger_timed(
+            "capture",
+            core.capture(org, hold_id, cost, &capture_key),
+        )
+        .await
+        .map_err(Error::Core)?;
         metrics::counter!("creapic_generations_total", "outcome" => "ok").increment(1);
         let media = generated.output.media.as_str().to_owned();
         let prompt = serde_json::to_string(&generated.prompt).unwrap_or_default();

@@ -136,18 +136,23 @@ impl Pipeline {
     /// failed provider (502 `provider_failed`, not retried): the panic is caught here so that
     /// whoever holds credits for this image (a request's hold, a job item) releases them
     /// instead of unwinding past the release.
+    ///
+    /// The call's time, retries included and whatever its outcome, goes to
+    /// `creapic_generation_duration_seconds{provider}` ([`crate::telemetry::GENERATION_DURATION`]).
     async fn draw(&self, mode: KeyMode, req: &ImageRequest) -> Result<GeneratedImage, Error> {
         let provider = self.provider_for(mode);
         let attempts =
             std::panic::AssertUnwindSafe(self.retry.run("generate", || provider.generate(req)));
-        futures::FutureExt::catch_unwind(attempts)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::ProviderFailed {
-                    provider: provider.name(),
-                    message: "the provider panicked".into(),
-                })
+        let started = std::time::Instant::now();
+        let drawn = futures::FutureExt::catch_unwind(attempts).await;
+        metrics::histogram!(crate::telemetry::GENERATION_DURATION, "provider" => provider.name())
+            .record(started.elapsed().as_secs_f64());
+        drawn.unwrap_or_else(|_| {
+            Err(Error::ProviderFailed {
+                provider: provider.name(),
+                message: "the provider panicked".into(),
             })
+        })
     }
 
     async fn store(

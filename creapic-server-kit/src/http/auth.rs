@@ -47,7 +47,9 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principa
         .core()
         .authenticate_from(authorization, x_api_key, client)
         .await?;
-    tracing::Span::current().record("key", principal.prefix.as_str());
+    let span = tracing::Span::current();
+    span.record("key", principal.prefix.as_str());
+    span.record("org", tracing::field::display(principal.org));
     Ok(principal)
 }
 

@@ -1,6 +1,10 @@
-//! Request metrics per route template: `creapic_http_requests_total{route,method,status}` and
-//! `creapic_http_request_duration_seconds{route,method}`, recorded by a `tower` layer that
-//! `routes` puts on each route when the host gave the kit a Prometheus handle.
+//! The per-route layer: it records the route's template into the request span (so the access
+//! log line of [`crate::http::request_id`] names `/api/keys/{id}`, not the raw path, and logs
+//! aggregate), and, when the host gave the kit a Prometheus handle, the request metrics
+//! `creapic_http_requests_total{route,method,status}` and
+//! `creapic_http_request_duration_seconds{route,method}` (buckets:
+//! [`crate::telemetry::HTTP_REQUEST_BUCKETS`]). `routes` puts it on each route, the console's
+//! included.
 //!
 //! Design decision: **handles, not labels, per request.** Each route's layer is built with its
 //! template (a `&'static str`, never the raw path, so ids cannot explode the label set) and keeps
@@ -8,7 +12,8 @@
 //! fixed table and increments it — no label strings allocated, no key hashed, no registry lock.
 //! A handle is registered on first use (so `/metrics` lists only what happened), with the
 //! recorder installed at that moment, as the `metrics` macros would. Statuses outside the table
-//! fall back to the macros.
+//! fall back to the macros. One layer does both jobs because each layer on a route boxes its
+//! future once more per request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -63,7 +68,7 @@ impl RouteMetrics {
         }
         self.durations[method]
             .get_or_init(|| {
-                metrics::histogram!("creapic_http_request_duration_seconds", "route" => route, "method" => m)
+                metrics::histogram!(crate::telemetry::HTTP_REQUEST_DURATION, "route" => route, "method" => m)
             })
             .record(elapsed);
     }
@@ -71,16 +76,31 @@ impl RouteMetrics {
 
 /// The layer for one route template.
 #[derive(Clone)]
-pub struct MeasureLayer(Arc<RouteMetrics>);
+pub struct MeasureLayer {
+    route: &'static str,
+    metrics: Option<Arc<RouteMetrics>>,
+}
 
 impl MeasureLayer {
-    /// Measures the route registered under `route` (its template, e.g. `/api/keys/{id}`).
+    /// Names and measures the route registered under `route` (its template, e.g.
+    /// `/api/keys/{id}`).
     pub fn new(route: &'static str) -> Self {
-        MeasureLayer(Arc::new(RouteMetrics {
+        MeasureLayer {
             route,
-            durations: Default::default(),
-            counts: Default::default(),
-        }))
+            metrics: Some(Arc::new(RouteMetrics {
+                route,
+                durations: Default::default(),
+                counts: Default::default(),
+            })),
+        }
+    }
+
+    /// Only names the route in the request span (metrics are off).
+    pub fn name_only(route: &'static str) -> Self {
+        MeasureLayer {
+            route,
+            metrics: None,
+        }
     }
 }
 
@@ -90,7 +110,8 @@ impl<S> tower::Layer<S> for MeasureLayer {
     fn layer(&self, inner: S) -> Measure<S> {
         Measure {
             inner,
-            metrics: Arc::clone(&self.0),
+            route: self.route,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -99,7 +120,8 @@ impl<S> tower::Layer<S> for MeasureLayer {
 #[derive(Clone)]
 pub struct Measure<S> {
     inner: S,
-    metrics: Arc<RouteMetrics>,
+    route: &'static str,
+    metrics: Option<Arc<RouteMetrics>>,
 }
 
 impl<S> tower::Service<Request> for Measure<S>
@@ -116,9 +138,12 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let method = method_slot(request.method());
+        // The request span is current here (the request-id layer instruments the router's
+        // future, which calls this): a `&'static str`, recorded without allocating.
+        tracing::Span::current().record("route", tracing::field::display(self.route));
         MeasureFuture {
             inner: self.inner.call(request),
-            metrics: Arc::clone(&self.metrics),
+            metrics: self.metrics.clone(),
             method,
             started: Instant::now(),
         }
@@ -130,7 +155,7 @@ pin_project_lite::pin_project! {
     pub struct MeasureFuture<F> {
         #[pin]
         inner: F,
-        metrics: Arc<RouteMetrics>,
+        metrics: Option<Arc<RouteMetrics>>,
         method: usize,
         started: Instant,
     }
@@ -148,8 +173,8 @@ where
             Poll::Ready(result) => result,
             Poll::Pending => return Poll::Pending,
         };
-        if let Ok(r) = &response {
-            this.metrics.record(
+        if let (Ok(r), Some(metrics)) = (&response, this.metrics.as_ref()) {
+            metrics.record(
                 *this.method,
                 r.status(),
                 this.started.elapsed().as_secs_f64(),

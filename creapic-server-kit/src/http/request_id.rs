@@ -11,13 +11,20 @@
 //! Design decision: **a hand-written layer, not `axum::middleware::from_fn`.** This runs on
 //! every request, and `from_fn` clones the inner service and boxes a future per request; here
 //! the id is an inline `Copy` value (no allocation), the future is a plain struct, and the
-//! request span (request id, method, path, then key prefix and status) wraps the inner call and
-//! every poll of its future.
+//! request span (request id, method, path; then the route template from
+//! [`crate::http::measure`], the key prefix and organization from [`crate::http::auth`]; then
+//! status and latency) wraps the inner call and every poll of its future.
+//!
+//! The access log: when the response is ready, one event at info (`target:
+//! creapic_server_kit::http::request_id`, message `finished`) inside the span, so the log line
+//! carries every field above — successful requests included. It holds no header, query or
+//! body: never a key, a password, a session or CSRF token (the key *prefix* is not a secret).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -160,6 +167,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
         let id = request
             .headers()
             .get(HEADER)
@@ -170,8 +178,11 @@ where
             request_id = %id.as_str(),
             method = %request.method().as_str(),
             path = %request.uri().path(),
+            route = tracing::field::Empty,
             key = tracing::field::Empty,
+            org = tracing::field::Empty,
             status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
         let current = Current {
@@ -187,6 +198,7 @@ where
         RequestIdFuture {
             inner: REQUEST_ID.scope(current, inner).instrument(span),
             header,
+            started,
         }
     }
 }
@@ -197,6 +209,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Instrumented<TaskLocalFuture<Current, F>>,
         header: Option<HeaderValue>,
+        started: Instant,
     }
 }
 
@@ -214,11 +227,11 @@ where
         };
         let Ok(response) = result;
         let mut response = response.into_response();
-        this.inner
-            .as_ref()
-            .get_ref()
-            .span()
-            .record("status", response.status().as_u16());
+        let span = this.inner.as_ref().get_ref().span();
+        span.record("status", response.status().as_u16());
+        span.record("latency_ms", this.started.elapsed().as_secs_f64() * 1000.0);
+        // The access log line, with the span's fields.
+        span.in_scope(|| tracing::info!("finished"));
         if let Some(h) = this.header.take() {
             response.headers_mut().insert(HEADER, h);
         }

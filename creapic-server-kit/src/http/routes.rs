@@ -1,5 +1,6 @@
-//! The route table: every path of both product documents, in one place, each measured by its
-//! template when the host enabled metrics; and the metrics route, which is not on the public
+//! The route table: every path of both product documents and the console's, in one place,
+//! each named by its template in the request span (the access log) and measured by it when the
+//! host enabled metrics; and the metrics route, which is not on the public
 //! table unless the host asks for it ([`crate::KitConfig::metrics_route`]) — hosts serve
 //! [`metrics_router`] on a private address; and the API reference page with its viewer
 //! ([`crate::http::reference`]), on unless the host switches [`crate::KitConfig::reference_page`]
@@ -72,24 +73,29 @@ pub fn router(state: AppState) -> Router {
         })
         .into_iter()
         .flatten();
-    let routes = table.into_iter().chain(metrics).chain(reference).fold(
-        Router::new(),
-        |router, (path, handlers)| {
-            let handlers = if measured {
-                handlers.layer(crate::http::measure::MeasureLayer::new(path))
-            } else {
-                handlers
-            };
-            router.route(path, handlers)
-        },
-    );
     // The console's pages, with their full paths: merged, not nested, so the request-id layer
     // sees the path the host sent and the mount prefix stays right.
-    let routes = if state.config().console {
-        routes.merge(crate::http::console::router())
-    } else {
-        routes
-    };
+    let console = state
+        .config()
+        .console
+        .then(crate::http::console::routes)
+        .into_iter()
+        .flatten();
+    // Every route named by its template in the request span (the access log), and measured
+    // when metrics are on: one layer per route either way.
+    let routes = table
+        .into_iter()
+        .chain(metrics)
+        .chain(reference)
+        .chain(console)
+        .fold(Router::new(), |router, (path, handlers)| {
+            let layer = if measured {
+                crate::http::measure::MeasureLayer::new(path)
+            } else {
+                crate::http::measure::MeasureLayer::name_only(path)
+            };
+            router.route(path, handlers.layer(layer))
+        });
     routes
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

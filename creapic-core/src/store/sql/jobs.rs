@@ -50,6 +50,10 @@ const ITEMS_OF_JOB: &str = concat!(
 );
 
 /// A job: `$1` the job ([`load_job`] appends the row lock).
+/// Queued jobs, at most `$1` of them (the open-jobs partial index serves the scan).
+const QUEUED_JOBS_COUNT: &str = "SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs \
+     WHERE status IN ('queued', 'running') AND status = 'queued' LIMIT $1) AS queued";
+
 const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
 /// The start of a job's items insert, before its `VALUES` rows.
@@ -333,6 +337,15 @@ impl<B: SqlBackend> JobStore for B {
             .await?;
         let jobs = rows.iter().map(job_summary).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetch(jobs, limit, |j| j.id))
+    }
+
+    async fn count_queued_jobs(&self, max: PageLimit) -> Result<u64> {
+        let mut conn = self.read().await?;
+        stmt(QUEUED_JOBS_COUNT)
+            .bind(i64::from(max.get()))
+            .fetch_one(&mut *conn)
+            .await?
+            .count("n")
     }
 
     async fn claim_job(

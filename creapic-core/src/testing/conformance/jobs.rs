@@ -91,6 +91,24 @@ pub async fn jobs_enqueue_is_refused_without_credits(store: Arc<dyn Store>) {
     assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 2);
 }
 
+/// The queued-jobs count sees a newly queued job and never exceeds its bound.
+pub async fn jobs_queued_count_is_bounded(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let org = ok(f.funded_org(10).await, "org");
+    for key in ["queued-a", "queued-b"] {
+        ok(
+            f.store.enqueue(&new_job(&f, org, 1, 1, key)).await,
+            "enqueue",
+        );
+    }
+    let bound = |n| crate::page::PageLimit::new(n).unwrap_or_default();
+    // Other tests may share the database: at least ours, at most the bound.
+    let many = ok(f.store.count_queued_jobs(bound(1000)).await, "count");
+    assert!(many >= 2, "two jobs were queued, counted {many}");
+    let one = ok(f.store.count_queued_jobs(bound(1)).await, "count");
+    assert_eq!(one, 1, "the count stops at its bound");
+}
+
 /// A free job (unit cost 0) is enqueued without a hold, even with no credits.
 pub async fn jobs_free_jobs_need_no_hold(store: Arc<dyn Store>) {
     let f = Fixture::new(store);

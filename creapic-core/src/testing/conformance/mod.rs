@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             jobs_enqueue_replays_and_conflicts,
             jobs_enqueue_is_refused_without_credits,
             jobs_free_jobs_need_no_hold,
+            jobs_queued_count_is_bounded,
             jobs_claim_lease_and_reclaim,
             jobs_handed_back_are_claimable_at_once,
             jobs_items_are_charged_exactly_once,

@@ -146,10 +146,12 @@ async fn work<S: Store + ?Sized>(ctx: &Context<S>, job: &Job) -> Result<(), Stop
         .config
         .store_retry
         .run("complete job", || async {
-            ctx.core
-                .complete_job(job.id, &ctx.worker)
-                .await
-                .map_err(Error::Core)
+            crate::telemetry::ledger_timed(
+                "complete_job",
+                ctx.core.complete_job(job.id, &ctx.worker),
+            )
+            .await
+            .map_err(Error::Core)
         })
         .await;
     match done {
@@ -234,10 +236,13 @@ async fn report<S: Store + ?Sized>(
         .config
         .store_retry
         .run("report item", || async {
-            ctx.core
-                .finish_item(job.id, &ctx.worker, index, outcome.clone())
-                .await
-                .map_err(Error::Core)
+            crate::telemetry::ledger_timed(
+                "finish_item",
+                ctx.core
+                    .finish_item(job.id, &ctx.worker, index, outcome.clone()),
+            )
+            .await
+            .map_err(Error::Core)
         })
         .await;
     match result {

@@ -24,11 +24,18 @@ pub(crate) struct Limits {
     orgs: Mutex<HashMap<OrgId, Arc<Semaphore>>>,
 }
 
-/// Permission to run one generation; released on drop.
+/// Permission to run one generation; released on drop. While it lives it counts in
+/// `creapic_runner_slots_in_use` ([`crate::telemetry::RUNNER_SLOTS_IN_USE`]).
 #[derive(Debug)]
 pub(crate) struct Permit {
     _org: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::RUNNER_SLOTS_IN_USE).decrement(1.0);
+    }
 }
 
 impl Limits {
@@ -56,6 +63,7 @@ impl Limits {
         let org_sem = self.org_semaphore(org);
         let org_permit = org_sem.acquire_owned().await.ok()?;
         let global = Arc::clone(&self.global).acquire_owned().await.ok()?;
+        metrics::gauge!(crate::telemetry::RUNNER_SLOTS_IN_USE).increment(1.0);
         Some(Permit {
             _org: org_permit,
             _global: global,

@@ -39,8 +39,7 @@ use creapic_core::auth::ClientAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 
 use crate::http::console::budget::FailureBudget;
 
@@ -100,55 +99,57 @@ impl Console {
     }
 }
 
-/// The console's routes, with their full paths (`/console/…`), merged into the kit's router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
+/// The console's routes, with their full paths (`/console/…`), each with its template: the
+/// kit's route table ([`crate::http::routes`]) names and measures each one, then merges them.
+pub fn routes() -> [(&'static str, MethodRouter<AppState>); 19] {
+    [
+        (
             "/console",
             get(|session::Base(base): session::Base| async move {
                 page::redirect(&format!("{base}/keys"))
             }),
-        )
-        .route("/console/login", get(login::form).post(login::sign_in))
-        .route("/console/logout", axum::routing::post(login::sign_out))
-        .route("/console/keys", get(keys::list).post(keys::create))
-        .route(
+        ),
+        ("/console/login", get(login::form).post(login::sign_in)),
+        ("/console/logout", axum::routing::post(login::sign_out)),
+        ("/console/keys", get(keys::list).post(keys::create)),
+        (
             "/console/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),
-        )
-        .route("/console/credits", get(credits::show))
-        .route("/console/audit", get(audit::show))
-        .route("/console/audit.csv", get(audit::export))
-        .route("/console/members", get(members::list).post(members::add))
-        .route(
+        ),
+        ("/console/credits", get(credits::show)),
+        ("/console/audit", get(audit::show)),
+        ("/console/audit.csv", get(audit::export)),
+        ("/console/members", get(members::list).post(members::add)),
+        (
             "/console/members/{user}/role",
             axum::routing::post(members::change_role),
-        )
-        .route(
+        ),
+        (
             "/console/members/{user}/remove",
             get(members::confirm_remove).post(members::remove),
-        )
-        .route(
+        ),
+        (
             "/console/playground",
             get(playground::page).post(playground::submit),
-        )
-        .route(
+        ),
+        (
             "/console/playground/generate",
             axum::routing::post(playground::generate),
-        )
-        .route("/console/playground/jobs/{id}", get(playground::job))
-        .route(
+        ),
+        ("/console/playground/jobs/{id}", get(playground::job)),
+        (
             "/console/playground/jobs/{id}/progress",
             get(playground::progress),
-        )
-        .route(
+        ),
+        (
             "/console/playground/jobs/{id}/cancel",
             axum::routing::post(playground::cancel),
-        )
-        .route(assets::STYLE_PATH, get(assets::style))
-        .route(assets::SCRIPT_PATH, get(assets::script))
-        .route(
+        ),
+        (assets::STYLE_PATH, get(assets::style)),
+        (assets::SCRIPT_PATH, get(assets::script)),
+        (
             "/console/{*rest}",
             get(page::not_found).post(page::not_found),
-        )
+        ),
+    ]
 }

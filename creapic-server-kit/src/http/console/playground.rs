@@ -232,11 +232,14 @@ pub async fn submit(State(state): State<AppState>, form: CheckedLongForm) -> Res
             inputs: prompts,
             unit_cost: Credits::new(state.config().pricing.bulk_image).map_err(Error::Core)?,
         };
-        let queued = state
-            .core()
-            .submit_job(Caller::member(viewer.user, org), spec, &key)
-            .await
-            .map_err(Error::Core)?;
+        let queued = crate::telemetry::ledger_timed(
+            "submit_job",
+            state
+                .core()
+                .submit_job(Caller::member(viewer.user, org), spec, &key),
+        )
+        .await
+        .map_err(Error::Core)?;
         if !queued.replayed {
             state.notify_job();
             metrics::counter!("creapic_jobs_submitted_total", "kind" => "bulk").increment(1);

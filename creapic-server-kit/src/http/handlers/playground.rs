@@ -67,10 +67,12 @@ pub async fn submit(
                 inputs: request.prompts,
                 unit_cost: Credits::new(unit).map_err(Error::Core)?,
             };
-            let queued = core
-                .submit_job(&principal, spec, &ledger_key)
-                .await
-                .map_err(Error::Core)?;
+            let queued = crate::telemetry::ledger_timed(
+                "submit_job",
+                core.submit_job(&principal, spec, &ledger_key),
+            )
+            .await
+            .map_err(Error::Core)?;
             runner.notify_job();
             metrics::counter!("creapic_jobs_submitted_total", "kind" => "bulk").increment(1);
             let total = queued.job.items.len();

@@ -116,11 +116,12 @@ pub async fn render(
                 unit_cost: Credits::new(cost).map_err(Error::Core)?,
             };
             // Credits first: nothing is written to storage for a render that is not paid for.
-            let queued = st
-                .core()
-                .submit_job(&principal, job, &ledger_key)
-                .await
-                .map_err(Error::Core)?;
+            let queued = crate::telemetry::ledger_timed(
+                "submit_job",
+                st.core().submit_job(&principal, job, &ledger_key),
+            )
+            .await
+            .map_err(Error::Core)?;
             for (_, bytes, kind) in inline {
                 if let Err(e) = st
                     .media()
