@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use creapic_core::Creapic;
-use creapic_core::audit::{Actor, RequestContext};
+use creapic_core::audit::Actor;
 use creapic_core::store::Store;
 use creapic_core::store::memory::MemoryStore;
 use creapic_server_kit::KitConfig;
@@ -47,17 +47,8 @@ fn csrf_of(page: &str) -> String {
 }
 
 async fn owner_and_org(core: &Arc<Creapic<dyn Store>>) -> (String, String) {
-    let owner = core.ensure_user("owner@example.com").await.unwrap();
-    let org = core
-        .create_org(
-            "Acme",
-            owner.id,
-            Actor::Operator,
-            &RequestContext::default(),
-        )
-        .await
-        .unwrap();
-    (owner.id.to_string(), org.id.to_string())
+    let (owner, org) = common::seed(core).await;
+    (owner.to_string(), org.to_string())
 }
 
 #[tokio::test]

@@ -54,6 +54,20 @@ pub async fn app_with_core(
     pipeline: creapic_server_kit::generation::pipeline::Pipeline,
 ) -> TestApp {
     let (core, service, base, server) = serve_core(core, config, pipeline).await;
+    let (owner, org) = seed(&core).await;
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        core,
+        service,
+        owner,
+        org,
+        _server: server,
+    }
+}
+
+/// The owner (`owner@example.com`) and organization ("Acme") every seeded app starts with.
+pub async fn seed(core: &Creapic<dyn Store>) -> (UserId, OrgId) {
     let owner = core.ensure_user("owner@example.com").await.unwrap();
     let org = core
         .create_org(
@@ -64,15 +78,7 @@ pub async fn app_with_core(
         )
         .await
         .unwrap();
-    TestApp {
-        base,
-        http: reqwest::Client::new(),
-        core,
-        service,
-        owner: owner.id,
-        org: org.id,
-        _server: server,
-    }
+    (owner.id, org.id)
 }
 
 /// A server over a store that may not work (no user or organization is created).

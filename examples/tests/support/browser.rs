@@ -200,3 +200,15 @@ pub async fn assert_image(http: &reqwest::Client, url: &str) {
     assert!(kind.starts_with("image/"), "{url}: {kind}");
     assert!(!answer.bytes().await.unwrap().is_empty());
 }
+
+/// Runs a test's browser `flow` for at most `max`, then closes `browser` whether or not it
+/// finished (a hung page never leaves Chromium behind), and fails the test when time ran out.
+pub async fn within(browser: &Client, max: Duration, flow: impl std::future::Future<Output = ()>) {
+    let finished = tokio::time::timeout(max, flow).await;
+    let _ = browser.clone().close().await;
+    assert!(
+        finished.is_ok(),
+        "the browser flow took over {} s",
+        max.as_secs()
+    );
+}

@@ -76,14 +76,13 @@ pub async fn show(
     let Ok(Query(query)) = query else {
         return page::error(&viewer.base, &page::bad_query());
     };
-    let Ok(after) = query.after.as_deref().map(str::parse::<u64>).transpose() else {
-        return page::error(
-            &viewer.base,
-            &Error::InvalidParameter {
-                name: "after",
-                message: "must be a ledger position".into(),
-            },
-        );
+    let after = match page::after(
+        query.after.as_deref(),
+        str::parse::<u64>,
+        "a ledger position",
+    ) {
+        Ok(after) => after,
+        Err(e) => return page::error(&viewer.base, &e),
     };
     // Any member may read the organization's credits: `load_org` has checked membership.
     let org = match frame::load_org(&state, &viewer, query.org.as_deref(), Section::Credits).await {

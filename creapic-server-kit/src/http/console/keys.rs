@@ -118,17 +118,9 @@ pub async fn list(
     let Ok(Query(query)) = query else {
         return page::error(&viewer.base, &page::bad_query());
     };
-    let after = match query.after.as_deref().map(KeyId::parse).transpose() {
+    let after = match page::after(query.after.as_deref(), KeyId::parse, "a key id") {
         Ok(after) => after,
-        Err(_) => {
-            return page::error(
-                &viewer.base,
-                &Error::InvalidParameter {
-                    name: "after",
-                    message: "must be a key id".into(),
-                },
-            );
-        }
+        Err(e) => return page::error(&viewer.base, &e),
     };
     let notice = query
         .deleted

@@ -247,6 +247,21 @@ impl When {
     }
 }
 
+/// A page's `after` query parameter (the last item of the previous page), read with `parse`:
+/// absent is the first page; anything `parse` refuses is a 400 saying it "must be `what`".
+pub fn after<T, E>(
+    text: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, E>,
+    what: &str,
+) -> Result<Option<T>, Error> {
+    text.map(parse)
+        .transpose()
+        .map_err(|_| Error::InvalidParameter {
+            name: "after",
+            message: format!("must be {what}"),
+        })
+}
+
 /// The page for a console path that does not exist.
 pub async fn not_found(Base(base): Base) -> Response {
     error(&base, &Error::RouteNotFound)

@@ -195,17 +195,9 @@ pub async fn page(
     let Ok(Query(query)) = query else {
         return page::error(&viewer.base, &page::bad_query());
     };
-    let after = match query.after.as_deref().map(JobId::parse).transpose() {
+    let after = match page::after(query.after.as_deref(), JobId::parse, "a job id") {
         Ok(after) => after,
-        Err(_) => {
-            return page::error(
-                &viewer.base,
-                &Error::InvalidParameter {
-                    name: "after",
-                    message: "must be a job id".into(),
-                },
-            );
-        }
+        Err(e) => return page::error(&viewer.base, &e),
     };
     playground_page(
         &state,
