@@ -295,3 +295,41 @@ async fn a_key_deleted_through_one_store_is_refused_by_another_within_the_cache_
         }
     }
 }
+
+/// Debits sent at once by 64 tasks wait for the one writer together and share its commits
+/// (group commit): fewer transactions than debits, every debit charged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_debits_share_the_writers_commits() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let path = support::sqlite_path("group-commit-sqlite");
+    let store = support::sqlite_store(&path, Duration::from_secs(5)).await;
+    let f = Arc::new(Fixture::new(Arc::new(store.clone())));
+    let org = f.funded_org(10_000).await.expect("org");
+    let before = store.ledger_commits();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let amount = Credits::amount(1).expect("amount");
+                f.apply(org, LedgerOp::Debit { amount }, &format!("gc-{t}-{i}"))
+                    .await
+                    .expect("debit");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let commits = store.ledger_commits() - before;
+    assert!(
+        commits < 640 / 2,
+        "640 concurrent debits took {commits} commits: they did not share the writer's transactions"
+    );
+    assert_eq!(
+        f.assert_ledger_consistent(org).await.expect("ledger"),
+        10_000 - 640
+    );
+}

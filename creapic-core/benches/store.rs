@@ -1,12 +1,14 @@
 //! Store benchmark: PostgreSQL debit+ledger throughput against `pgbench` running the same SQL on
-//! the same server in the same run, SQLite debit+ledger throughput, and cold key verification
-//! latency (cache miss: parse, hash, one indexed lookup by digest) on both.
+//! the same server in the same run, SQLite debit+ledger throughput beside a raw sqlx loop of the
+//! same statements, and cold key verification latency (cache miss: parse, hash, one indexed
+//! lookup by digest) on both.
 //!
 //! Design decision: a plain bench binary, not criterion, because the numbers that matter are
 //! throughputs under concurrency and a ratio to an external baseline measured seconds apart;
 //! `bench/stores.sh` runs it and writes its Markdown output into `docs/benchmarks.md`.
 //! Environment: `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), `PGBENCH`
-//! (default `/usr/lib/postgresql/15/bin/pgbench`), `BENCH_SECS` per measurement (default 5).
+//! (default `/usr/lib/postgresql/15/bin/pgbench`), `BENCH_SECS` per measurement (default 5),
+//! `BENCH_ONLY=sqlite` (only the SQLite table, no PostgreSQL needed).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
@@ -249,6 +251,153 @@ async fn hot_ledger_holds(url: &str, schema: &str) -> bool {
     ok
 }
 
+/// Opens `path` as the store does (WAL, `synchronous=NORMAL`, foreign keys) on one plain
+/// connection, outside any pool.
+async fn sqlite_raw(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions as _;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The baseline for `SqliteStore::apply`: one connection, one task, looping over what a debit
+/// minimally is in SQL — `BEGIN IMMEDIATE`, the conditional balance update, the entry insert,
+/// `COMMIT` — with sqlx's statement cache, no pool, no idempotency lookup, no receipt.
+async fn sqlite_raw_tps(path: &std::path::Path, secs: Duration) -> f64 {
+    let mut conn = sqlite_raw(path).await;
+    let org = org_n(1).as_uuid();
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < secs {
+        let now = SystemClock.now();
+        let id = EntryId::generate(now, &OsRandom);
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (balance,): (i64,) = sqlx::query_as(
+            "UPDATE balances SET balance = balance - $2 WHERE org = $1 AND balance >= $2 \
+             RETURNING balance",
+        )
+        .bind(org)
+        .bind(1i64)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let (_seq,): (i64,) = sqlx::query_as(
+            "INSERT INTO ledger_entries (id, org, kind, delta, amount, balance_after, hold_id, \
+             job_id, idempotency_key, fingerprint, created_at) \
+             VALUES ($1, $2, 'debit', -1, 1, $3, NULL, NULL, $4, 'debit:1', $5) RETURNING seq",
+        )
+        .bind(id.as_uuid())
+        .bind(org)
+        .bind(balance)
+        .bind(id.to_string())
+        .bind(now.unix_ms())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        done += 1;
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Whether organization 1 of the SQLite file at `path` has balance = sum(entries) and no
+/// `balance_after` below zero.
+async fn sqlite_ledger_holds(path: &std::path::Path) -> bool {
+    let mut conn = sqlite_raw(path).await;
+    let (ok,): (bool,) = sqlx::query_as(
+        "SELECT (SELECT balance FROM balances WHERE org = $1) = \
+         (SELECT sum(delta) FROM ledger_entries WHERE org = $1) \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE org = $1 AND balance_after < 0)",
+    )
+    .bind(org_n(1).as_uuid())
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    ok
+}
+
+/// SQLite, side by side in this run: `SqliteStore::apply` at 1 and 8 tasks on one organization,
+/// and [`sqlite_raw_tps`] on a second file, alternating three rounds (store 1, store 8, raw):
+/// the median of each. Returns (store at 1, store at 8, raw, the ledger held).
+async fn sqlite_side_by_side(secs: Duration) -> (f64, f64, f64, bool) {
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let store_path = dir.join(format!("creapic-bench-{pid}.db"));
+    let raw_path = dir.join(format!("creapic-bench-raw-{pid}.db"));
+    let open = |path: &std::path::Path| {
+        let url = format!("sqlite://{}", path.display());
+        async move {
+            SqliteStore::connect(&url, &ConnectOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let sqlite: Arc<dyn Store> = Arc::new(open(&store_path).await);
+    fund(sqlite.as_ref(), 1).await;
+    let raw = open(&raw_path).await;
+    fund(&raw, 1).await;
+    raw.close().await;
+    let (mut one, mut eight, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        one.push(
+            debit_tps(Arc::clone(&sqlite), 1, secs, Spread::Hot)
+                .await
+                .tps,
+        );
+        eight.push(
+            debit_tps(Arc::clone(&sqlite), 8, secs, Spread::Hot)
+                .await
+                .tps,
+        );
+        base.push(sqlite_raw_tps(&raw_path, secs).await);
+    }
+    let ok = sqlite_ledger_holds(&store_path).await && sqlite_ledger_holds(&raw_path).await;
+    for path in [&store_path, &raw_path] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(one), median(eight), median(base), ok)
+}
+
+/// The SQLite table.
+fn print_sqlite(secs: Duration, (one, eight, raw, ok): (f64, f64, f64, bool)) {
+    println!(
+        "\nSQLite debit + ledger entry, one organization (WAL, synchronous=NORMAL), {}s per \
+         measurement, three alternating rounds, medians. The raw loop is one connection sending \
+         `BEGIN IMMEDIATE`, the conditional balance `UPDATE … RETURNING`, the entry `INSERT … \
+         RETURNING`, `COMMIT` through sqlx (the driver the store uses), with nothing else: no \
+         pool, no idempotency lookup, no receipt. After the runs, balance = sum(entries) and no \
+         `balance_after` < 0 in both files: {}.\n",
+        secs.as_secs(),
+        if ok { "holds" } else { "VIOLATED" }
+    );
+    println!(
+        "| concurrent tasks | SqliteStore::apply (tx/s) | raw sqlx loop, 1 connection (tx/s) | ratio | target |"
+    );
+    println!("|---:|---:|---:|---:|---|");
+    for (tasks, ours, target) in [(1, one, 0.8), (8, eight, 1.0)] {
+        let r = ours / raw;
+        println!(
+            "| {tasks} | {ours:.0} | {raw:.0} | {r:.2}× | ≥ {target}× {} |",
+            if r >= target { "✅" } else { "❌" }
+        );
+    }
+    eprintln!("BENCH sqlite one={one:.0} eight={eight:.0} raw={raw:.0} ok={ok}");
+}
+
 /// Cold verifications: a cache of capacity 0 sends every authentication to the store.
 async fn cold_verify_us<S: Store + ?Sized>(store: Arc<S>) -> (f64, f64) {
     let mut config = CoreConfig::default();
@@ -304,6 +453,10 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        if std::env::var("BENCH_ONLY").as_deref() == Ok("sqlite") {
+            print_sqlite(secs, sqlite_side_by_side(secs).await);
+            return;
+        }
         let schema = format!("bench_{}", std::process::id());
         let mut wide = Vec::new();
         let mut hot = Vec::new();
@@ -323,27 +476,28 @@ fn main() {
             hot.push((level, ours, theirs));
         }
         let hot_ok = hot_ledger_holds(&url, &schema).await;
-        let sqlite_path =
-            std::env::temp_dir().join(format!("creapic-bench-{}.db", std::process::id()));
-        let sqlite: Arc<dyn Store> = Arc::new(
-            SqliteStore::connect(
-                &format!("sqlite://{}", sqlite_path.display()),
-                &ConnectOptions::default(),
-            )
-            .await
-            .unwrap(),
-        );
-        fund(sqlite.as_ref(), 1).await;
-        let sqlite_1 = debit_tps(Arc::clone(&sqlite), 1, secs, Spread::Hot).await.tps;
-        let sqlite_8 = debit_tps(Arc::clone(&sqlite), 8, secs, Spread::Hot).await.tps;
+        let sqlite_numbers = sqlite_side_by_side(secs).await;
         let pg_verify = {
             let options = ConnectOptions::default()
                 .schema(schema.as_str())
                 .max_connections(4);
             cold_verify_us(Arc::new(PgStore::connect(&url, &options).await.unwrap())).await
         };
-        let sqlite_verify = cold_verify_us(Arc::clone(&sqlite)).await;
-        let _ = std::fs::remove_file(&sqlite_path);
+        let sqlite_verify = {
+            let path = std::env::temp_dir()
+                .join(format!("creapic-bench-verify-{}.db", std::process::id()));
+            let store = SqliteStore::connect(
+                &format!("sqlite://{}", path.display()),
+                &ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+            let us = cold_verify_us(Arc::new(store)).await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            us
+        };
 
         println!(
             "PostgreSQL debit + ledger entry, spread: each debit on one of {SPREAD_ORGS} \
@@ -381,15 +535,7 @@ fn main() {
         for (level, ours, theirs) in wide.iter().chain(&hot) {
             eprintln!("BENCH store level={level} ours={:.0} theirs={:.0}", ours.tps, theirs.tps);
         }
-        println!(
-            "\nSQLite debit + ledger entry, one organization (one `BEGIN IMMEDIATE` transaction, WAL, \
-                  synchronous=NORMAL), {}s per measurement:\n",
-            secs.as_secs()
-        );
-        println!("| concurrent tasks | SqliteStore::apply (tx/s) |");
-        println!("|---:|---:|");
-        println!("| 1 | {sqlite_1:.0} |");
-        println!("| 8 | {sqlite_8:.0} |");
+        print_sqlite(secs, sqlite_numbers);
         println!(
             "\nCold key verification (cache miss: parse, SHA-256, one indexed lookup by \
                   digest; 4000 authentications over 200 keys, sequential):\n"

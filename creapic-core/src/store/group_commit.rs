@@ -1,5 +1,7 @@
-//! Group commit for one organization's debits: concurrent requests on the same balance are
-//! queued per organization and applied by one applier, many at a time, in one statement.
+//! Group commit: concurrent ledger requests that must take turns (one organization's debits on
+//! PostgreSQL, where they share a balance row; every request on SQLite, which has one writer)
+//! are queued per turn (a backend's [`BatchApply::Key`]) and applied by one applier, many at a
+//! time, in one statement (PostgreSQL) or one transaction (SQLite).
 //!
 //! Design decision: **a hot organization is served by batching, not by locking harder.** One
 //! balance row is the one thing every debit of an organization must write; when N requests race
@@ -27,6 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,7 +37,6 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result, StoreErrorKind};
-use crate::id::OrgId;
 use crate::ledger::{LedgerReceipt, LedgerRequest};
 
 /// Most requests in one batch (one statement).
@@ -44,22 +46,33 @@ pub(crate) const QUEUE_MAX: usize = 4096;
 /// Longest a hot applier waits for the next round to fill (see the module's design decisions).
 pub(crate) const LINGER_MAX: Duration = Duration::from_millis(1);
 
-/// What a backend does with requests: one alone, or a batch of one organization's requests.
+/// What a backend does with requests: one alone, or a batch of requests that queued for the
+/// same turn.
 pub(crate) trait BatchApply: Clone + Send + Sync + 'static {
+    /// Which requests take turns with each other: an organization (its balance row), or `()`
+    /// (one writer for everything).
+    type Key: Copy + Eq + Hash + Send + Sync + 'static;
+    /// What an applier remembers from one batch to the next (PostgreSQL: the balance it left).
+    type Memo: Default + Send;
+
+    /// The turn `request` queues for.
+    fn key(request: &LedgerRequest) -> Self::Key;
+
     /// Applies one request exactly as the backend does without group commit.
     fn apply_one(
         &self,
         request: LedgerRequest,
     ) -> impl Future<Output = Result<LedgerReceipt>> + Send;
 
-    /// Applies `requests` (all of `org`, in arrival order) and answers each, in order, as if they
-    /// had been applied one after the other. `balance` is the applier's cached balance of `org`
-    /// from its previous batch (the backend must verify it, never trust it) and is updated.
+    /// Applies `requests` (all of turn `key`, in arrival order) and answers each, in order, as
+    /// if they had been applied one after the other. `memo` is what the applier's previous batch
+    /// left (a backend must verify what it remembers, never trust it); reset between batches
+    /// that were not consecutive.
     fn apply_batch(
         &self,
-        org: OrgId,
+        key: Self::Key,
         requests: Vec<LedgerRequest>,
-        balance: &mut Option<i64>,
+        memo: &mut Self::Memo,
     ) -> impl Future<Output = Vec<Result<LedgerReceipt>>> + Send;
 }
 
@@ -90,27 +103,28 @@ struct OrgQueue {
     filled: Arc<Notify>,
 }
 
-/// The per-organization queues. An organization has an entry exactly while a request of it is
-/// being applied (or its applier lingers); the entry holds the requests that arrived meanwhile.
-pub(crate) struct GroupCommit {
-    queues: Mutex<HashMap<OrgId, OrgQueue>>,
+/// The queues, one per turn (`K`: an organization, or `()`). A turn has an entry exactly while a
+/// request of it is being applied (or its applier lingers); the entry holds the requests that
+/// arrived meanwhile.
+pub(crate) struct GroupCommit<K> {
+    queues: Mutex<HashMap<K, OrgQueue>>,
     /// Longest a hot applier waits for its next round ([`LINGER_MAX`]; 0 turns lingering off).
     linger_max: Duration,
 }
 
-impl Default for GroupCommit {
+impl<K: Copy + Eq + Hash> Default for GroupCommit<K> {
     fn default() -> Self {
         GroupCommit::with_linger(LINGER_MAX)
     }
 }
 
-impl std::fmt::Debug for GroupCommit {
+impl<K> std::fmt::Debug for GroupCommit<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommit").finish_non_exhaustive()
     }
 }
 
-impl GroupCommit {
+impl<K: Copy + Eq + Hash> GroupCommit<K> {
     /// Queues whose hot appliers wait at most `linger_max` for the next round.
     pub(crate) fn with_linger(linger_max: Duration) -> Self {
         GroupCommit {
@@ -119,17 +133,20 @@ impl GroupCommit {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, OrgQueue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, OrgQueue>> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `request`: alone when its organization is idle, otherwise in the next batch.
-    pub(crate) async fn submit<B: BatchApply>(
+    pub(crate) async fn submit<B: BatchApply<Key = K>>(
         self: &Arc<Self>,
         backend: &B,
         request: LedgerRequest,
-    ) -> Result<LedgerReceipt> {
-        let org = request.org;
+    ) -> Result<LedgerReceipt>
+    where
+        K: Send + Sync + 'static,
+    {
+        let org = B::key(&request);
         let queued = {
             let mut queues = self.lock();
             match queues.get_mut(&org) {
@@ -176,7 +193,7 @@ impl GroupCommit {
 
     /// Takes the next batch of `org`, or removes its entry (the organization is idle) when nothing
     /// waits.
-    fn next_batch(&self, org: OrgId) -> Vec<Waiter> {
+    fn next_batch(&self, org: K) -> Vec<Waiter> {
         let mut queues = self.lock();
         match queues.get_mut(&org) {
             Some(queue) if !queue.waiting.is_empty() => {
@@ -192,7 +209,7 @@ impl GroupCommit {
     }
 
     /// Waits until `want` requests of `org` queued or `linger` passed, whichever is first.
-    async fn linger(&self, org: OrgId, want: usize, linger: Duration) {
+    async fn linger(&self, org: K, want: usize, linger: Duration) {
         let filled = {
             let mut queues = self.lock();
             let Some(queue) = queues.get_mut(&org) else {
@@ -212,9 +229,9 @@ impl GroupCommit {
 /// The right to apply `org`'s requests. Dropping it hands what queued to a new applier task (or
 /// marks the organization idle); the applier sets `finished` when it left the queue empty itself.
 struct Turn<B: BatchApply> {
-    group: Arc<GroupCommit>,
+    group: Arc<GroupCommit<B::Key>>,
     backend: B,
-    org: OrgId,
+    org: B::Key,
     finished: bool,
 }
 
@@ -246,14 +263,14 @@ impl<B: BatchApply> Drop for Turn<B> {
 }
 
 /// The applier: batches until the organization's queue is empty.
-async fn drain<B: BatchApply>(group: Arc<GroupCommit>, backend: B, org: OrgId) {
+async fn drain<B: BatchApply>(group: Arc<GroupCommit<B::Key>>, backend: B, org: B::Key) {
     let mut turn = Turn {
         group,
         backend,
         org,
         finished: false,
     };
-    let mut balance = None;
+    let mut memo = B::Memo::default();
     let mut last: Option<(usize, Duration)> = None;
     loop {
         if let Some((size, took)) = last.filter(|(size, _)| *size > 1) {
@@ -270,14 +287,14 @@ async fn drain<B: BatchApply>(group: Arc<GroupCommit>, backend: B, org: OrgId) {
         let (requests, answers): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|w| (w.request, w.answer)).unzip();
         let results = if requests.len() == 1 {
-            balance = None;
+            memo = B::Memo::default();
             let mut one = requests;
             match one.pop() {
                 Some(request) => vec![turn.backend.apply_one(request).await],
                 None => Vec::new(),
             }
         } else {
-            turn.backend.apply_batch(org, requests, &mut balance).await
+            turn.backend.apply_batch(org, requests, &mut memo).await
         };
         last = Some((size, started.elapsed()));
         for (answer, result) in answers.into_iter().zip(results) {
@@ -301,7 +318,7 @@ mod tests {
 
     use super::*;
     use crate::clock::Timestamp;
-    use crate::id::EntryId;
+    use crate::id::{EntryId, OrgId};
     use crate::ledger::{Credits, IdempotencyKey, LedgerOp};
     use crate::random::SeededRandom;
 
@@ -315,6 +332,13 @@ mod tests {
     }
 
     impl BatchApply for Counting {
+        type Key = OrgId;
+        type Memo = ();
+
+        fn key(request: &LedgerRequest) -> OrgId {
+            request.org
+        }
+
         async fn apply_one(&self, _request: LedgerRequest) -> Result<LedgerReceipt> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.commit).await;
@@ -325,7 +349,7 @@ mod tests {
             &self,
             _org: OrgId,
             requests: Vec<LedgerRequest>,
-            _balance: &mut Option<i64>,
+            _memo: &mut (),
         ) -> Vec<Result<LedgerReceipt>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.largest.fetch_max(requests.len(), Ordering::SeqCst);

@@ -19,24 +19,10 @@ use crate::store::group_commit::{self, BatchApply};
 use crate::store::postgres::{PgStore, map_error};
 use crate::store::sql::exec::{Columns, corrupt};
 use crate::store::sql::insert_audit;
-use crate::store::sql::ledger::{current_balance, find_entry, new_hold, replay, write_op};
+use crate::store::sql::ledger::{
+    current_balance, explain_refusal, may_be_repeat, new_hold, replay, write_op,
+};
 use crate::store::sql::rows::{self, entry_columns, signed};
-
-/// Whether `e` means "this write did not happen, and a repeat may explain why": a refusal or a
-/// unique violation. Such a request is answered from the earlier entry under its key, if any.
-fn may_be_repeat(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::InsufficientCredits { .. }
-            | Error::LimitExceeded { .. }
-            | Error::NotFound { .. }
-            | Error::InvalidState(_)
-            | Error::Store {
-                kind: StoreErrorKind::Conflict,
-                ..
-            }
-    )
-}
 
 /// The ledger entry insert that ends [`GRANT_SQL`], [`DEBIT_SQL`] and [`RESERVE_SQL`].
 macro_rules! insert_entry {
@@ -183,16 +169,9 @@ pub(super) async fn apply_alone(
     };
     match written {
         Err(e) if may_be_repeat(&e) => {
-            // Nothing was written. If the key was used before, that explains it: answer
-            // with the first result (or a conflict when the parameters differ).
+            // Nothing was written. If the key was used before, that explains it.
             let mut conn = pool.acquire().await.map_err(map_error)?;
-            match find_entry::<PgStore>(&mut conn, request.org, &request.idempotency_key).await? {
-                Some((entry, seen)) if seen == fingerprint => {
-                    replay::<PgStore>(&mut conn, entry).await
-                }
-                Some(_) => Err(Error::IdempotencyConflict),
-                None => Err(e),
-            }
+            explain_refusal::<PgStore>(&mut conn, request, &fingerprint, e).await
         }
         other => other,
     }
@@ -228,6 +207,13 @@ enum Plan {
 }
 
 impl BatchApply for PgLedger {
+    type Key = OrgId;
+    type Memo = Option<i64>;
+
+    fn key(request: &LedgerRequest) -> OrgId {
+        request.org
+    }
+
     async fn apply_one(&self, request: LedgerRequest) -> Result<LedgerReceipt> {
         apply_alone(&self.pool, &request, None).await
     }

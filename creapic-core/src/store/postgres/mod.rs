@@ -28,6 +28,7 @@ use sqlx::{AssertSqlSafe, Connection, Postgres};
 
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result, StoreErrorKind};
+use crate::id::OrgId;
 use crate::key::ApiKey;
 use crate::ledger::{LedgerOp, LedgerReceipt, LedgerRequest};
 use crate::store::connect::ConnectOptions;
@@ -54,7 +55,7 @@ pub struct PgStore {
     connect_options: PgConnectOptions,
     acquire_timeout: Duration,
     /// Debits waiting for their organization's balance row, applied in batches (group commit).
-    debits: Arc<GroupCommit>,
+    debits: Arc<GroupCommit<OrgId>>,
 }
 
 /// Maps a sqlx error to the core's store error: the one place PostgreSQL failures are

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 use crate::id::{HoldId, JobId, OrgId};
 use crate::ledger::{
     BALANCE_MAX, Credits, DAY_MS, DailyUsage, DayRange, Hold, IdempotencyKey, LedgerEntry,
@@ -394,6 +394,39 @@ pub(crate) async fn replay<B: SqlBackend>(
         hold,
         replayed: true,
     })
+}
+
+/// Whether `e` means "this write did not happen, and a repeat may explain why": a refusal or a
+/// unique violation. A backend that writes first answers such a request with
+/// [`explain_refusal`].
+pub(crate) fn may_be_repeat(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::InsufficientCredits { .. }
+            | Error::LimitExceeded { .. }
+            | Error::NotFound { .. }
+            | Error::InvalidState(_)
+            | Error::Store {
+                kind: StoreErrorKind::Conflict,
+                ..
+            }
+    )
+}
+
+/// The answer to a request whose write was `refused` and wrote nothing: when its key was used
+/// before, the first answer (a replay), or a conflict when the parameters differ; otherwise
+/// `refused` itself.
+pub(crate) async fn explain_refusal<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    req: &LedgerRequest,
+    fingerprint: &str,
+    refused: Error,
+) -> Result<LedgerReceipt> {
+    match find_entry::<B>(conn, req.org, &req.idempotency_key).await? {
+        Some((entry, seen)) if seen == fingerprint => replay::<B>(conn, entry).await,
+        Some(_) => Err(Error::IdempotencyConflict),
+        None => Err(refused),
+    }
 }
 
 /// Applies one request inside the caller's write transaction: a repeat of its key is answered

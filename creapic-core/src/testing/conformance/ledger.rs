@@ -303,6 +303,146 @@ pub async fn concurrent_replays_charge_once(store: Arc<dyn Store>) {
     assert_eq!(ok(f.assert_ledger_consistent(org).await, "ledger"), 90);
 }
 
+/// Many kinds of request from several organizations at once — fresh debits, one key sent with
+/// two amounts, one key sent many times, a debit the balance cannot cover, reserve → capture →
+/// release — are each answered as if applied alone: a backend that applies queued requests
+/// together (group commit) must keep every answer and every balance exactly right.
+pub async fn concurrent_mixed_requests_are_answered_as_if_alone(store: Arc<dyn Store>) {
+    /// What one task did: (fresh entries, replays, conflicts, refusals, credits it took).
+    type Outcome = (u32, u32, u32, u32, u64);
+    let f = Arc::new(Fixture::new(store));
+    let mut orgs = Vec::new();
+    for _ in 0..3 {
+        orgs.push(ok(f.funded_org(100).await, "org"));
+    }
+    let mut tasks: Vec<tokio::task::JoinHandle<Outcome>> = Vec::new();
+    for (o, &org) in orgs.iter().enumerate() {
+        // 8 fresh debits of 5: 40.
+        for i in 0..8 {
+            let f = Arc::clone(&f);
+            tasks.push(tokio::spawn(async move {
+                ok(
+                    f.apply(
+                        org,
+                        LedgerOp::Debit { amount: amount(5) },
+                        &format!("d{o}-{i}"),
+                    )
+                    .await,
+                    "fresh debit",
+                );
+                (1, 0, 0, 0, 5)
+            }));
+        }
+        // 4 keys, each sent with 3 and with 4 credits: one of each pair is written.
+        for j in 0..4 {
+            for n in [3, 4] {
+                let f = Arc::clone(&f);
+                tasks.push(tokio::spawn(async move {
+                    let key = format!("p{o}-{j}");
+                    match f
+                        .apply(org, LedgerOp::Debit { amount: amount(n) }, &key)
+                        .await
+                    {
+                        Ok(r) if !r.replayed => (1, 0, 0, 0, n),
+                        Err(Error::IdempotencyConflict) => (0, 0, 1, 0, 0),
+                        other => panic!("a key sent with two amounts: {other:?}"),
+                    }
+                }));
+            }
+        }
+        // One key sent 6 times: charged once.
+        for _ in 0..6 {
+            let f = Arc::clone(&f);
+            tasks.push(tokio::spawn(async move {
+                let r = ok(
+                    f.apply(
+                        org,
+                        LedgerOp::Debit { amount: amount(2) },
+                        &format!("same{o}"),
+                    )
+                    .await,
+                    "repeated debit",
+                );
+                if r.replayed {
+                    (0, 1, 0, 0, 0)
+                } else {
+                    (1, 0, 0, 0, 2)
+                }
+            }));
+        }
+        // Two debits the balance never covers.
+        for k in 0..2 {
+            let f = Arc::clone(&f);
+            tasks.push(tokio::spawn(async move {
+                match f
+                    .apply(
+                        org,
+                        LedgerOp::Debit {
+                            amount: amount(1000),
+                        },
+                        &format!("big{o}-{k}"),
+                    )
+                    .await
+                {
+                    Err(Error::InsufficientCredits { needed: 1000, .. }) => (0, 0, 0, 1, 0),
+                    other => panic!("a debit past the balance: {other:?}"),
+                }
+            }));
+        }
+        // 4 holds of 5: capture 3, release the rest.
+        for k in 0..4 {
+            let f = Arc::clone(&f);
+            tasks.push(tokio::spawn(async move {
+                let reserve = LedgerOp::Reserve {
+                    amount: amount(5),
+                    job: None,
+                };
+                let held = ok(f.apply(org, reserve, &format!("h{o}-{k}")).await, "reserve");
+                let hold = held.hold.map(|h| h.id).expect("a reserve opens a hold");
+                let capture = LedgerOp::Capture {
+                    hold,
+                    amount: amount(3),
+                };
+                ok(f.apply(org, capture, &format!("c{o}-{k}")).await, "capture");
+                let release = LedgerOp::Release { hold, amount: None };
+                let released = ok(f.apply(org, release, &format!("r{o}-{k}")).await, "release");
+                assert_eq!(released.entry.amount, amount(2), "the rest of the hold");
+                (3, 0, 0, 0, 3)
+            }));
+        }
+    }
+    let mut taken = [0u64; 3];
+    let (mut conflicts, mut replays, mut refusals) = (0, 0, 0);
+    for (n, t) in tasks.into_iter().enumerate() {
+        let (_, replayed, conflicted, refused, credits) = t.await.expect("task");
+        // Tasks were spawned organization by organization, 8 + 8 + 6 + 2 + 4 each.
+        taken[n / 28] += credits;
+        replays += replayed;
+        conflicts += conflicted;
+        refusals += refused;
+    }
+    assert_eq!(
+        conflicts,
+        3 * 4,
+        "one request of each two-amount pair conflicts"
+    );
+    assert_eq!(replays, 3 * 5, "a key sent 6 times is replayed 5 times");
+    assert_eq!(refusals, 3 * 2, "debits past the balance are refused");
+    for (o, &org) in orgs.iter().enumerate() {
+        let balance = ok(f.assert_ledger_consistent(org).await, "ledger");
+        assert_eq!(
+            balance,
+            100 - taken[o],
+            "organization {o}: the balance is what was taken"
+        );
+        assert_eq!(
+            ok(f.store.held(org).await, "held"),
+            Credits::ZERO,
+            "no hold left open"
+        );
+    }
+}
+
 /// Usage sums each UTC day's entries by kind (spent = captures + debits; grants; releases),
 /// of this organization only, within the range only; reserves move nothing here.
 pub async fn ledger_usage_sums_each_utc_day(store: Arc<dyn Store>) {

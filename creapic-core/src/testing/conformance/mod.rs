@@ -74,6 +74,7 @@ macro_rules! conformance_suite {
             ledger_totals_list_every_organization_in_pages,
             concurrent_debits_and_holds_never_overdraw,
             concurrent_replays_charge_once,
+            concurrent_mixed_requests_are_answered_as_if_alone,
             jobs_enqueue_reserves_in_one_step,
             jobs_enqueue_replays_and_conflicts,
             jobs_enqueue_is_refused_without_credits,

@@ -10,10 +10,16 @@
 //! RETURNING`) and idempotency is still a unique constraint, exactly as on PostgreSQL: the two
 //! backends run the same statements (`store/sql/`), so they share one reasoning about money even
 //! though SQLite's lock would forgive a lazier one. This file holds only what is SQLite's own:
-//! opening the file, the two pools, and how its errors are classified.
+//! opening the file, the two pools, and how its errors are classified; `ledger.rs` holds its
+//! ledger writes (entry-first debits, and group commit: the ledger requests that queue behind
+//! the one writer share one transaction).
+
+mod ledger;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Sqlite;
 use sqlx::sqlite::{
@@ -21,8 +27,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use crate::audit::AuditEvent;
 use crate::error::{Error, Result, StoreErrorKind};
+use crate::ledger::{LedgerReceipt, LedgerRequest};
 use crate::store::connect::ConnectOptions;
+use crate::store::group_commit::GroupCommit;
 use crate::store::sql::backend::{Pooled, SqlBackend, Tx};
 use crate::store::sql::exec::Dialect;
 
@@ -36,6 +45,10 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads; in WAL mode they see the last committed state without waiting.
     reader: SqlitePool,
+    /// Ledger requests waiting for the writer, applied in batches (group commit).
+    ledger: Arc<GroupCommit<()>>,
+    /// Ledger transactions committed through this store and its clones.
+    ledger_commits: Arc<AtomicU64>,
 }
 
 /// Maps a sqlx error to the core's store error: the one place SQLite failures are classified.
@@ -83,7 +96,12 @@ impl SqliteStore {
                 .await
                 .map_err(map_error)?
         };
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            ledger: Arc::new(GroupCommit::default()),
+            ledger_commits: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Writes a transactionally consistent copy of the whole database to `path`, while other
@@ -171,6 +189,13 @@ impl SqliteStore {
             .collect())
     }
 
+    /// How many ledger transactions `LedgerStore::apply` committed through this store and its
+    /// clones since it was opened. Requests that queued for the writer together share one
+    /// (group commit), so under concurrency this stays below the number of requests applied.
+    pub fn ledger_commits(&self) -> u64 {
+        self.ledger_commits.load(Ordering::Relaxed)
+    }
+
     /// Closes both pools, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.writer.close().await;
@@ -221,6 +246,23 @@ impl SqlBackend for SqliteStore {
     /// The writer connection: single-statement writes queue with the transactions.
     async fn autocommit(&self) -> Result<Pooled<Self>> {
         self.writer.acquire().await.map_err(map_error)
+    }
+
+    /// A request without an audit event queues for the writer and is applied with whatever
+    /// queued with it, in one transaction; one with an event is applied alone (its event in the
+    /// same transaction). Debits are written entry-first either way.
+    async fn apply(
+        &self,
+        request: &LedgerRequest,
+        audit: Option<&AuditEvent>,
+    ) -> Result<LedgerReceipt> {
+        if audit.is_none() {
+            return self
+                .ledger
+                .submit(&ledger::SqliteLedger(self.clone()), request.clone())
+                .await;
+        }
+        ledger::apply_alone(self, request, audit).await
     }
 }
 
