@@ -37,7 +37,7 @@ use crate::org::{Email, Member, Organization, Removal, Role, RoleChange, User};
 use crate::page::{Page, PageLimit};
 
 mod connect;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
 pub mod memory;
 #[cfg(feature = "postgres")]

@@ -183,6 +183,8 @@ impl Dialect for Postgres {
 
 impl SqlBackend for PgStore {
     type Db = Postgres;
+    type Tx = sqlx::Transaction<'static, Postgres>;
+    type Pooled = sqlx::pool::PoolConnection<Postgres>;
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
@@ -198,6 +200,10 @@ impl SqlBackend for PgStore {
 
     async fn autocommit(&self) -> Result<Pooled<Self>> {
         self.pool.acquire().await.map_err(map_error)
+    }
+
+    async fn commit(tx: Tx<Self>) -> Result<()> {
+        tx.commit().await.map_err(map_error)
     }
 
     /// A debit without an audit event is the hot path (every metered call): concurrent debits

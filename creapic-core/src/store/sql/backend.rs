@@ -10,9 +10,9 @@
 //! overrides one only to do the same thing faster or to announce it.
 
 use std::future::Future;
+use std::ops::DerefMut;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Database, Transaction};
+use sqlx::Database;
 
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -25,9 +25,9 @@ use crate::store::sql::rows::{PURGE_BATCH, PURGE_BATCHES_MAX};
 /// A connection of backend `B`.
 pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
 /// A write transaction of backend `B`; statements run on the connection it derefs to.
-pub(crate) type Tx<B> = Transaction<'static, <B as SqlBackend>::Db>;
-/// A pooled connection of backend `B`, outside any transaction.
-pub(crate) type Pooled<B> = PoolConnection<<B as SqlBackend>::Db>;
+pub(crate) type Tx<B> = <B as SqlBackend>::Tx;
+/// A connection of backend `B`, outside any transaction.
+pub(crate) type Pooled<B> = <B as SqlBackend>::Pooled;
 
 /// Deletes in bounded batches until a batch comes back short: `batch` is one `DELETE` whose
 /// last placeholder is the batch size ([`PURGE_BATCH`]), run on its own (autocommit), so a large
@@ -53,6 +53,11 @@ pub(crate) async fn purge_in_batches<B: SqlBackend>(
 pub(crate) trait SqlBackend: Sized + Send + Sync + 'static {
     /// The sqlx database; its connections run the shared statements.
     type Db: Dialect<Connection: Exec>;
+    /// A write transaction: statements run on the connection it derefs to; dropped without
+    /// [`SqlBackend::commit`], it is rolled back.
+    type Tx: DerefMut<Target = Conn<Self>> + Send;
+    /// A connection outside any transaction, for reads or single-statement writes.
+    type Pooled: DerefMut<Target = Conn<Self>> + Send;
 
     /// The embedded migrations of this database (what `SchemaStore` compares the applied ones
     /// with).
@@ -66,9 +71,7 @@ pub(crate) trait SqlBackend: Sized + Send + Sync + 'static {
     fn autocommit(&self) -> impl Future<Output = Result<Pooled<Self>>> + Send;
 
     /// Commits `tx`.
-    fn commit(tx: Tx<Self>) -> impl Future<Output = Result<()>> + Send {
-        async { tx.commit().await.map_err(<Self::Db as Dialect>::map_error) }
-    }
+    fn commit(tx: Tx<Self>) -> impl Future<Output = Result<()>> + Send;
 
     /// `LedgerStore::apply`. Default: one write transaction holding the request (looked up
     /// first, so a repeat is answered from its first entry) and its audit event.

@@ -28,6 +28,5 @@ mod orgs;
 pub(crate) mod rows;
 mod schema;
 
-// Only the PostgreSQL overrides call it from outside `sql/`.
-#[cfg(feature = "postgres")]
+// The stores' ledger overrides call it from outside `sql/`.
 pub(crate) use audit::insert_audit;

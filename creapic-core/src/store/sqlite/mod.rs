@@ -15,17 +15,19 @@
 //! the one writer share one transaction).
 
 mod ledger;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
+use sqlx::{ConnectOptions as _, Sqlite};
 
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result, StoreErrorKind};
@@ -42,9 +44,12 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: every write transaction queues here, in process, in order.
-    writer: SqlitePool,
+    writer: writer::Shared,
+    /// How long a write waits in line for the writer.
+    acquire_timeout: Duration,
     /// Connections for reads; in WAL mode they see the last committed state without waiting.
-    reader: SqlitePool,
+    /// `None` for an in-memory database, which is read on the writer.
+    reader: Option<SqlitePool>,
     /// Ledger requests waiting for the writer, applied in batches (group commit).
     ledger: Arc<GroupCommit<()>>,
     /// Ledger transactions committed through this store and its clones.
@@ -69,35 +74,33 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        // No ping before each use (sqlx's default): a file has no network to lose.
-        let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(base.clone())
-            .await
-            .map_err(map_error)?;
+        let mut conn = base.connect().await.map_err(map_error)?;
         if options.migrate {
             MIGRATOR
-                .run(&writer)
+                .run(&mut conn)
                 .await
                 .map_err(|e| Error::store(StoreErrorKind::Other, format!("sqlite migrate: {e}")))?;
         }
+        let writer = writer::shared(conn);
         // An in-memory database exists once per connection: it must be read where it is written.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let reader = if in_memory {
-            writer.clone()
+            None
         } else {
-            SqlitePoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(options.max_connections.max(1))
-                .acquire_timeout(options.acquire_timeout)
-                .connect_with(base)
-                .await
-                .map_err(map_error)?
+            // No ping before each use (sqlx's default): a file has no network to lose.
+            Some(
+                SqlitePoolOptions::new()
+                    .test_before_acquire(false)
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(base)
+                    .await
+                    .map_err(map_error)?,
+            )
         };
         Ok(SqliteStore {
             writer,
+            acquire_timeout: options.acquire_timeout,
             reader,
             ledger: Arc::new(GroupCommit::default()),
             ledger_commits: Arc::new(AtomicU64::new(0)),
@@ -149,7 +152,7 @@ impl SqliteStore {
         let partial = partial
             .to_str()
             .ok_or_else(|| Error::invalid("backup path", "must be valid UTF-8"))?;
-        let mut conn = self.reader.acquire().await.map_err(map_error)?;
+        let mut conn = self.read().await?;
         sqlx::query("VACUUM INTO $1")
             .bind(partial)
             .execute(&mut *conn)
@@ -167,7 +170,7 @@ impl SqliteStore {
     /// (a newer build wrote it), by version, oldest first. Empty for a database this build can
     /// use; a database without `_sqlx_migrations` has none.
     pub async fn unknown_migrations(&self) -> Result<Vec<i64>> {
-        let mut conn = self.reader.acquire().await.map_err(map_error)?;
+        let mut conn = self.read().await?;
         let exists: Option<(String,)> = sqlx::query_as(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
@@ -196,10 +199,13 @@ impl SqliteStore {
         self.ledger_commits.load(Ordering::Relaxed)
     }
 
-    /// Closes both pools, waiting for connections in use to come back.
+    /// Closes the writer (after the write holding it, if any) and the reader pool (waiting for
+    /// connections in use to come back); later calls answer `Unavailable`.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        writer::close(&self.writer).await;
+        if let Some(reader) = &self.reader {
+            reader.close().await;
+        }
     }
 }
 
@@ -226,6 +232,8 @@ impl Dialect for Sqlite {
 
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
+    type Tx = writer::WriterTx;
+    type Pooled = writer::ReadConn;
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
@@ -233,19 +241,29 @@ impl SqlBackend for SqliteStore {
 
     /// A write transaction holding the database's write lock from its first statement.
     async fn write(&self) -> Result<Tx<Self>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_error)
+        writer::WriterTx::begin(writer::hold(&self.writer, self.acquire_timeout).await?).await
     }
 
     async fn read(&self) -> Result<Pooled<Self>> {
-        self.reader.acquire().await.map_err(map_error)
+        match &self.reader {
+            Some(reader) => Ok(writer::ReadConn::Pool(
+                reader.acquire().await.map_err(map_error)?,
+            )),
+            None => Ok(writer::ReadConn::Writer(
+                writer::hold(&self.writer, self.acquire_timeout).await?,
+            )),
+        }
     }
 
     /// The writer connection: single-statement writes queue with the transactions.
     async fn autocommit(&self) -> Result<Pooled<Self>> {
-        self.writer.acquire().await.map_err(map_error)
+        Ok(writer::ReadConn::Writer(
+            writer::hold(&self.writer, self.acquire_timeout).await?,
+        ))
+    }
+
+    async fn commit(tx: Tx<Self>) -> Result<()> {
+        tx.commit().await
     }
 
     /// A request without an audit event queues for the writer and is applied with whatever
