@@ -140,9 +140,16 @@ async fn kit(serve: bool) -> Target {
         // the job finished (two images), so the cache of finished jobs answers.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // As `creapic serve` writes its log: lines queued to a writer thread (buffered).
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .buffered_lines_limit(65_536)
+            .finish(std::io::BufWriter::new(std::io::stderr()));
+        // Lines still queued at exit need not be written: the bench counts instructions.
+        std::mem::forget(guard);
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(false)
             .fmt_fields(tracing_subscriber::field::MakeExt::delimited(
                 tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
@@ -155,7 +162,8 @@ async fn kit(serve: bool) -> Target {
                 " ",
             ))
             .init();
-        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        let prometheus = creapic_server_kit::telemetry::prometheus_builder()
+            .unwrap()
             .install_recorder()
             .unwrap();
         builder = builder.metrics(prometheus);

@@ -38,12 +38,12 @@ pub fn create(dir: &Path) -> CliResult {
         if let Ok(meta) = std::fs::metadata(dir)
             && meta.permissions().mode() & GROUP_OTHER_BITS != 0
         {
-            eprintln!(
-                "warning: the data directory {} is open to other users (mode {:o}); \
+            crate::output::warn(format_args!(
+                "the data directory {} is open to other users (mode {:o}); \
                  `chmod 700` it to keep their images and database private",
                 dir.display(),
                 meta.permissions().mode() & 0o777
-            );
+            ));
         }
     }
     builder.create(dir).map_err(|e| {

@@ -19,6 +19,7 @@
 
 mod admin;
 mod backup;
+mod banner;
 mod cli;
 mod connections;
 mod data_dir;
@@ -53,12 +54,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `serve` logs through a writer thread from its first line to its last (the error it stops
+    // with included); the guard, dropped when `main` returns, flushes what is queued.
+    let log = match &cli.command {
+        cli::Command::Serve(args) => Some((args.log_format, serve::init_tracing(args.log_format))),
+        _ => None,
+    };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(hint) = &e.hint {
-                eprintln!("hint: {hint}");
+            if let Some((cli::LogFormat::Json, _)) = &log {
+                tracing::error!(target: "creapic::serve", hint = e.hint.as_deref(), "{e}");
+            } else {
+                eprintln!("error: {e}");
+                if let Some(hint) = &e.hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::from(e.exit_code)
         }

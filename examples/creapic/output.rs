@@ -13,6 +13,16 @@ pub fn json<T: Serialize>(value: &T) -> CliResult {
     Ok(())
 }
 
+/// Warns the operator on stderr: a `warn` event when `serve` has set up its log (in JSON mode
+/// stderr holds JSON lines only), else a `warning:` line.
+pub fn warn(text: impl std::fmt::Display) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(target: "creapic::serve", "{text}");
+    } else {
+        eprintln!("warning: {text}");
+    }
+}
+
 /// Prints a line on stdout.
 pub fn line(text: impl std::fmt::Display) {
     println!("{text}");

@@ -30,7 +30,9 @@ use creapic_server_kit::generation::provider::{ImageProvider, ProviderConfig};
 use creapic_server_kit::generation::runner::RunnerConfig;
 use creapic_server_kit::upkeep::{Upkeep, UpkeepConfig};
 use creapic_server_kit::{KitConfig, Limits, ServiceBuilder, TrustedProxies};
+use tracing_appender::non_blocking::WorkerGuard;
 
+use crate::banner::Banner;
 use crate::cli::{CliError, CliResult, LogFormat, ProviderChoice, ServeArgs, StoreArgs};
 use crate::connections::ConnectionLimits;
 
@@ -39,12 +41,29 @@ const REQUEST_MARGIN: Duration = Duration::from_secs(60);
 /// The shortest default request deadline.
 const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(120);
 
+/// Most log lines waiting for the writer thread; past that, logging waits (never drops a line).
+const LOG_LINES_QUEUED_MAX: usize = 65_536;
+
 /// The log on stderr, in `format`, filtered by `RUST_LOG` (default `info`). JSON lines carry the
 /// current span (the request's: its id, method, path, route, key prefix, organization, status,
 /// latency) under `span`, and the event's own fields at the top level.
-fn init_tracing(format: LogFormat) {
+///
+/// Design decision: **requests format their line, a thread writes it.** Every request logs a
+/// line; written straight to stderr, each is a `write` system call on the request's worker
+/// thread. Here the line goes to a bounded queue ([`LOG_LINES_QUEUED_MAX`]) and one writer thread
+/// (`tracing_appender`) writes whatever queued through a buffer, flushed whenever the queue runs
+/// empty: one system call for many lines under load, the same line at once when idle. A full
+/// queue makes logging wait rather than lose lines. The returned guard flushes the queue when
+/// dropped: hold it until the server has stopped.
+pub fn init_tracing(format: LogFormat) -> WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_LINES_QUEUED_MAX)
+        .thread_name("creapic-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     if format == LogFormat::Json {
         let _ = tracing_subscriber::fmt()
             .json()
@@ -52,14 +71,14 @@ fn init_tracing(format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .try_init();
-        return;
+        return guard;
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         // Fields as plain `name=value`: the default formatter styles every field name (even
         // with colours off), which costs more than the rest of the request span.
         .fmt_fields(tracing_subscriber::field::MakeExt::delimited(
@@ -73,6 +92,7 @@ fn init_tracing(format: LogFormat) {
             " ",
         ))
         .try_init();
+    guard
 }
 
 /// The media signing key: `CREAPIC_MEDIA_SIGNING_KEY` (hex; give every replica the same one) or
@@ -186,7 +206,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
-    init_tracing(args.log_format);
     let url = crate::admin::database_url(store_args)?;
     // Held until the process ends: `creapic restore` refuses while a server uses the file.
     let _serve_lock = crate::backup::ServeLock::shared(store_args)?;
@@ -323,64 +342,21 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
         ProviderChoice::Openai => "an OpenAI-compatible API",
     };
     let signals = shutdown_signal();
-    eprintln!("creapic listening on http://{addr}");
-    eprintln!("  store     {}", redact(&url));
-    eprintln!("  images    live keys: {provider}; test keys: the offline renderer");
-    eprintln!("  API docs  http://{addr}/api/docs (the document: http://{addr}/api/openapi)");
-    eprintln!(
-        "  console: {}/console/login",
-        console_root.trim_end_matches('/')
-    );
-    match metrics.as_ref().map(|(_, l)| l.local_addr()) {
-        Some(Ok(metrics_addr)) => eprintln!("creapic metrics on http://{metrics_addr}/metrics"),
+    let metrics_addr = match metrics.as_ref().map(|(_, l)| l.local_addr()) {
+        Some(Ok(metrics_addr)) => Some(metrics_addr),
         Some(Err(e)) => return Err(CliError::new(format!("no metrics address: {e}"))),
-        None => eprintln!("  metrics   off (--metrics-listen ADDR serves them apart from the API)"),
-    }
-    eprintln!(
-        "  limits    {} connections; head {} s, body {} s, request {} s; shutdown: jobs {} s, connections {} s",
-        limits.max_connections,
-        limits.header_read_timeout.as_secs(),
-        limits.body_read_timeout.as_secs(),
-        limits.request_timeout.as_secs(),
-        args.shutdown_grace_secs,
-        limits.drain.as_secs(),
-    );
-    if args.no_runner {
-        eprintln!("  runner    off (--no-runner: jobs run on the replicas that run one)");
-    } else {
-        eprintln!(
-            "  runner    {} generations at once, {} per organization, {} jobs leased, lease {} s",
-            args.runner_concurrency,
-            args.runner_org_concurrency.min(args.runner_concurrency),
-            args.runner_jobs,
-            args.runner_lease_secs,
-        );
-    }
-    // The hints name the same store as this server: a non-default data directory or a
-    // database URL (its password replaced by a placeholder) is part of every command.
-    let creapic = command_prefix(store_args);
-    eprintln!("first steps, from another terminal:");
-    eprintln!("  {creapic} org create --name \"My org\"");
-    eprintln!(
-        "  printf '%s' \"$PASSWORD\" | {creapic} user create --email you@example.com --password-stdin --org ORG_ID --role owner"
-    );
-    eprintln!("  (then sign in to the console and add a key there, or:)");
-    eprintln!("  {creapic} credits grant --org ORG_ID --amount 100");
-    eprintln!(
-        "  {creapic} key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
-    );
-    eprintln!(
-        "  AI_MEDIA_MAKER_API_KEY=wi_live_… CREAPIC_BASE_URL=http://{addr} creapic generate \"a lighthouse at dusk\" --out lighthouse.png"
-    );
-
+        None => None,
+    };
+    let mut warnings = Vec::new();
     let router = service.into_router();
     let dev_token = std::env::var("CREAPIC_DASHBOARD_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty());
     let router = match (args.dev_dashboard_token, dev_token) {
         (true, Some(token)) => {
-            eprintln!(
-                "  dev       dashboard routes (/api/keys, /api/audit) accept x-dashboard-token + x-dashboard-user (--dev-dashboard-token: never in production)"
+            warnings.push(
+                "dev dashboard routes (/api/keys, /api/audit) accept x-dashboard-token + x-dashboard-user (--dev-dashboard-token: never in production)"
+                    .to_owned(),
             );
             router.layer(axum::middleware::from_fn_with_state(
                 DashboardLogin {
@@ -391,13 +367,60 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
             ))
         }
         (false, Some(_)) => {
-            eprintln!(
-                "  warning   CREAPIC_DASHBOARD_TOKEN is ignored without --dev-dashboard-token (development only)"
+            warnings.push(
+                "CREAPIC_DASHBOARD_TOKEN is ignored without --dev-dashboard-token (development only)"
+                    .to_owned(),
             );
             router
         }
         (_, None) => router,
     };
+    // The hints name the same store as this server: a non-default data directory or a
+    // database URL (its password replaced by a placeholder) is part of every command.
+    let creapic = command_prefix(store_args);
+    Banner {
+        addr,
+        store: redact(&url),
+        provider,
+        console: format!("{}/console/login", console_root.trim_end_matches('/')),
+        metrics: metrics_addr,
+        limits: format!(
+            "{} connections; head {} s, body {} s, request {} s; shutdown: jobs {} s, connections {} s",
+            limits.max_connections,
+            limits.header_read_timeout.as_secs(),
+            limits.body_read_timeout.as_secs(),
+            limits.request_timeout.as_secs(),
+            args.shutdown_grace_secs,
+            limits.drain.as_secs(),
+        ),
+        runner: if args.no_runner {
+            "off (--no-runner: jobs run on the replicas that run one)".to_owned()
+        } else {
+            format!(
+                "{} generations at once, {} per organization, {} jobs leased, lease {} s",
+                args.runner_concurrency,
+                args.runner_org_concurrency.min(args.runner_concurrency),
+                args.runner_jobs,
+                args.runner_lease_secs,
+            )
+        },
+        warnings,
+        hints: vec![
+            format!("{creapic} org create --name \"My org\""),
+            format!(
+                "printf '%s' \"$PASSWORD\" | {creapic} user create --email you@example.com --password-stdin --org ORG_ID --role owner"
+            ),
+            "(then sign in to the console and add a key there, or:)".to_owned(),
+            format!("{creapic} credits grant --org ORG_ID --amount 100"),
+            format!(
+                "{creapic} key create --org ORG_ID --name dev --scopes IMAGE_GENERATION,SCENE_RENDER,ORGANIZATION_WRITE"
+            ),
+            format!(
+                "AI_MEDIA_MAKER_API_KEY=wi_live_… CREAPIC_BASE_URL=http://{addr} creapic generate \"a lighthouse at dusk\" --out lighthouse.png"
+            ),
+        ],
+    }
+    .print(args.log_format);
 
     // One signal, three listeners of it: the API's connections, the metrics' and the runner.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

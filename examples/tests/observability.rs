@@ -51,15 +51,15 @@ fn org_with_key(store: &Store) -> (String, String) {
     (org, key)
 }
 
-/// The JSON log events so far (lines the server printed itself, such as its address, are not
-/// events). Every event line must parse.
+/// The JSON log events so far. Every line must parse: a collector reads them all, the start-up
+/// banner and the warnings included.
 fn events(server: &Serve) -> Vec<Value> {
     server
         .log
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.starts_with('{'))
+        // Every line: a collector parses them all, the start-up banner included.
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
@@ -83,14 +83,32 @@ fn access_line(server: &Serve, id: &str) -> Value {
     }
 }
 
-/// `http://ADDR/metrics`, from the line the server printed.
+/// `http://ADDR/metrics`, from the server's start: the text banner's line, or the `metrics`
+/// field of the JSON `listening` event.
 fn metrics_url(server: &Serve) -> String {
+    if let Some(url) = events_if_json(server)
+        .and_then(|e| e.into_iter().find(|e| e["message"] == "listening"))
+        .and_then(|start| start["metrics"].as_str().map(str::to_owned))
+    {
+        return url;
+    }
     let line = server
         .wait_for_log("creapic metrics on ", WAIT_MAX)
         .expect("the metrics address is printed");
     line.trim_start_matches("creapic metrics on ")
         .trim()
         .to_owned()
+}
+
+/// [`events`] when the server logs JSON (its first line is an object).
+fn events_if_json(server: &Serve) -> Option<Vec<Value>> {
+    let json = server
+        .log
+        .lock()
+        .unwrap()
+        .first()
+        .is_some_and(|l| l.starts_with('{'));
+    json.then(|| events(server))
 }
 
 /// The value of the sample line that starts with `series` (name and labels), if any.
@@ -112,6 +130,33 @@ async fn json_access_lines_and_histograms_tell_an_operator_what_happened() {
     );
     let base = &server.base;
     let http = reqwest::Client::new();
+
+    // The start is one event with the facts a person reads in the text banner; no plain line
+    // (`events` refuses any line that is not JSON, the data directory's warning included).
+    let start = events(&server)
+        .into_iter()
+        .find(|e| e["message"] == "listening")
+        .expect("a listening event");
+    assert_eq!(start["target"], "creapic::serve", "{start}");
+    assert_eq!(start["address"], base.as_str(), "{start}");
+    assert!(
+        start["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sqlite:")),
+        "{start}"
+    );
+    assert!(
+        start["metrics"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("/metrics")),
+        "{start}"
+    );
+    assert!(
+        start["runner"]
+            .as_str()
+            .is_some_and(|r| r.contains("generations at once")),
+        "{start}"
+    );
 
     // A bulk job (the runner is on), then its status: the route with a template.
     let submitted = http
@@ -264,4 +309,36 @@ fn log_format_is_in_help_with_its_variable() {
         help.contains("--log-format") && help.contains("CREAPIC_LOG_FORMAT"),
         "{help}"
     );
+}
+
+/// A server that cannot start (its address is taken) says why as a JSON `ERROR` event — with
+/// `--log-format json` nothing on stderr is plain text, not even the last word — and exits 1.
+#[test]
+fn a_failed_start_in_json_mode_is_one_json_error_event() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile_dir();
+    let out = support::cli(&dir, &["serve", "--listen", &addr, "--log-format", "json"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|e| e["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR event in {stderr}"));
+    assert!(
+        error["message"].as_str().is_some_and(|m| m.contains(&addr)),
+        "the error names the address: {error}"
+    );
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("creapic-obs-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -94,8 +94,8 @@ pub fn spawn_serve(mut command: Command) -> Serve {
     let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("creapic listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
+            if let Some(addr) = listening_address(&line) {
+                let _ = tx.send(addr);
             }
             lines.lock().unwrap().push(line);
         }
@@ -108,6 +108,18 @@ pub fn spawn_serve(mut command: Command) -> Serve {
         ),
     };
     Serve { child, base, log }
+}
+
+/// The API's address in `creapic serve`'s start line: the text banner's first line, or the
+/// `listening` event of `--log-format json`.
+pub fn listening_address(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("creapic listening on ") {
+        return Some(addr.trim().to_owned());
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    (event["message"] == "listening")
+        .then(|| event["address"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// `creapic --data-dir DIR ARGS…` (never a database from the environment).
