@@ -112,6 +112,7 @@ fn config(name: &str) -> RunnerConfig {
         heartbeat: Duration::from_secs(30),
         poll_interval: Duration::from_millis(10),
         jobs_max: 4,
+        org_jobs_max: 2,
         concurrency_max: 4,
         org_concurrency_max: 4,
         job_claims_max: 5,
@@ -635,6 +636,40 @@ async fn concurrency_is_limited_globally_and_per_organization() {
     terminal(&w, &w.live, a).await;
     terminal(&w, &other, b).await;
     assert_eq!(provider.in_flight_max.load(Ordering::SeqCst), 3);
+    runner.shutdown(Duration::from_secs(1)).await;
+}
+
+/// One organization's long queue never holds every job slot: the runner leases at most
+/// `org_jobs_max` of its jobs, so another organization's job submitted behind the whole queue is
+/// claimed and finished while the first organization's jobs are still generating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_queue_of_one_organization_leaves_room_for_anothers_job() {
+    let w = world().await;
+    let (provider, gate) = StandIn::gated();
+    let runner = start(&w, provider.clone(), "r1");
+    let mut queue = Vec::new();
+    for i in 0..6 {
+        queue.push(submit(&w, &w.live, &["slow lighthouse"], &format!("queue-{i}")).await);
+    }
+    let other = second_org(&w).await;
+    let small = submit(&w, &other, &["a harbour"], "small").await;
+    let done = terminal(&w, &other, small).await;
+    assert_eq!(done.status, JobStatus::Completed, "{done:#?}");
+    let mut leased = 0;
+    for id in &queue {
+        let job = w.core.job(&w.live, *id).await.unwrap();
+        assert!(!job.status.is_terminal(), "the gate holds every slow item");
+        leased += usize::from(job.lease.is_some());
+    }
+    assert!(
+        leased <= 2,
+        "at most org_jobs_max (2) of one organization's jobs are leased, not {leased}"
+    );
+    gate.add_permits(queue.len());
+    for id in &queue {
+        let job = terminal(&w, &w.live, *id).await;
+        assert_eq!(charged_once(&w, &job).await, (1, 0));
+    }
     runner.shutdown(Duration::from_secs(1)).await;
 }
 

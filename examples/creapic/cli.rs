@@ -351,6 +351,16 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
     )]
     pub runner_jobs: usize,
+    /// Of those, most of one organization: an organization with a long queue leaves job slots
+    /// free, so another's job starts as soon as it is submitted.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = creapic_server_kit::generation::runner::RunnerConfig::default().org_jobs_max,
+        env = "CREAPIC_RUNNER_ORG_JOBS",
+        value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
+    )]
+    pub runner_org_jobs: usize,
     /// Share rate limits between replicas through Redis (`redis://127.0.0.1:6379`).
     #[arg(long, env = "CREAPIC_REDIS_URL")]
     pub redis: Option<String>,

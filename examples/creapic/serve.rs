@@ -328,6 +328,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
             concurrency_max: args.runner_concurrency,
             org_concurrency_max: args.runner_org_concurrency.min(args.runner_concurrency),
             jobs_max: args.runner_jobs,
+            org_jobs_max: args.runner_org_jobs,
             ..RunnerConfig::default()
         }),
         ..UpkeepConfig::default()
@@ -397,10 +398,11 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> CliResult {
             "off (--no-runner: jobs run on the replicas that run one)".to_owned()
         } else {
             format!(
-                "{} generations at once, {} per organization, {} jobs leased, lease {} s",
+                "{} generations at once, {} per organization, {} jobs leased ({} per organization), lease {} s",
                 args.runner_concurrency,
                 args.runner_org_concurrency.min(args.runner_concurrency),
                 args.runner_jobs,
+                args.runner_org_jobs.min(args.runner_jobs),
                 args.runner_lease_secs,
             )
         },

@@ -842,11 +842,20 @@ impl JobStore for MemoryStore {
         lease_until: Timestamp,
     ) -> Result<Option<Job>> {
         let mut s = self.lock();
+        // Organizations take turns: fewest jobs running under a live lease first, then oldest.
+        let mut running: HashMap<OrgId, usize> = HashMap::new();
+        for job in s.open_jobs.iter().filter_map(|id| s.jobs.get(id)) {
+            if job.status == JobStatus::Running && !job.is_claimable(now) {
+                *running.entry(job.org).or_default() += 1;
+            }
+        }
         let found = s
             .open_jobs
             .iter()
-            .find(|id| s.jobs.get(id).is_some_and(|j| j.is_claimable(now)))
-            .copied();
+            .filter_map(|id| s.jobs.get(id))
+            .filter(|j| j.is_claimable(now))
+            .min_by_key(|j| (running.get(&j.org).copied().unwrap_or(0), j.id))
+            .map(|j| j.id);
         let Some(id) = found else { return Ok(None) };
         let Some(job) = s.jobs.get_mut(&id) else {
             return Ok(None);

@@ -231,9 +231,12 @@ pub trait JobStore: Send + Sync {
     /// How many jobs are queued (not yet claimed), counting at most `max`: a bounded count for
     /// a queue-depth gauge, cheap enough to run every few seconds.
     async fn count_queued_jobs(&self, max: PageLimit) -> Result<u64>;
-    /// Claims the oldest claimable job (queued, or running with an expired lease) for `worker`
-    /// until `lease_until`, marking it running and counting the attempt. Two concurrent claims
-    /// never get the same job.
+    /// Claims a claimable job (queued, or running with an expired lease) for `worker` until
+    /// `lease_until`, marking it running and counting the attempt. Organizations take turns:
+    /// the job is one of the organization with the fewest jobs running under a live lease (any
+    /// worker's), the oldest of those first; so one organization's queue of many jobs never
+    /// keeps another's job waiting behind all of it. Two concurrent claims never get the same
+    /// job.
     async fn claim_job(
         &self,
         worker: &WorkerId,

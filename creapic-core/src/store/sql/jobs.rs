@@ -358,9 +358,12 @@ impl<B: SqlBackend> JobStore for B {
         let claimed = stmt(const_sql!(
             "UPDATE jobs SET status = 'running', lease_worker = $1, lease_expires_at = $3, \
              attempts = attempts + 1, updated_at = $2 \
-             WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'running') \
-                 AND (status = 'queued' OR lease_expires_at IS NULL OR lease_expires_at <= $2) \
-                 ORDER BY id LIMIT 1 ",
+             WHERE id = (SELECT j.id FROM jobs j WHERE j.status IN ('queued', 'running') \
+                 AND (j.status = 'queued' OR j.lease_expires_at IS NULL \
+                      OR j.lease_expires_at <= $2) \
+                 ORDER BY (SELECT count(*) FROM jobs r WHERE r.org = j.org \
+                           AND r.status = 'running' AND r.lease_expires_at > $2), j.id \
+                 LIMIT 1 ",
             <B::Db as Dialect>::CLAIM_LOCK,
             ") RETURNING id"
         ))

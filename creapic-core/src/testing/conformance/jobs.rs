@@ -537,6 +537,52 @@ pub async fn jobs_are_invisible_to_other_orgs(store: Arc<dyn Store>) {
     assert!(!e.replayed);
 }
 
+/// Organizations take turns at claims: with three jobs of one organization queued before one
+/// of another, the second claim takes the other organization's job (fewest jobs running under
+/// a live lease first), then the first organization's remaining jobs oldest first; once every
+/// lease has lapsed no job counts as running and the oldest comes first again.
+pub async fn jobs_claims_take_turns_between_organizations(store: Arc<dyn Store>) {
+    let f = Fixture::new(store);
+    let a = ok(f.funded_org(10).await, "org a");
+    let b = ok(f.funded_org(10).await, "org b");
+    let mut a_jobs = Vec::new();
+    for i in 0..3 {
+        let new = new_job(&f, a, 1, 1, &format!("turn-a-{i}"));
+        a_jobs.push(new.id);
+        ok(f.store.enqueue(&new).await, "enqueue a");
+    }
+    a_jobs.sort();
+    // Queued after every job of `a`.
+    let mut later = new_job(&f, b, 1, 1, "turn-b");
+    later.id = JobId::generate(f.now.plus(Duration::from_secs(1)), f.rng.as_ref());
+    ok(f.store.enqueue(&later).await, "enqueue b");
+    let w = worker("turns");
+    let lease = Duration::from_secs(30);
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        let job = ok(
+            f.store.claim_job(&w, f.now, f.now.plus(lease)).await,
+            "claim",
+        );
+        claimed.push(job.expect("a claimable job").id);
+    }
+    assert_eq!(
+        claimed,
+        vec![a_jobs[0], later.id, a_jobs[1], a_jobs[2]],
+        "a's oldest, then b's (a has one running), then a's others oldest first"
+    );
+    let lapsed = f.now.plus(lease).plus(Duration::from_millis(1));
+    let again = ok(
+        f.store.claim_job(&w, lapsed, lapsed.plus(lease)).await,
+        "reclaim",
+    );
+    assert_eq!(
+        again.map(|j| j.id),
+        Some(a_jobs[0]),
+        "lapsed leases count as nothing running: the oldest job first"
+    );
+}
+
 /// Eight workers claim twenty jobs at once: every job goes to exactly one worker.
 pub async fn concurrent_claims_never_share_a_job(store: Arc<dyn Store>) {
     let f = Arc::new(Fixture::new(store));

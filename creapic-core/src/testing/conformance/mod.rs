@@ -87,6 +87,7 @@ macro_rules! conformance_suite {
             jobs_cancel_refunds_unfinished_items,
             jobs_are_invisible_to_other_orgs,
             jobs_list_counts_items_by_state,
+            jobs_claims_take_turns_between_organizations,
             concurrent_claims_never_share_a_job,
             audit_queries_filter_page_and_purge,
             audit_queries_filter_by_action,

@@ -21,8 +21,8 @@
 //! gives it the kit's signal ([`Runner::wake_on`]) instead of keeping a clone of the handle in a
 //! task, so the handle can always be shut down.
 //!
-//! Limits: at most `jobs_max` leased jobs, `concurrency_max` generations in flight, and
-//! `org_concurrency_max` per organization; transient failures are retried under the pipeline's
+//! Limits: at most `jobs_max` leased jobs (`org_jobs_max` of one organization), `concurrency_max`
+//! generations in flight, and `org_concurrency_max` per organization; transient failures are retried under the pipeline's
 //! [`crate::generation::retry::RetryPolicy`]; a job claimed more than `job_claims_max` times (a job
 //! that keeps crashing its runners) has its pending items failed and refunded.
 
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use creapic_core::Creapic;
-use creapic_core::id::JobId;
+use creapic_core::id::{JobId, OrgId};
 use creapic_core::job::WorkerId;
 use creapic_core::random::{OsRandom, RandomSource};
 use creapic_core::store::Store;
@@ -61,6 +61,12 @@ pub struct RunnerConfig {
     pub poll_interval: Duration,
     /// Most jobs leased at once.
     pub jobs_max: usize,
+    /// Most jobs of one organization leased at once. The store hands out jobs organization by
+    /// organization (fewest running first); a claim that would go past this is handed back at
+    /// once, so an organization with a long queue never holds every job slot and a newcomer's
+    /// job is claimed as soon as it is submitted. Two keep an organization's generations busy
+    /// while one of its jobs finishes its last items.
+    pub org_jobs_max: usize,
     /// Most generations in flight at once.
     pub concurrency_max: usize,
     /// Most generations in flight for one organization.
@@ -81,6 +87,7 @@ impl Default for RunnerConfig {
             heartbeat: Duration::from_secs(20),
             poll_interval: Duration::from_millis(500),
             jobs_max: 4,
+            org_jobs_max: 2,
             concurrency_max: 4,
             org_concurrency_max: 2,
             job_claims_max: 5,
@@ -317,8 +324,8 @@ async fn claim_loop<S: Store + ?Sized>(ctx: Arc<Context<S>>, wake: Arc<Notify>) 
     let mut jobs = JoinSet::new();
     let mut phase = ctx.phase.clone();
     let mut store_failures: u32 = 0;
-    // The jobs this runner is running, by task (at most `jobs_max`).
-    let mut active: HashMap<tokio::task::Id, JobId> = HashMap::new();
+    // The jobs this runner is running and their organizations, by task (at most `jobs_max`).
+    let mut active: HashMap<tokio::task::Id, (JobId, OrgId)> = HashMap::new();
     while *phase.borrow() == Phase::Running {
         while let Some(done) = jobs.try_join_next_with_id() {
             let task = match done {
@@ -338,22 +345,37 @@ async fn claim_loop<S: Store + ?Sized>(ctx: Arc<Context<S>>, wake: Arc<Notify>) 
             },
         };
         let idle = match ctx.core.claim_job(&ctx.worker, ctx.config.lease).await {
-            Ok(Some(job)) if active.values().any(|id| *id == job.id) => {
+            Ok(Some(job)) if active.values().any(|(id, _)| *id == job.id) => {
                 // Our own lease lapsed (a stall longer than the lease) and we claimed the job
                 // again: the task already running it carries on under the fresh lease.
                 tracing::warn!(job = %job.id, "re-claimed a job this runner is running");
                 store_failures = 0;
                 None
             }
+            Ok(Some(job))
+                if active.values().filter(|(_, org)| *org == job.org).count()
+                    >= ctx.config.org_jobs_max.max(1) =>
+            {
+                // The organization with the fewest jobs running is one this runner already
+                // serves in full: every other organization's work is running too. Hand the job
+                // back (the attempt is not counted) and wait for a job to end or a new one.
+                store_failures = 0;
+                if let Err(e) = ctx.core.release_lease(job.id, &ctx.worker).await {
+                    // The lease lapses on its own; nothing is charged meanwhile.
+                    tracing::warn!(job = %job.id, error = %e, "handing back a job failed");
+                }
+                Some(ctx.config.poll_interval)
+            }
             Ok(Some(job)) => {
                 store_failures = 0;
                 let id = job.id;
+                let org = job.org;
                 let ctx = Arc::clone(&ctx);
                 let task = jobs.spawn(async move {
                     let _slot = slot;
                     job::run(ctx, job).await;
                 });
-                active.insert(task.id(), id);
+                active.insert(task.id(), (id, org));
                 None
             }
             Ok(None) => Some(ctx.config.poll_interval),
