@@ -8,6 +8,12 @@
 //!   job row. Each statement is its own round trip on a pool of 32 connections, in a schema of
 //!   its own (`handrolled`, recreated at start with one key, one organization and one job).
 //!
+//! - `slow-provider ADDR LATENCY_MS`: not a baseline but the stand-in for a real image provider
+//!   in `bench/bulk.sh` — an OpenAI-compatible `POST /v1/images/generations` that answers every
+//!   call after exactly `LATENCY_MS` (real providers take seconds per image) with a small PNG,
+//!   however many calls are in flight, and `GET /stats` with the calls served and the most
+//!   that were ever in flight at once (what the runner really asked of it).
+//!
 //! Design decision: a bench binary (an `[[example]]` of the examples package), not a product
 //! path — it exists so the numbers in docs/benchmarks.md compare creapic with the obvious code
 //! on the same machine, in the same run, against the same PostgreSQL. Listens where told
@@ -20,11 +26,13 @@
 )]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use sha2::Digest as _;
 use sqlx::postgres::PgPoolOptions;
 
@@ -134,10 +142,41 @@ async fn setup(pool: &sqlx::PgPool, key: &str) {
         .unwrap();
 }
 
+/// A 1×1 PNG, base64: the smallest image the provider's caller will accept as an image.
+const PIXEL_PNG_B64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+
+/// The slow provider's state: its latency and what it has seen.
+#[derive(Debug, Default)]
+struct Provider {
+    latency: Duration,
+    served: AtomicU64,
+    in_flight: AtomicU64,
+    in_flight_max: AtomicU64,
+}
+
+async fn slow_generate(State(p): State<Arc<Provider>>) -> axum::Json<serde_json::Value> {
+    let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    p.in_flight_max.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(p.latency).await;
+    p.in_flight.fetch_sub(1, Ordering::SeqCst);
+    p.served.fetch_add(1, Ordering::SeqCst);
+    axum::Json(serde_json::json!({"created": 0, "data": [{"b64_json": PIXEL_PNG_B64}]}))
+}
+
+async fn slow_stats(State(p): State<Arc<Provider>>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "served": p.served.load(Ordering::SeqCst),
+        "inFlight": p.in_flight.load(Ordering::SeqCst),
+        "inFlightMax": p.in_flight_max.load(Ordering::SeqCst),
+    }))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: baselines bare ADDR | baselines handrolled ADDR DATABASE_URL KEY";
+    let usage = "usage: baselines bare ADDR | baselines handrolled ADDR DATABASE_URL KEY \
+                 | baselines slow-provider ADDR LATENCY_MS";
     let (mode, addr) = (
         args.first().expect(usage).as_str(),
         args.get(1).expect(usage),
@@ -156,6 +195,17 @@ async fn main() {
             axum::Router::new()
                 .route("/api/playground/images/{job}", get(handrolled))
                 .with_state(Arc::new(pool))
+        }
+        "slow-provider" => {
+            let ms: u64 = args.get(2).expect(usage).parse().expect(usage);
+            let provider = Provider {
+                latency: Duration::from_millis(ms),
+                ..Provider::default()
+            };
+            axum::Router::new()
+                .route("/v1/images/generations", post(slow_generate))
+                .route("/stats", get(slow_stats))
+                .with_state(Arc::new(provider))
         }
         _ => panic!("{usage}"),
     };
