@@ -241,7 +241,11 @@ impl SqlBackend for SqliteStore {
 
     /// A write transaction holding the database's write lock from its first statement.
     async fn write(&self) -> Result<Tx<Self>> {
-        writer::WriterTx::begin(writer::hold(&self.writer, self.acquire_timeout).await?).await
+        writer::WriterTx::begin(
+            &self.writer,
+            writer::hold(&self.writer, self.acquire_timeout).await?,
+        )
+        .await
     }
 
     async fn read(&self) -> Result<Pooled<Self>> {

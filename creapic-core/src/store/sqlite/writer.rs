@@ -8,10 +8,12 @@
 //! every transaction, a fifth of a lone debit's cost (`BEGIN`, entry, balance, `COMMIT`), and the
 //! next writer waits for that task. A guard handed back is free.
 //!
-//! A transaction dropped before [`WriterTx::commit`] (an error, a cancelled request) cannot roll
-//! back in `Drop` (no `await` there): it marks the connection, and the next holder sends
-//! `ROLLBACK` before anything else. The driver runs a connection's statements in order, so the
-//! rollback follows whatever the dropped transaction had in flight.
+//! A transaction dropped before [`WriterTx::commit`] (an error, a refused debit, a cancelled
+//! request) cannot roll back in `Drop` (no `await` there): it marks the connection, and the next
+//! holder sends `ROLLBACK` before anything else — a task spawned by the drop, when nothing else
+//! is waiting, so the file's write lock is never left held while this process is idle. The
+//! driver runs a connection's statements in order, so the rollback follows whatever the dropped
+//! transaction had in flight.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub(super) struct Writer {
     conn: SqliteConnection,
     rollback_pending: bool,
 }
+
+/// How long the task that rolls back a dropped transaction waits in line for the writer (a
+/// write queued meanwhile rolls back first anyway).
+const ROLLBACK_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// The writer of one store and its clones: `None` once closed.
 pub(super) type Shared = Arc<Mutex<Option<Writer>>>;
@@ -91,13 +97,19 @@ impl DerefMut for WriterGuard {
 pub(crate) struct WriterTx {
     guard: WriterGuard,
     open: bool,
+    /// The writer, to roll a dropped transaction back from a task of its own.
+    shared: Shared,
 }
 
 impl WriterTx {
     /// Starts a transaction that holds SQLite's write lock from its first statement.
-    pub(super) async fn begin(mut guard: WriterGuard) -> Result<WriterTx> {
+    pub(super) async fn begin(shared: &Shared, mut guard: WriterGuard) -> Result<WriterTx> {
         stmt("BEGIN IMMEDIATE").execute(&mut *guard).await?;
-        Ok(WriterTx { guard, open: true })
+        Ok(WriterTx {
+            guard,
+            open: true,
+            shared: Arc::clone(shared),
+        })
     }
 
     /// Commits; on failure the transaction is rolled back (by the next holder).
@@ -122,9 +134,19 @@ impl DerefMut for WriterTx {
 }
 
 impl Drop for WriterTx {
+    /// Marks the connection for rollback and, on a runtime, takes the writer back at once to
+    /// send it: an open transaction holds the file's write lock, which another process may be
+    /// waiting for while this one has nothing more to write. (A write queued meanwhile gets the
+    /// writer first and rolls back itself; the task then finds nothing to do.)
     fn drop(&mut self) {
         if self.open {
             self.guard.0.rollback_pending = true;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let shared = Arc::clone(&self.shared);
+                runtime.spawn(async move {
+                    let _ = hold(&shared, ROLLBACK_WAIT_MAX).await;
+                });
+            }
         }
     }
 }
@@ -159,6 +181,8 @@ impl DerefMut for ReadConn {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::SqliteStore;
     use crate::store::ConnectOptions;
     use crate::store::sql::backend::SqlBackend;
@@ -172,6 +196,44 @@ mod tests {
             .expect("count")
             .count("n")
             .expect("n")
+    }
+
+    /// A dropped transaction gives the file's write lock back without waiting for this
+    /// process's next write: another process (here a second connection that will not wait)
+    /// can write at once.
+    #[tokio::test]
+    async fn a_dropped_transaction_frees_the_file_for_other_processes() {
+        use sqlx::Connection as _;
+        let path = std::env::temp_dir().join(format!(
+            "creapic-writer-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::connect(&url, &ConnectOptions::default())
+            .await
+            .expect("store");
+        let tx = store.write().await.expect("begin");
+        drop(tx);
+        let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match stmt("BEGIN IMMEDIATE").execute(&mut other).await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the write lock stayed held: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stmt("ROLLBACK")
+            .execute(&mut other)
+            .await
+            .expect("rollback");
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
     /// A transaction dropped half-way (an error, a cancelled request) leaves nothing written,
