@@ -140,12 +140,10 @@ async fn kit(serve: bool) -> Target {
         // the job finished (two images), so the cache of finished jobs answers.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        // As `creapic serve` writes its log: lines queued to a writer thread (buffered).
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .buffered_lines_limit(65_536)
-            .finish(std::io::BufWriter::new(std::io::stderr()));
-        // Lines still queued at exit need not be written: the bench counts instructions.
+        // As `creapic serve` writes its log: lines batched by a writer thread.
+        let (writer, guard) =
+            creapic_server_kit::log_writer::LogWriter::stderr().expect("log writer thread");
+        // Lines still buffered at exit need not be written: the bench counts instructions.
         std::mem::forget(guard);
         tracing_subscriber::fmt()
             .with_env_filter(filter)

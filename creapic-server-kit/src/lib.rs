@@ -28,6 +28,7 @@
 pub mod config;
 pub mod generation;
 pub mod http;
+pub mod log_writer;
 pub mod telemetry;
 pub mod upkeep;
 

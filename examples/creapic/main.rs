@@ -57,7 +57,13 @@ fn main() -> ExitCode {
     // `serve` logs through a writer thread from its first line to its last (the error it stops
     // with included); the guard, dropped when `main` returns, flushes what is queued.
     let log = match &cli.command {
-        cli::Command::Serve(args) => Some((args.log_format, serve::init_tracing(args.log_format))),
+        cli::Command::Serve(args) => match serve::init_tracing(args.log_format) {
+            Ok(flush) => Some((args.log_format, flush)),
+            Err(e) => {
+                eprintln!("error: could not start the log writer thread: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         _ => None,
     };
     match runtime.block_on(cli::run(cli)) {
