@@ -317,7 +317,7 @@ fn log_format_is_in_help_with_its_variable() {
 fn a_failed_start_in_json_mode_is_one_json_error_event() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = tempfile_dir();
+    let dir = support::store::temp_dir("obs");
     let out = support::cli(&dir, &["serve", "--listen", &addr, "--log-format", "json"]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -334,11 +334,4 @@ fn a_failed_start_in_json_mode_is_one_json_error_event() {
         error["message"].as_str().is_some_and(|m| m.contains(&addr)),
         "the error names the address: {error}"
     );
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("creapic-obs-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
